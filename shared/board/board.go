@@ -1,0 +1,297 @@
+package board
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+// UART describes one serial port of a board, in the order QEMU's -serial
+// options bind them.
+type UART struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	Base uint64 `json:"base"`
+}
+
+// Board is one machine an emulator backend can run.
+type Board struct {
+	Name        string       `json:"name"`
+	Backend     string       `json:"backend"`
+	Description string       `json:"description"`
+	CPU         string       `json:"cpu"`
+	Flash       model.Region `json:"flash"`
+	RAM         model.Region `json:"ram"`
+	// FlashAlias is where flash is mirrored so the vector table is found at 0.
+	FlashAlias  *uint64  `json:"flash_alias,omitempty"`
+	UARTs       []UART   `json:"uarts"`
+	Peripherals []string `json:"peripherals"`
+	Features    []string `json:"features"`
+}
+
+// Regions are the memory ranges firmware may be loaded into.
+func (b Board) Regions() []model.Region {
+	r := []model.Region{b.Flash, b.RAM}
+	if b.FlashAlias != nil {
+		r = append(r, model.Region{Base: *b.FlashAlias, Size: b.Flash.Size})
+	}
+	return r
+}
+
+// Fits reports whether every segment lies inside one of the board's regions.
+func (b Board) Fits(segs []model.Segment) error {
+	for _, s := range segs {
+		ok := false
+		for _, r := range b.Regions() {
+			if r.Contains(s.Addr, s.Size) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return fmt.Errorf("segment 0x%08x+0x%x is outside %s memory (flash 0x%08x+0x%x, ram 0x%08x+0x%x)",
+				s.Addr, s.Size, b.Name, b.Flash.Base, b.Flash.Size, b.RAM.Base, b.RAM.Size)
+		}
+	}
+	return nil
+}
+
+func addr(v uint64) *uint64 { return &v }
+
+// Known is what the project knows about QEMU machines beyond their names:
+// memory maps and UARTs are not discoverable from -machine help. A board is
+// offered only if the installed binary also lists it (see Capabilities).
+// Memory maps are checked against the real binary's `info mtree` in tests.
+var Known = []Board{
+	{Name: "netduino2", Backend: "qemu", Description: "Netduino 2 (STM32F205RF, Cortex-M3)", CPU: "cortex-m3",
+		Flash: model.Region{Base: 0x08000000, Size: 1 << 20}, RAM: model.Region{Base: 0x20000000, Size: 128 << 10},
+		FlashAlias: addr(0), UARTs: []UART{{"usart1", "stm32f2xx-usart", 0x40011000}, {"usart2", "stm32f2xx-usart", 0x40004400}},
+		Peripherals: []string{"usart1", "usart2", "usart3", "usart6", "tim2", "tim3", "tim4", "tim5", "adc1", "spi1", "syscfg"}},
+	{Name: "netduinoplus2", Backend: "qemu", Description: "Netduino Plus 2 (STM32F405RG, Cortex-M4)", CPU: "cortex-m4",
+		Flash: model.Region{Base: 0x08000000, Size: 1 << 20}, RAM: model.Region{Base: 0x20000000, Size: 192 << 10},
+		FlashAlias: addr(0), UARTs: []UART{{"usart1", "stm32f2xx-usart", 0x40011000}, {"usart2", "stm32f2xx-usart", 0x40004400}},
+		Peripherals: []string{"usart1", "usart2", "usart3", "usart6", "tim2", "tim3", "tim4", "tim5", "adc1", "spi1", "syscfg", "exti"}},
+	{Name: "stm32vldiscovery", Backend: "qemu", Description: "ST STM32VLDISCOVERY (STM32F100RB, Cortex-M3)", CPU: "cortex-m3",
+		Flash: model.Region{Base: 0x08000000, Size: 128 << 10}, RAM: model.Region{Base: 0x20000000, Size: 8 << 10},
+		FlashAlias: addr(0), UARTs: []UART{{"usart1", "stm32f2xx-usart", 0x40013800}, {"usart2", "stm32f2xx-usart", 0x40004400}},
+		Peripherals: []string{"usart1", "usart2", "usart3"}},
+	{Name: "lm3s6965evb", Backend: "qemu", Description: "Stellaris LM3S6965EVB (Cortex-M3)", CPU: "cortex-m3",
+		Flash: model.Region{Base: 0, Size: 256 << 10}, RAM: model.Region{Base: 0x20000000, Size: 64 << 10},
+		UARTs:       []UART{{"uart0", "pl011", 0x4000C000}, {"uart1", "pl011", 0x4000D000}, {"uart2", "pl011", 0x4000E000}},
+		Peripherals: []string{"uart0", "uart1", "uart2", "gptm0", "gptm1", "gptm2", "gptm3", "i2c0", "ssi0", "adc", "ethernet"}},
+	{Name: "lm3s811evb", Backend: "qemu", Description: "Stellaris LM3S811EVB (Cortex-M3)", CPU: "cortex-m3",
+		Flash: model.Region{Base: 0, Size: 64 << 10}, RAM: model.Region{Base: 0x20000000, Size: 8 << 10},
+		UARTs:       []UART{{"uart0", "pl011", 0x4000C000}, {"uart1", "pl011", 0x4000D000}},
+		Peripherals: []string{"uart0", "uart1", "gptm0", "gptm1", "gptm2", "i2c0", "ssi0", "adc"}},
+	{Name: "mps2-an385", Backend: "qemu", Description: "ARM MPS2 with AN385 FPGA image (Cortex-M3)", CPU: "cortex-m3",
+		Flash: model.Region{Base: 0, Size: 4 << 20}, RAM: model.Region{Base: 0x20000000, Size: 4 << 20},
+		UARTs:       []UART{{"uart0", "cmsdk-apb-uart", 0x40004000}, {"uart1", "cmsdk-apb-uart", 0x40005000}, {"uart2", "cmsdk-apb-uart", 0x40006000}},
+		Peripherals: []string{"uart0", "uart1", "uart2", "uart3", "uart4", "timer0", "timer1", "dualtimer", "watchdog", "scc", "fpgaio", "ethernet"}},
+	{Name: "mps2-an386", Backend: "qemu", Description: "ARM MPS2 with AN386 FPGA image (Cortex-M4)", CPU: "cortex-m4",
+		Flash: model.Region{Base: 0, Size: 4 << 20}, RAM: model.Region{Base: 0x20000000, Size: 4 << 20},
+		UARTs:       []UART{{"uart0", "cmsdk-apb-uart", 0x40004000}, {"uart1", "cmsdk-apb-uart", 0x40005000}, {"uart2", "cmsdk-apb-uart", 0x40006000}},
+		Peripherals: []string{"uart0", "uart1", "uart2", "uart3", "uart4", "timer0", "timer1", "dualtimer", "watchdog", "scc", "fpgaio", "ethernet"}},
+}
+
+// Backend is one emulator backend as discovered on a runner.
+type Backend struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Binary  string `json:"binary"`
+	// Machines are all machine names the binary lists; Boards are those of them
+	// the platform can run (memory map and UARTs known).
+	Machines   []string `json:"machines"`
+	Processors []string `json:"processors"`
+	Boards     []Board  `json:"boards"`
+}
+
+// Capabilities is the document GET /api/v1/capabilities returns.
+type Capabilities struct {
+	Backends    []Backend `json:"backends"`
+	Formats     []string  `json:"formats"`
+	BusTypes    []string  `json:"bus_types"`
+	Features    []string  `json:"features"`
+	Peripherals []string  `json:"peripherals"`
+}
+
+// Features are what every session offers, whatever the board.
+var Features = []string{"power", "reset", "console-http", "console-websocket", "semihosting-exit"}
+
+// Build makes the capabilities document from what a QEMU binary reported.
+// Only boards that the binary lists and whose CPU it knows are offered.
+func Build(qemuVersion, binary string, machines, cpus []string) Capabilities {
+	b := Backend{Name: "qemu", Version: qemuVersion, Binary: binary, Machines: machines, Processors: cpus}
+	periph := map[string]bool{}
+	for _, k := range Known {
+		if !slices.Contains(machines, k.Name) || !slices.Contains(cpus, k.CPU) {
+			continue
+		}
+		k.Features = Features
+		b.Boards = append(b.Boards, k)
+		for _, p := range k.Peripherals {
+			periph[p] = true
+		}
+	}
+	var ps []string
+	for p := range periph {
+		ps = append(ps, p)
+	}
+	sort.Strings(ps)
+	return Capabilities{
+		Backends:    []Backend{b},
+		Formats:     []string{string(model.FormatELF), string(model.FormatBIN), string(model.FormatHEX)},
+		BusTypes:    []string{"uart"},
+		Features:    Features,
+		Peripherals: ps,
+	}
+}
+
+// Backend returns the named backend, if the capabilities offer it.
+func (c Capabilities) Backend(name string) (Backend, bool) {
+	for _, b := range c.Backends {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Backend{}, false
+}
+
+// Board returns the named board of a backend.
+func (b Backend) Board(name string) (Board, bool) {
+	for _, k := range b.Boards {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return Board{}, false
+}
+
+// BoardNames lists the backend's boards, for error messages.
+func (b Backend) BoardNames() []string {
+	var n []string
+	for _, k := range b.Boards {
+		n = append(n, k.Name)
+	}
+	return n
+}
+
+// NoFitError says that no board matches; Candidates are the boards that were
+// considered, each with why it was rejected.
+type NoFitError struct {
+	Candidates []Candidate
+}
+
+// Candidate is a board that did not fit and why.
+type Candidate struct {
+	Board  string `json:"board"`
+	CPU    string `json:"cpu"`
+	Reason string `json:"reason"`
+}
+
+func (e *NoFitError) Error() string {
+	var parts []string
+	for _, c := range e.Candidates {
+		parts = append(parts, c.Board+" ("+c.Reason+")")
+	}
+	return "no board matches the requested processor and memory map; candidates: " + strings.Join(parts, "; ")
+}
+
+// InvalidError is a board_config that is malformed regardless of the catalog.
+type InvalidError struct{ Msg string }
+
+func (e *InvalidError) Error() string { return e.Msg }
+
+// Resolve picks the machine for a board config. A named board must exist. A
+// processor plus memory map resolves to the board whose CPU matches and whose
+// flash and RAM contain the requested regions; of several, the one with the
+// least memory (the closest fit) wins, then by name, so the answer is stable.
+func (b Backend) Resolve(cfg model.BoardConfig) (Board, error) {
+	if cfg.Board != "" {
+		k, ok := b.Board(cfg.Board)
+		if !ok {
+			return Board{}, &InvalidError{fmt.Sprintf("unknown board %q; boards of backend %s: %s", cfg.Board, b.Name, strings.Join(b.BoardNames(), ", "))}
+		}
+		if cfg.Processor != nil && cfg.Processor.Model != "" && cfg.Processor.Model != k.CPU {
+			return Board{}, &InvalidError{fmt.Sprintf("board %s has a %s, not a %s", k.Name, k.CPU, cfg.Processor.Model)}
+		}
+		if cfg.Memory != nil {
+			if err := fitsMemory(k, *cfg.Memory); err != "" {
+				return Board{}, &InvalidError{fmt.Sprintf("board %s: %s", k.Name, err)}
+			}
+		}
+		return k, checkPeripherals(k, cfg.Peripherals)
+	}
+	if cfg.Processor == nil || cfg.Processor.Model == "" {
+		return Board{}, &InvalidError{"board_config needs either board or processor.model (with memory)"}
+	}
+	if cfg.Memory == nil {
+		return Board{}, &InvalidError{"board_config.memory (flash and ram regions) is required when no board is named"}
+	}
+	if cfg.Memory.Flash.Size == 0 || cfg.Memory.RAM.Size == 0 {
+		return Board{}, &InvalidError{"board_config.memory.flash.size and memory.ram.size must be greater than zero"}
+	}
+	if !slices.Contains(b.Processors, cfg.Processor.Model) {
+		return Board{}, &InvalidError{fmt.Sprintf("unknown processor %q; processors of backend %s include: %s", cfg.Processor.Model, b.Name, strings.Join(boardCPUs(b), ", "))}
+	}
+	var fits []Board
+	var cands []Candidate
+	for _, k := range b.Boards {
+		reason := ""
+		if k.CPU != cfg.Processor.Model {
+			reason = "cpu is " + k.CPU
+		} else {
+			reason = fitsMemory(k, *cfg.Memory)
+		}
+		if reason == "" && checkPeripherals(k, cfg.Peripherals) != nil {
+			reason = checkPeripherals(k, cfg.Peripherals).Error()
+		}
+		if reason != "" {
+			cands = append(cands, Candidate{Board: k.Name, CPU: k.CPU, Reason: reason})
+			continue
+		}
+		fits = append(fits, k)
+	}
+	if len(fits) == 0 {
+		return Board{}, &NoFitError{Candidates: cands}
+	}
+	sort.SliceStable(fits, func(i, j int) bool {
+		si, sj := fits[i].Flash.Size+fits[i].RAM.Size, fits[j].Flash.Size+fits[j].RAM.Size
+		if si != sj {
+			return si < sj
+		}
+		return fits[i].Name < fits[j].Name
+	})
+	return fits[0], nil
+}
+
+func boardCPUs(b Backend) []string {
+	var c []string
+	for _, k := range b.Boards {
+		if !slices.Contains(c, k.CPU) {
+			c = append(c, k.CPU)
+		}
+	}
+	return c
+}
+
+func fitsMemory(k Board, m model.Memory) string {
+	if !k.Flash.Contains(m.Flash.Base, m.Flash.Size) {
+		return fmt.Sprintf("flash is 0x%08x+0x%x", k.Flash.Base, k.Flash.Size)
+	}
+	if !k.RAM.Contains(m.RAM.Base, m.RAM.Size) {
+		return fmt.Sprintf("ram is 0x%08x+0x%x", k.RAM.Base, k.RAM.Size)
+	}
+	return ""
+}
+
+func checkPeripherals(k Board, want []string) error {
+	for _, p := range want {
+		if !slices.Contains(k.Peripherals, strings.ToLower(p)) {
+			return &InvalidError{fmt.Sprintf("board %s has no peripheral %q; it has: %s", k.Name, p, strings.Join(k.Peripherals, ", "))}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+package model
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// State is a session's lifecycle state as the API reports it.
+type State string
+
+const (
+	StateCreated State = "created"
+	StateRunning State = "running"
+	StateStopped State = "stopped"
+	StateError   State = "error"
+)
+
+// Region is a contiguous address range.
+type Region struct {
+	Base uint64 `json:"base"`
+	Size uint64 `json:"size"`
+}
+
+// End is the first address past the region.
+func (r Region) End() uint64 { return r.Base + r.Size }
+
+// Contains reports whether [addr, addr+size) lies inside r.
+func (r Region) Contains(addr, size uint64) bool {
+	return addr >= r.Base && addr+size >= addr && addr+size <= r.End()
+}
+
+// Memory is the seed's memory map: one flash and one RAM region.
+type Memory struct {
+	Flash Region `json:"flash"`
+	RAM   Region `json:"ram"`
+}
+
+// Processor names a CPU model and the frequency the user asked for.
+type Processor struct {
+	Model     string `json:"model"`
+	Frequency uint64 `json:"frequency,omitempty"`
+}
+
+// BoardConfig is the seed's board request: either a named board or a processor
+// plus memory map that the backend resolves to a real machine.
+type BoardConfig struct {
+	Board       string     `json:"board,omitempty"`
+	Processor   *Processor `json:"processor,omitempty"`
+	Memory      *Memory    `json:"memory,omitempty"`
+	Peripherals []string   `json:"peripherals,omitempty"`
+}
+
+// Session is one emulated machine owned by a user.
+type Session struct {
+	ID          string      `json:"id"`
+	Name        string      `json:"name"`
+	Backend     string      `json:"backend"`
+	BoardConfig BoardConfig `json:"board_config"`
+	// Machine is the emulator machine the board config resolved to.
+	Machine   string     `json:"machine"`
+	State     State      `json:"state"`
+	Reason    string     `json:"reason,omitempty"`
+	ProgramID string     `json:"program_id,omitempty"`
+	RunnerID  string     `json:"runner_id,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	StartedAt *time.Time `json:"started_at,omitempty"`
+}
+
+// Format is a firmware image format.
+type Format string
+
+const (
+	FormatELF Format = "elf"
+	FormatBIN Format = "bin"
+	FormatHEX Format = "hex"
+)
+
+// Formats lists the accepted formats, for error messages.
+var Formats = []Format{FormatELF, FormatBIN, FormatHEX}
+
+// Segment is a range of the image that is loaded into target memory.
+type Segment struct {
+	Addr uint64 `json:"addr"`
+	Size uint64 `json:"size"`
+}
+
+// Program is a stored firmware image and what validation learned about it.
+type Program struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Format      Format    `json:"format"`
+	LoadAddress *uint64   `json:"load_address,omitempty"`
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"`
+	Entry       *uint64   `json:"entry,omitempty"`
+	Segments    []Segment `json:"segments"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// NewID returns a random 16-hex-digit identifier: short enough for unix
+// socket paths, long enough not to collide.
+func NewID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// ValidID reports whether s looks like an id from NewID, so ids from URLs can
+// be refused before they reach storage or file paths.
+func ValidID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// Blob keys of a program: the image and its manifest (the program's JSON).
+// The manifest is written last, so its presence means the program is whole.
+func ProgramImageKey(id string) string    { return "programs/" + id + "/image" }
+func ProgramManifestKey(id string) string { return "programs/" + id + "/manifest.json" }
