@@ -1,0 +1,347 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/machineserver/machineserver/shared/board"
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+// ErrNotFound is returned for a missing session, program or runner.
+var ErrNotFound = errors.New("state: not found")
+
+const (
+	keySessions   = "ms:sessions" // zset id by creation time
+	keyPrograms   = "ms:programs" // zset id by creation time
+	keyRunners    = "ms:runners"  // set of runner ids
+	prefixSession = "ms:session:" // string: JSON session
+	prefixProgram = "ms:program:" // string: JSON program
+	prefixRunner  = "ms:runner:"  // string: JSON runner, with TTL
+	maxTxRetries  = 20
+)
+
+// Store is the Redis-backed state.
+type Store struct {
+	rdb *redis.Client
+	// embedded is the in-process server in standalone mode; nil otherwise.
+	embedded *miniredis.Miniredis
+}
+
+// Open connects to the Redis server at url (redis://host:port/db) and checks
+// that it answers.
+func Open(ctx context.Context, url string) (*Store, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("state: parse redis url: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("state: ping %s: %w", opt.Addr, err)
+	}
+	return &Store{rdb: rdb}, nil
+}
+
+// OpenEmbedded starts an in-process Redis-compatible server on loopback and
+// connects to it, for standalone mode and tests.
+func OpenEmbedded(ctx context.Context) (*Store, error) {
+	m := miniredis.NewMiniRedis()
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("state: start embedded redis: %w", err)
+	}
+	s, err := Open(ctx, "redis://"+m.Addr()+"/0")
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	s.embedded = m
+	return s, nil
+}
+
+// Addr is the Redis address, for /health.
+func (s *Store) Addr() string {
+	if s.embedded != nil {
+		return "embedded:" + s.embedded.Addr()
+	}
+	return s.rdb.Options().Addr
+}
+
+// Ping checks the connection.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+// Close closes the client and, in standalone mode, the embedded server.
+func (s *Store) Close() error {
+	err := s.rdb.Close()
+	if s.embedded != nil {
+		s.embedded.Close()
+	}
+	return err
+}
+
+// Client exposes the go-redis client for later subsystems (queues, audit).
+func (s *Store) Client() *redis.Client { return s.rdb }
+
+func put(ctx context.Context, pipe redis.Cmdable, key, index, id string, created time.Time, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	pipe.Set(ctx, key, b, 0)
+	pipe.ZAdd(ctx, index, redis.Z{Score: float64(created.UnixNano()), Member: id})
+	return nil
+}
+
+func get[T any](ctx context.Context, rdb redis.Cmdable, key string) (T, error) {
+	var v T
+	b, err := rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return v, ErrNotFound
+	}
+	if err != nil {
+		return v, fmt.Errorf("state: get %s: %w", key, err)
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("state: decode %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// page lists one page of an index, oldest first, and the total.
+func page[T any](ctx context.Context, rdb *redis.Client, index, prefix string, offset, limit int) ([]T, int, error) {
+	total, err := rdb.ZCard(ctx, index).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: count %s: %w", index, err)
+	}
+	ids, err := rdb.ZRange(ctx, index, int64(offset), int64(offset+limit-1)).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: list %s: %w", index, err)
+	}
+	out := make([]T, 0, len(ids))
+	if len(ids) == 0 {
+		return out, int(total), nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = prefix + id
+	}
+	vals, err := rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: mget: %w", err)
+	}
+	for _, raw := range vals {
+		str, ok := raw.(string)
+		if !ok {
+			continue // deleted between ZRANGE and MGET
+		}
+		var v T
+		if err := json.Unmarshal([]byte(str), &v); err != nil {
+			return nil, 0, fmt.Errorf("state: decode: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, int(total), nil
+}
+
+// CreateSession stores a new session.
+func (s *Store) CreateSession(ctx context.Context, sess model.Session) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return put(ctx, p, prefixSession+sess.ID, keySessions, sess.ID, sess.CreatedAt, sess)
+	})
+	if err != nil {
+		return fmt.Errorf("state: create session: %w", err)
+	}
+	return nil
+}
+
+// GetSession returns a session or ErrNotFound.
+func (s *Store) GetSession(ctx context.Context, id string) (model.Session, error) {
+	return get[model.Session](ctx, s.rdb, prefixSession+id)
+}
+
+// ListSessions returns one page of sessions, oldest first, and the total.
+func (s *Store) ListSessions(ctx context.Context, offset, limit int) ([]model.Session, int, error) {
+	return page[model.Session](ctx, s.rdb, keySessions, prefixSession, offset, limit)
+}
+
+// UpdateSession applies fn to the stored session atomically (optimistic
+// locking with WATCH), so the functions and the runner can both change a
+// session without losing each other's writes. If fn returns an error nothing
+// is written and that error is returned.
+func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*model.Session) error) (model.Session, error) {
+	key := prefixSession + id
+	var out model.Session
+	for range maxTxRetries {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			sess, err := get[model.Session](ctx, tx, key)
+			if err != nil {
+				return err
+			}
+			if err := fn(&sess); err != nil {
+				return err
+			}
+			sess.UpdatedAt = time.Now().UTC()
+			b, err := json.Marshal(sess)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, key, b, 0)
+				return nil
+			})
+			out = sess
+			return err
+		}, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		return out, err
+	}
+	return out, fmt.Errorf("state: update session %s: too much contention", id)
+}
+
+// DeleteSession removes a session; a missing one is ErrNotFound.
+func (s *Store) DeleteSession(ctx context.Context, id string) error {
+	return s.del(ctx, prefixSession+id, keySessions, id)
+}
+
+func (s *Store) del(ctx context.Context, key, index, id string) error {
+	var n *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.Del(ctx, key)
+		p.ZRem(ctx, index, id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: delete %s: %w", key, err)
+	}
+	if n.Val() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SessionsOnRunner lists every session bound to a runner (for reconciling
+// after a runner restart).
+func (s *Store) SessionsOnRunner(ctx context.Context, runnerID string) ([]model.Session, error) {
+	all, _, err := s.ListSessions(ctx, 0, 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	var out []model.Session
+	for _, sess := range all {
+		if sess.RunnerID == runnerID {
+			out = append(out, sess)
+		}
+	}
+	return out, nil
+}
+
+// PutProgram indexes a program (its manifest is in the blob store).
+func (s *Store) PutProgram(ctx context.Context, p model.Program) error {
+	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		return put(ctx, pipe, prefixProgram+p.ID, keyPrograms, p.ID, p.CreatedAt, p)
+	})
+	if err != nil {
+		return fmt.Errorf("state: put program: %w", err)
+	}
+	return nil
+}
+
+// GetProgram returns a program or ErrNotFound.
+func (s *Store) GetProgram(ctx context.Context, id string) (model.Program, error) {
+	return get[model.Program](ctx, s.rdb, prefixProgram+id)
+}
+
+// ListPrograms returns one page of programs, oldest first, and the total.
+func (s *Store) ListPrograms(ctx context.Context, offset, limit int) ([]model.Program, int, error) {
+	return page[model.Program](ctx, s.rdb, keyPrograms, prefixProgram, offset, limit)
+}
+
+// DeleteProgram removes a program from the index.
+func (s *Store) DeleteProgram(ctx context.Context, id string) error {
+	return s.del(ctx, prefixProgram+id, keyPrograms, id)
+}
+
+// Runner is a runner's registration: where to reach it and what it offers.
+type Runner struct {
+	ID           string             `json:"id"`
+	URL          string             `json:"url"`
+	Capacity     int                `json:"capacity"`
+	Running      int                `json:"running"`
+	Capabilities board.Capabilities `json:"capabilities"`
+	StartedAt    time.Time          `json:"started_at"`
+	HeartbeatAt  time.Time          `json:"heartbeat_at"`
+}
+
+// Free is how many more emulators the runner accepts.
+func (r Runner) Free() int { return r.Capacity - r.Running }
+
+// RegisterRunner records (or refreshes) a runner; the record expires after
+// ttl unless refreshed, so a dead runner disappears from the registry.
+func (s *Store) RegisterRunner(ctx context.Context, r Runner, ttl time.Duration) error {
+	r.HeartbeatAt = time.Now().UTC()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, prefixRunner+r.ID, b, ttl)
+		p.SAdd(ctx, keyRunners, r.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: register runner: %w", err)
+	}
+	return nil
+}
+
+// UnregisterRunner removes a runner at shutdown.
+func (s *Store) UnregisterRunner(ctx context.Context, id string) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, prefixRunner+id)
+		p.SRem(ctx, keyRunners, id)
+		return nil
+	})
+	return err
+}
+
+// Runner returns a live runner by id.
+func (s *Store) Runner(ctx context.Context, id string) (Runner, error) {
+	return get[Runner](ctx, s.rdb, prefixRunner+id)
+}
+
+// Runners lists live runners, most free capacity first; expired ones are
+// pruned from the set.
+func (s *Store) Runners(ctx context.Context) ([]Runner, error) {
+	ids, err := s.rdb.SMembers(ctx, keyRunners).Result()
+	if err != nil {
+		return nil, fmt.Errorf("state: list runners: %w", err)
+	}
+	var out []Runner
+	for _, id := range ids {
+		r, err := s.Runner(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			s.rdb.SRem(ctx, keyRunners, id)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Free() != out[j].Free() {
+			return out[i].Free() > out[j].Free()
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}

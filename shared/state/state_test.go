@@ -1,0 +1,151 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/testenv"
+)
+
+// Both backends run the same code: the real redis-server and the embedded one.
+func stores(t *testing.T) map[string]*Store {
+	ctx := context.Background()
+	real, err := Open(ctx, testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb, err := OpenEmbedded(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { real.Close(); emb.Close() })
+	return map[string]*Store{"redis-server": real, "embedded": emb}
+}
+
+func TestSessions(t *testing.T) {
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			base := time.Now().UTC()
+			for i := range 5 {
+				err := s.CreateSession(ctx, model.Session{ID: fmt.Sprintf("%016x", i), Name: fmt.Sprint(i), RunnerID: "r1",
+					State: model.StateCreated, CreatedAt: base.Add(time.Duration(i) * time.Second)})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			page, total, err := s.ListSessions(ctx, 2, 2)
+			if err != nil || total != 5 || len(page) != 2 || page[0].Name != "2" || page[1].Name != "3" {
+				t.Fatalf("page: %v %d %v", page, total, err)
+			}
+			if _, err := s.GetSession(ctx, "missing"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("missing: %v", err)
+			}
+			if _, err := s.UpdateSession(ctx, "missing", func(*model.Session) error { return nil }); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("update missing: %v", err)
+			}
+			boom := errors.New("boom")
+			if _, err := s.UpdateSession(ctx, fmt.Sprintf("%016x", 0), func(x *model.Session) error { x.Name = "changed"; return boom }); !errors.Is(err, boom) {
+				t.Fatalf("fn error: %v", err)
+			}
+			if got, _ := s.GetSession(ctx, fmt.Sprintf("%016x", 0)); got.Name != "0" {
+				t.Fatal("a failed update wrote")
+			}
+			if err := s.DeleteSession(ctx, fmt.Sprintf("%016x", 4)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.DeleteSession(ctx, fmt.Sprintf("%016x", 4)); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("double delete: %v", err)
+			}
+			on, _ := s.SessionsOnRunner(ctx, "r1")
+			if len(on) != 4 {
+				t.Fatalf("on runner: %d", len(on))
+			}
+		})
+	}
+}
+
+// Concurrent writers never lose each other's updates.
+func TestUpdateSessionIsAtomic(t *testing.T) {
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			id := "00000000000000aa"
+			if err := s.CreateSession(ctx, model.Session{ID: id, CreatedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			const n = 10
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := s.UpdateSession(ctx, id, func(x *model.Session) error {
+						x.Name += fmt.Sprint(i % 10)
+						return nil
+					})
+					if err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			got, _ := s.GetSession(ctx, id)
+			if len(got.Name) != n {
+				t.Fatalf("lost updates: %q", got.Name)
+			}
+		})
+	}
+}
+
+func TestRunnersExpire(t *testing.T) {
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			if err := s.RegisterRunner(ctx, Runner{ID: "a", Capacity: 4, Running: 3}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.RegisterRunner(ctx, Runner{ID: "b", Capacity: 4, Running: 1}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			rs, err := s.Runners(ctx)
+			if err != nil || len(rs) != 2 || rs[0].ID != "b" {
+				t.Fatalf("most free first: %v %v", rs, err)
+			}
+			s.UnregisterRunner(ctx, "b")
+			if rs, _ := s.Runners(ctx); len(rs) != 1 || rs[0].ID != "a" {
+				t.Fatalf("after unregister: %v", rs)
+			}
+			if _, err := s.Runner(ctx, "b"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("gone runner: %v", err)
+			}
+		})
+	}
+}
+
+func TestPrograms(t *testing.T) {
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			p := model.Program{ID: "00000000000000bb", Name: "fw", Format: model.FormatELF, CreatedAt: time.Now()}
+			if err := s.PutProgram(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.GetProgram(ctx, p.ID)
+			if err != nil || got.Name != "fw" {
+				t.Fatalf("get: %v %v", got, err)
+			}
+			if err := s.DeleteProgram(ctx, p.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, total, _ := s.ListPrograms(ctx, 0, 10); total != 0 {
+				t.Fatalf("total after delete: %d", total)
+			}
+		})
+	}
+}
