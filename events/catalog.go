@@ -1,0 +1,116 @@
+package events
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"reflect"
+
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+// Direction says who sends an event type.
+type Direction string
+
+const (
+	// Command is a request a function accepts, with the REST call's meaning.
+	Command Direction = "command"
+	// Notification is a change the platform publishes after it happened.
+	Notification Direction = "notification"
+)
+
+// Spec describes one event type.
+type Spec struct {
+	Type      string
+	Direction Direction
+	// Payload is the zero value of the data's Go type; NewPayload makes one
+	// to decode into.
+	Payload any
+	// Schema is the file name of the data's JSON Schema in Schemas; the
+	// sample event has the same name in Samples.
+	Schema      string
+	Description string
+}
+
+// NewPayload returns a pointer to a new zero value of the payload type.
+func (s Spec) NewPayload() any {
+	return reflect.New(reflect.TypeOf(s.Payload)).Interface()
+}
+
+func spec(typ string, dir Direction, payload any, desc string) Spec {
+	return Spec{Type: typ, Direction: dir, Payload: payload, Schema: typ + ".json", Description: desc}
+}
+
+// Catalog lists every event type, commands first.
+var Catalog = []Spec{
+	spec(TypeSessionCreate, Command, CreateSession{}, "Create a session: resolve the board config to a machine and pick a runner."),
+	spec(TypeSessionDelete, Command, SessionRef{}, "Delete a session, stopping its emulator if it runs."),
+	spec(TypeSessionLoadProgram, Command, LoadProgram{}, "Load a stored program into a session; it runs at the next power on."),
+	spec(TypeSessionPowerOn, Command, SessionRef{}, "Start the session's emulator with its loaded program."),
+	spec(TypeSessionPowerOff, Command, SessionRef{}, "Stop the session's emulator."),
+	spec(TypeSessionReset, Command, SessionRef{}, "Reset the running emulator, reloading the program."),
+	spec(TypeProgramUpload, Command, UploadProgram{}, "Validate and store a firmware image carried base64 in the event."),
+	spec(TypeProgramDelete, Command, ProgramRef{}, "Delete a program that no session uses."),
+
+	spec(TypeSessionCreated, Notification, model.Session{}, "A session was created (state created)."),
+	spec(TypeSessionStarted, Notification, model.Session{}, "A session's emulator started (state running)."),
+	spec(TypeSessionStopped, Notification, model.Session{}, "A session's emulator stopped on request or by a clean firmware exit (state stopped)."),
+	spec(TypeSessionFailed, Notification, model.Session{}, "A session's emulator failed or was lost (state error, with the reason)."),
+	spec(TypeSessionDeleted, Notification, model.Session{}, "A session was deleted; data is its last state."),
+	spec(TypeSessionRebooted, Notification, model.Session{}, "A session's emulator was reset."),
+	spec(TypeSessionProgramLoaded, Notification, model.Session{}, "A program was loaded into a session (program_id set)."),
+	spec(TypeProgramStored, Notification, model.Program{}, "A firmware image was validated and stored."),
+	spec(TypeProgramDeleted, Notification, model.Program{}, "A program was deleted; data is its last state."),
+}
+
+// Lookup returns the spec of an event type.
+func Lookup(eventType string) (Spec, bool) {
+	for _, s := range Catalog {
+		if s.Type == eventType {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+//go:embed schemas/*.json samples/*.json
+var files embed.FS
+
+// Schemas holds the JSON Schemas (draft 2020-12): one per event type, named
+// by Spec.Schema, and defs.json with the definitions they share. Each file's
+// $id is SchemaBase plus its name, so relative $refs resolve between them.
+var Schemas = sub("schemas")
+
+// Samples holds one structured-mode sample event per type, named by
+// Spec.Schema.
+var Samples = sub("samples")
+
+// SchemaBase is the prefix of every schema's $id.
+const SchemaBase = "https://machineserver.io/schemas/events/"
+
+func sub(dir string) fs.FS {
+	f, err := fs.Sub(files, dir)
+	if err != nil {
+		panic(err) // dir is a literal embedded above
+	}
+	return f
+}
+
+// Schema returns the JSON Schema of an event type's data.
+func Schema(eventType string) ([]byte, error) {
+	return read(Schemas, eventType)
+}
+
+// Sample returns a sample event of the type in structured JSON mode, for
+// tests and documentation.
+func Sample(eventType string) ([]byte, error) {
+	return read(Samples, eventType)
+}
+
+func read(fsys fs.FS, eventType string) ([]byte, error) {
+	s, ok := Lookup(eventType)
+	if !ok {
+		return nil, fmt.Errorf("events: %w: %q", ErrUnknownType, eventType)
+	}
+	return fs.ReadFile(fsys, s.Schema)
+}

@@ -1,0 +1,197 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"io/fs"
+	"testing"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+// compile compiles every catalog schema, with defs.json and the others
+// loaded under their $ids so that the relative $refs resolve offline.
+func compile(t *testing.T) map[string]*jsonschema.Schema {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.AssertFormat() // date-time is part of our contract, not a hint
+	names, err := fs.Glob(Schemas, "*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		b, err := fs.ReadFile(Schemas, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		if err := c.AddResource(SchemaBase+n, doc); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+	}
+	out := map[string]*jsonschema.Schema{}
+	for _, s := range Catalog {
+		sch, err := c.Compile(SchemaBase + s.Schema) // also checks it against the 2020-12 metaschema
+		if err != nil {
+			t.Fatalf("%s: %v", s.Type, err)
+		}
+		out[s.Type] = sch
+	}
+	return out
+}
+
+func validate(sch *jsonschema.Schema, data []byte) error {
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	return sch.Validate(inst)
+}
+
+func TestSamplesMatchSchemas(t *testing.T) {
+	schemas := compile(t)
+	for _, s := range Catalog {
+		e := sample(t, s)
+		if err := validate(schemas[s.Type], e.Data()); err != nil {
+			t.Errorf("%s: sample data does not match the schema: %v", s.Type, err)
+		}
+		if _, err := decodeStrict(s, e.Data()); err != nil {
+			t.Errorf("%s: sample data does not decode into %T: %v", s.Type, s.Payload, err)
+		}
+	}
+}
+
+// TestGoValuesMatchSchemas checks the producer side: payloads built in Go
+// the way the functions and the runner build them encode to JSON the
+// schemas accept, including the shapes the samples do not show.
+func TestGoValuesMatchSchemas(t *testing.T) {
+	schemas := compile(t)
+	now := time.Now().UTC()
+	later := now.Add(time.Second)
+	addr := uint64(0x08000000)
+	entry := uint64(0x08000131)
+	named := model.Session{
+		ID: model.NewID(), Name: "named", Backend: "qemu", BoardConfig: model.BoardConfig{Board: "lm3s6965evb"},
+		Machine: "lm3s6965evb", State: model.StateCreated, RunnerID: "runner-1", CreatedAt: now, UpdatedAt: now,
+	}
+	full := named
+	full.BoardConfig = model.BoardConfig{
+		Processor:   &model.Processor{Model: "cortex-m4", Frequency: 168_000_000},
+		Memory:      &model.Memory{Flash: model.Region{Base: 0x08000000, Size: 1 << 20}, RAM: model.Region{Base: 0x20000000, Size: 128 << 10}},
+		Peripherals: []string{"usart1", "gpioa"},
+	}
+	with := func(s model.Session, f func(*model.Session)) model.Session { f(&s); return s }
+	started := with(full, func(s *model.Session) {
+		s.State, s.ProgramID, s.StartedAt, s.UpdatedAt = model.StateRunning, model.NewID(), &later, later
+	})
+	stopped := with(started, func(s *model.Session) { s.State, s.Reason = model.StateStopped, "firmware exited with status 0" })
+	lost := with(started, func(s *model.Session) {
+		s.State, s.Reason = model.StateError, "lost: the runner restarted and the emulator is gone"
+	})
+	relocatable := model.Program{
+		ID: model.NewID(), Name: "app.bin", Format: model.FormatBIN, Size: 4096,
+		SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Segments: []model.Segment{{Addr: 0, Size: 4096}}, CreatedAt: now,
+	}
+	elf := model.Program{
+		ID: model.NewID(), Name: "app.elf", Format: model.FormatELF, Size: 90000, SHA256: relocatable.SHA256, Entry: &entry,
+		Segments: []model.Segment{{Addr: 0x08000000, Size: 8000}, {Addr: 0x20000000, Size: 64}}, CreatedAt: now,
+	}
+	for _, tc := range []struct {
+		typ  string
+		data any
+	}{
+		{TypeSessionCreate, CreateSession{Name: "n", BoardConfig: named.BoardConfig}},
+		{TypeSessionCreate, CreateSession{Name: "n", Backend: "qemu", BoardConfig: full.BoardConfig}},
+		{TypeSessionLoadProgram, LoadProgram{SessionID: named.ID, ProgramID: elf.ID}},
+		{TypeSessionPowerOn, SessionRef{SessionID: named.ID}},
+		{TypeProgramUpload, UploadProgram{Name: "app.elf", Content: []byte("\x7fELF\x01")}},
+		{TypeProgramUpload, UploadProgram{Name: "app.bin", Format: "bin", LoadAddress: &addr, Content: []byte{0}}},
+		{TypeProgramDelete, ProgramRef{ProgramID: elf.ID}},
+		{TypeSessionCreated, named},
+		{TypeSessionCreated, full},
+		{TypeSessionProgramLoaded, with(named, func(s *model.Session) { s.ProgramID = elf.ID })},
+		{TypeSessionStarted, started},
+		{TypeSessionRebooted, started},
+		{TypeSessionStopped, stopped},
+		{TypeSessionStopped, with(started, func(s *model.Session) { s.State = model.StateStopped })},
+		{TypeSessionFailed, lost},
+		{TypeSessionDeleted, named},
+		{TypeSessionDeleted, lost},
+		{TypeProgramStored, relocatable},
+		{TypeProgramStored, elf},
+		{TypeProgramDeleted, elf},
+	} {
+		e, err := New(SourceSessions, tc.typ, "", tc.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate(schemas[tc.typ], e.Data()); err != nil {
+			t.Errorf("%s: %s does not match the schema: %v", tc.typ, e.Data(), err)
+		}
+	}
+}
+
+// TestSchemasRejectInvalid checks that the schemas are strict: each case
+// breaks one rule in an otherwise valid sample.
+func TestSchemasRejectInvalid(t *testing.T) {
+	schemas := compile(t)
+	type obj = map[string]any
+	cases := []struct {
+		typ, name string
+		mutate    func(d obj)
+	}{
+		{TypeSessionCreate, "no name", func(d obj) { delete(d, "name") }},
+		{TypeSessionCreate, "neither board nor processor", func(d obj) { d["board_config"] = obj{"peripherals": []any{"uart0"}} }},
+		{TypeSessionCreate, "unknown board_config field", func(d obj) { d["board_config"].(obj)["cpu"] = "m3" }},
+		{TypeSessionCreate, "unknown region field", func(d obj) {
+			d["board_config"].(obj)["memory"].(obj)["flash"].(obj)["end"] = 1
+		}},
+		{TypeSessionCreate, "negative base", func(d obj) { d["board_config"].(obj)["memory"].(obj)["ram"].(obj)["base"] = -1 }},
+		{TypeSessionCreate, "processor without model", func(d obj) { delete(d["board_config"].(obj)["processor"].(obj), "model") }},
+		{TypeSessionDelete, "malformed id", func(d obj) { d["session_id"] = "../../etc" }},
+		{TypeSessionLoadProgram, "no program", func(d obj) { delete(d, "program_id") }},
+		{TypeProgramUpload, "unknown format", func(d obj) { d["format"] = "exe" }},
+		{TypeProgramUpload, "content not base64", func(d obj) { d["content"] = "not base64!" }},
+		{TypeProgramUpload, "empty content", func(d obj) { d["content"] = "" }},
+		{TypeProgramUpload, "fractional load address", func(d obj) { d["load_address"] = 1.5 }},
+		{TypeSessionCreated, "state running", func(d obj) { d["state"] = "running" }},
+		{TypeSessionStarted, "no started_at", func(d obj) { delete(d, "started_at") }},
+		{TypeSessionStopped, "state error", func(d obj) { d["state"] = "error" }},
+		{TypeSessionFailed, "no reason", func(d obj) { delete(d, "reason") }},
+		{TypeSessionDeleted, "unknown state", func(d obj) { d["state"] = "paused" }},
+		{TypeSessionDeleted, "time not RFC 3339", func(d obj) { d["updated_at"] = "yesterday" }},
+		{TypeSessionProgramLoaded, "no program", func(d obj) { delete(d, "program_id") }},
+		{TypeProgramStored, "unknown format", func(d obj) { d["format"] = "ihex" }},
+		{TypeProgramStored, "bad sha256", func(d obj) { d["sha256"] = "abc" }},
+		{TypeProgramStored, "no segments", func(d obj) { d["segments"] = []any{} }},
+		{TypeProgramStored, "null segments", func(d obj) { d["segments"] = nil }},
+		{TypeProgramDeleted, "unknown segment field", func(d obj) { d["segments"].([]any)[0].(obj)["flags"] = 5 }},
+	}
+	for _, s := range Catalog {
+		cases = append(cases, struct {
+			typ, name string
+			mutate    func(d obj)
+		}{s.Type, "unknown field", func(d obj) { d["extra"] = true }})
+	}
+	for _, tc := range cases {
+		s, _ := Lookup(tc.typ)
+		var d obj
+		if err := json.Unmarshal(sample(t, s).Data(), &d); err != nil {
+			t.Fatal(err)
+		}
+		tc.mutate(d)
+		b, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate(schemas[tc.typ], b); err == nil {
+			t.Errorf("%s, %s: the schema accepted %s", tc.typ, tc.name, b)
+		}
+	}
+}

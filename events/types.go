@@ -1,0 +1,86 @@
+package events
+
+import (
+	"strings"
+
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+// Commands a function accepts.
+const (
+	TypeSessionCreate      = "io.machineserver.session.create.v1"
+	TypeSessionDelete      = "io.machineserver.session.delete.v1"
+	TypeSessionLoadProgram = "io.machineserver.session.loadprogram.v1"
+	TypeSessionPowerOn     = "io.machineserver.session.poweron.v1"
+	TypeSessionPowerOff    = "io.machineserver.session.poweroff.v1"
+	TypeSessionReset       = "io.machineserver.session.reset.v1"
+	TypeProgramUpload      = "io.machineserver.program.upload.v1"
+	TypeProgramDelete      = "io.machineserver.program.delete.v1"
+)
+
+// Notifications the platform publishes.
+const (
+	TypeSessionCreated       = "io.machineserver.session.created.v1"
+	TypeSessionStarted       = "io.machineserver.session.started.v1"
+	TypeSessionStopped       = "io.machineserver.session.stopped.v1"
+	TypeSessionFailed        = "io.machineserver.session.failed.v1"
+	TypeSessionDeleted       = "io.machineserver.session.deleted.v1"
+	TypeSessionProgramLoaded = "io.machineserver.session.programloaded.v1"
+	// TypeSessionRebooted reports a reset. It cannot be "session.reset.v1":
+	// that name is the command, and a consumer subscribed to notifications
+	// must never receive a request to reset.
+	TypeSessionRebooted = "io.machineserver.session.rebooted.v1"
+	TypeProgramStored   = "io.machineserver.program.stored.v1"
+	TypeProgramDeleted  = "io.machineserver.program.deleted.v1"
+)
+
+// Event sources of the components that publish.
+const (
+	SourceSessions = "/machineserver/sessions"
+	SourcePrograms = "/machineserver/programs"
+)
+
+// Source returns the event source of a component: "sessions", "programs" or
+// "runner/<id>".
+func Source(component string) string {
+	return "/machineserver/" + strings.Trim(component, "/")
+}
+
+// RunnerSource is the source of the runner with the given id.
+func RunnerSource(id string) string { return Source("runner/" + id) }
+
+// CreateSession is the data of TypeSessionCreate (POST /api/v1/sessions).
+type CreateSession struct {
+	Name string `json:"name"`
+	// Backend defaults to "qemu" when empty.
+	Backend     string            `json:"backend,omitempty"`
+	BoardConfig model.BoardConfig `json:"board_config"`
+}
+
+// SessionRef is the data of the commands that only name a session.
+type SessionRef struct {
+	SessionID string `json:"session_id"`
+}
+
+// LoadProgram is the data of TypeSessionLoadProgram
+// (POST /api/v1/sessions/{id}/program).
+type LoadProgram struct {
+	SessionID string `json:"session_id"`
+	ProgramID string `json:"program_id"`
+}
+
+// UploadProgram is the data of TypeProgramUpload (POST /api/v1/programs).
+type UploadProgram struct {
+	Name string `json:"name"`
+	// Format is elf, bin or hex; empty means detect it from the content.
+	Format string `json:"format,omitempty"`
+	// LoadAddress applies to bin only.
+	LoadAddress *uint64 `json:"load_address,omitempty"`
+	// Content is the image; encoding/json carries []byte as base64.
+	Content []byte `json:"content"`
+}
+
+// ProgramRef is the data of TypeProgramDelete.
+type ProgramRef struct {
+	ProgramID string `json:"program_id"`
+}
