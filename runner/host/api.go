@@ -1,0 +1,193 @@
+package host
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/machineserver/machineserver/runner/console"
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/runnerapi"
+)
+
+const maxInputBytes = 64 << 10
+
+// Handler serves the internal API under runnerapi.Prefix, plus /health.
+func (r *Runner) Handler() http.Handler {
+	mux := http.NewServeMux()
+	p := runnerapi.Prefix
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, req *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "runner": r.cfg.ID, "running": r.running(), "capacity": r.cfg.Capacity})
+	})
+	mux.HandleFunc("GET "+p+"/capabilities", func(w http.ResponseWriter, req *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, r.caps)
+	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/start", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.StartRequest
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		// The emulator must outlive this request: only start-up is bounded.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), 30*time.Second)
+		defer cancel()
+		st, err := r.Start(ctx, req.PathValue("id"), in)
+		reply(w, req, st, err)
+	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/stop", func(w http.ResponseWriter, req *http.Request) {
+		reply(w, req, map[string]string{"status": "stopped"}, r.Stop(req.PathValue("id")))
+	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/reset", func(w http.ResponseWriter, req *http.Request) {
+		reply(w, req, map[string]string{"status": "reset"}, r.Reset(req.Context(), req.PathValue("id")))
+	})
+	mux.HandleFunc("DELETE "+p+"/sessions/{id}", func(w http.ResponseWriter, req *http.Request) {
+		reply(w, req, map[string]string{"status": "deleted"}, r.Delete(req.PathValue("id")))
+	})
+	mux.HandleFunc("GET "+p+"/sessions/{id}", func(w http.ResponseWriter, req *http.Request) {
+		s, err := r.slot(req.PathValue("id"), false)
+		if err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		s.mu.Lock()
+		st := r.status(s)
+		s.mu.Unlock()
+		httpapi.WriteJSON(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("GET "+p+"/sessions/{id}/console", r.serveConsole)
+	mux.HandleFunc("POST "+p+"/sessions/{id}/console", func(w http.ResponseWriter, req *http.Request) {
+		data, err := io.ReadAll(io.LimitReader(req.Body, maxInputBytes+1))
+		if err == nil && len(data) > maxInputBytes {
+			err = httpapi.Errorf(http.StatusRequestEntityTooLarge, "too_large", "console input is limited to %d bytes per request", maxInputBytes)
+		}
+		if err == nil {
+			err = r.Input(req.PathValue("id"), data)
+		}
+		reply(w, req, map[string]int{"written": len(data)}, err)
+	})
+	mux.HandleFunc("GET "+p+"/sessions/{id}/stream/console", r.streamConsole)
+	return r.auth(mux)
+}
+
+func reply(w http.ResponseWriter, req *http.Request, v any, err error) {
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, v)
+}
+
+func (r *Runner) auth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.cfg.Token != "" && strings.HasPrefix(req.URL.Path, runnerapi.Prefix) {
+			got := strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.Token)) != 1 {
+				httpapi.WriteError(w, req, httpapi.Errorf(http.StatusUnauthorized, "unauthenticated", "runner token missing or wrong"))
+				return
+			}
+		}
+		h.ServeHTTP(w, req)
+	})
+}
+
+// ParseOffset reads ?offset=N; "-1" or "end" means "from now on".
+func parseOffset(req *http.Request, end int64) (int64, error) {
+	v := req.URL.Query().Get("offset")
+	switch v {
+	case "":
+		return 0, nil
+	case "end", "-1":
+		return end, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, httpapi.BadRequest("offset must be a byte offset >= 0, or \"end\"; got %q", v)
+	}
+	return n, nil
+}
+
+func (r *Runner) serveConsole(w http.ResponseWriter, req *http.Request) {
+	s, err := r.slot(req.PathValue("id"), false)
+	if err != nil {
+		// A session that never ran has an empty history, not an error.
+		w.Header().Set(runnerapi.HeaderOffset, "0")
+		w.Header().Set(runnerapi.HeaderNextOffset, "0")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		return
+	}
+	off, err := parseOffset(req, s.ring.End())
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	limit, _ := strconv.Atoi(req.URL.Query().Get("limit"))
+	data, from, next := s.ring.Read(off, limit)
+	w.Header().Set(runnerapi.HeaderOffset, strconv.FormatInt(from, 10))
+	w.Header().Set(runnerapi.HeaderNextOffset, strconv.FormatInt(next, 10))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(data)
+}
+
+// streamConsole is the two-way UART: binary frames of output go out as they
+// are printed (from ?offset=, default the oldest byte kept, so nothing
+// printed before the client connected is lost); text or binary frames coming
+// in go to the UART's RX. A leading text frame {"gap":N} is never sent: a
+// client that fell behind the ring simply resumes at the oldest byte, and
+// the X-Console-Offset of each reconnect tells it where it is.
+func (r *Runner) streamConsole(w http.ResponseWriter, req *http.Request) {
+	id := req.PathValue("id")
+	s, err := r.slot(id, true)
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	off, err := parseOffset(req, s.ring.End())
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	c, err := websocket.Accept(w, req, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(maxInputBytes)
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+
+	go func() {
+		defer cancel()
+		for {
+			_, data, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			if err := r.Input(id, data); err != nil {
+				c.Write(ctx, websocket.MessageText, []byte(`{"error":"session is not running; input dropped"}`))
+			}
+		}
+	}()
+	for {
+		data, _, next := s.ring.Read(off, 32<<10)
+		if len(data) > 0 {
+			if err := c.Write(ctx, websocket.MessageBinary, data); err != nil {
+				return
+			}
+			off = next
+			continue
+		}
+		if err := s.ring.Wait(ctx, off); err != nil {
+			if errors.Is(err, console.ErrClosed) {
+				c.Close(websocket.StatusNormalClosure, "session deleted")
+			}
+			return
+		}
+	}
+}

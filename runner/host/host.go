@@ -1,0 +1,525 @@
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/runner/console"
+	"github.com/machineserver/machineserver/runner/qemu"
+	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/board"
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/runnerapi"
+	"github.com/machineserver/machineserver/shared/state"
+)
+
+// Config is what a runner needs; main fills it from the environment.
+type Config struct {
+	ID  string
+	URL string // where functions reach the internal API
+	// Dir holds the program cache; SocketDir the per-session sockets (short).
+	Dir          string
+	SocketDir    string
+	QEMU         string
+	Capacity     int
+	ConsoleBytes int
+	Token        string
+	StopGrace    time.Duration
+	Heartbeat    time.Duration
+}
+
+// Runner hosts emulators.
+type Runner struct {
+	cfg   Config
+	state *state.Store
+	blobs blob.Store
+	pub   events.Publisher
+	log   *slog.Logger
+	caps  board.Capabilities
+	start time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	closed   bool
+	fetchMu  sync.Mutex
+}
+
+// session is one session's emulator slot. ring outlives processes: the UART
+// history persists across power cycles until the session is deleted.
+type session struct {
+	id   string
+	ring *console.Ring
+	mu   sync.Mutex // serialises start/stop/reset/delete
+	proc *qemu.Process
+	// stopping marks a stop we asked for, so its exit is not an error.
+	stopping bool
+	pumped   chan struct{} // closed when the console pump of proc ended
+}
+
+// New probes QEMU, reconciles sessions a previous incarnation left, and
+// registers the runner.
+func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub events.Publisher, log *slog.Logger) (*Runner, error) {
+	if cfg.Capacity <= 0 {
+		cfg.Capacity = 16
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 2 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 5 * time.Second
+	}
+	if cfg.SocketDir == "" {
+		sum := sha256.Sum256([]byte(cfg.ID))
+		cfg.SocketDir = filepath.Join(os.TempDir(), "ms-"+hex.EncodeToString(sum[:4]))
+	}
+	for _, d := range []string{cfg.Dir, filepath.Join(cfg.Dir, "cache"), cfg.SocketDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("host: %w", err)
+		}
+	}
+	probe, err := qemu.Discover(ctx, cfg.QEMU)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{
+		cfg: cfg, state: st, blobs: blobs, pub: pub, log: log.With("runner", cfg.ID),
+		caps:     board.Build(probe.Version, probe.Binary, probe.Machines, probe.CPUs),
+		start:    time.Now().UTC(),
+		sessions: map[string]*session{},
+	}
+	if err := r.reconcile(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.register(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Capabilities is what this runner's QEMU offers.
+func (r *Runner) Capabilities() board.Capabilities { return r.caps }
+
+// reconcile kills emulators a crashed predecessor left and marks the sessions
+// it had as lost: they are never silently kept as running.
+func (r *Runner) reconcile(ctx context.Context) error {
+	ents, _ := os.ReadDir(r.cfg.SocketDir)
+	for _, e := range ents {
+		dir := filepath.Join(r.cfg.SocketDir, e.Name())
+		if qemu.KillStale(dir) {
+			r.log.Warn("killed emulator left by a previous runner", "dir", dir)
+		}
+		os.RemoveAll(dir)
+	}
+	sessions, err := r.state.SessionsOnRunner(ctx, r.cfg.ID)
+	if err != nil {
+		return err
+	}
+	for _, s := range sessions {
+		if s.State != model.StateRunning {
+			continue
+		}
+		updated, err := r.state.UpdateSession(ctx, s.ID, func(s *model.Session) error {
+			if s.State != model.StateRunning || s.RunnerID != r.cfg.ID {
+				return errUnchanged
+			}
+			s.State, s.Reason = model.StateError, "lost: the runner restarted and the emulator is gone"
+			return nil
+		})
+		if err == nil {
+			r.log.Warn("marked session lost after restart", "session", s.ID)
+			r.publish(events.TypeSessionFailed, updated)
+		}
+	}
+	return nil
+}
+
+var errUnchanged = errors.New("unchanged")
+
+func (r *Runner) register(ctx context.Context) error {
+	r.mu.Lock()
+	running := 0
+	for _, s := range r.sessions {
+		if s.proc != nil {
+			running++
+		}
+	}
+	r.mu.Unlock()
+	return r.state.RegisterRunner(ctx, state.Runner{
+		ID: r.cfg.ID, URL: r.cfg.URL, Capacity: r.cfg.Capacity, Running: running,
+		Capabilities: r.caps, StartedAt: r.start,
+	}, 3*r.cfg.Heartbeat)
+}
+
+// Run refreshes the registration until ctx ends, then shuts down.
+func (r *Runner) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			hctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
+			if err := r.register(hctx); err != nil {
+				r.log.Error("heartbeat failed", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Shutdown stops every emulator (their sessions become stopped) and
+// unregisters the runner.
+func (r *Runner) Shutdown(ctx context.Context) {
+	r.mu.Lock()
+	r.closed = true
+	all := make([]*session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.stop(s)
+		}()
+	}
+	wg.Wait()
+	if err := r.state.UnregisterRunner(ctx, r.cfg.ID); err != nil {
+		r.log.Warn("unregister", "err", err)
+	}
+}
+
+func (r *Runner) slot(id string, create bool) (*session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sessions[id]
+	if ok {
+		return s, nil
+	}
+	if !create {
+		return nil, httpapi.NotFound("session %s has no emulator on runner %s", id, r.cfg.ID)
+	}
+	if r.closed {
+		return nil, httpapi.Unavailable("runner %s is shutting down", r.cfg.ID)
+	}
+	s = &session{id: id, ring: console.NewRing(r.cfg.ConsoleBytes)}
+	r.sessions[id] = s
+	return s, nil
+}
+
+func (r *Runner) running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.sessions {
+		if s.proc != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Start powers a session's machine on. ctx bounds the start-up only.
+func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartRequest) (runnerapi.Status, error) {
+	if req.Machine == "" {
+		return runnerapi.Status{}, httpapi.BadRequest("machine is required")
+	}
+	if _, ok := r.caps.Backends[0].Board(req.Machine); !ok {
+		return runnerapi.Status{}, httpapi.Unprocessable("machine %q is not offered by this runner", req.Machine)
+	}
+	s, err := r.slot(id, true)
+	if err != nil {
+		return runnerapi.Status{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		if !req.Restart {
+			return runnerapi.Status{}, httpapi.Conflict("session %s is already running; power it off first or reset it", id)
+		}
+		r.stopLocked(s)
+	}
+	if r.running() >= r.cfg.Capacity {
+		return runnerapi.Status{}, httpapi.Errorf(429, "capacity", "runner %s is full (%d emulators)", r.cfg.ID, r.cfg.Capacity)
+	}
+	path, err := r.fetch(ctx, req.Program)
+	if err != nil {
+		return runnerapi.Status{}, err
+	}
+	dir := filepath.Join(r.cfg.SocketDir, id)
+	proc, err := qemu.Start(ctx, qemu.Config{
+		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Dir: dir,
+		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
+	})
+	if err != nil {
+		return runnerapi.Status{}, fmt.Errorf("start session %s: %w", id, err)
+	}
+	s.proc, s.stopping, s.pumped = proc, false, make(chan struct{})
+	go r.pump(s, proc, s.pumped)
+
+	now := time.Now().UTC()
+	updated, err := r.state.UpdateSession(ctx, id, func(sess *model.Session) error {
+		sess.State, sess.Reason, sess.StartedAt, sess.RunnerID = model.StateRunning, "", &now, r.cfg.ID
+		return nil
+	})
+	if err != nil {
+		r.stopLocked(s)
+		if errors.Is(err, state.ErrNotFound) {
+			return runnerapi.Status{}, httpapi.NotFound("session %s not found", id)
+		}
+		return runnerapi.Status{}, err
+	}
+	if !req.Halted {
+		if _, err := proc.QMP.Execute(ctx, "cont", nil); err != nil {
+			r.stopLocked(s)
+			return runnerapi.Status{}, fmt.Errorf("start session %s: cont: %w", id, err)
+		}
+	}
+	go r.watch(s, proc)
+	r.publish(events.TypeSessionStarted, updated)
+	r.log.Info("emulator started", "session", id, "machine", req.Machine, "pid", proc.Pid(), "program", req.Program.ID)
+	return r.status(s), nil
+}
+
+// pump copies the UART into the ring until the process's socket closes.
+func (r *Runner) pump(s *session, p *qemu.Process, done chan struct{}) {
+	defer close(done)
+	_, _ = io.Copy(s.ring, p.Console)
+}
+
+// watch turns the end of a process into session state: a stop we asked for
+// is "stopped", a semihosting exit with status 0 is "stopped" with the
+// status, anything else is "error" with the reason.
+func (r *Runner) watch(s *session, p *qemu.Process) {
+	<-p.Done()
+	s.mu.Lock()
+	requested := s.stopping
+	if s.proc == p {
+		s.proc = nil
+	}
+	s.mu.Unlock()
+
+	newState, reason, typ := model.StateStopped, "", events.TypeSessionStopped
+	switch {
+	case requested:
+	case p.ExitCode() == 0:
+		reason = "firmware exited with status 0"
+	default:
+		newState, typ = model.StateError, events.TypeSessionFailed
+		reason = p.ExitReason()
+		if code := p.ExitCode(); code > 0 {
+			reason = fmt.Sprintf("firmware exited with status %d", code)
+		}
+		if out := p.Output(); out != "" {
+			reason += ": " + lastLine(out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	updated, err := r.state.UpdateSession(ctx, s.id, func(sess *model.Session) error {
+		// A newer start may already have replaced this process.
+		if sess.RunnerID != r.cfg.ID || sess.State != model.StateRunning || r.hasProc(s) {
+			return errUnchanged
+		}
+		sess.State, sess.Reason = newState, reason
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errUnchanged) && !errors.Is(err, state.ErrNotFound) {
+			r.log.Error("recording emulator exit", "session", s.id, "err", err)
+		}
+		return
+	}
+	r.log.Info("emulator ended", "session", s.id, "state", newState, "reason", reason)
+	r.publish(typ, updated)
+}
+
+func (r *Runner) hasProc(s *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
+}
+
+func lastLine(s string) string {
+	lines := []byte(s)
+	for len(lines) > 0 && (lines[len(lines)-1] == '\n' || lines[len(lines)-1] == '\r') {
+		lines = lines[:len(lines)-1]
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if lines[i] == '\n' {
+			return string(lines[i+1:])
+		}
+	}
+	return string(lines)
+}
+
+// Stop powers a session off. Stopping a stopped session is a no-op.
+func (r *Runner) Stop(id string) error {
+	s, err := r.slot(id, false)
+	if err != nil {
+		return nil
+	}
+	r.stop(s)
+	return nil
+}
+
+func (r *Runner) stop(s *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r.stopLocked(s)
+}
+
+// stopLocked stops the process and waits until watch has recorded the exit
+// and the pump has drained the last output, so the caller sees final state.
+func (r *Runner) stopLocked(s *session) {
+	p := s.proc
+	if p == nil {
+		return
+	}
+	s.stopping = true
+	p.Stop(r.cfg.StopGrace)
+	<-s.pumped
+	s.proc = nil
+	// watch needs s.mu to finish; let it run.
+	s.mu.Unlock()
+	r.waitRecorded(s.id)
+	s.mu.Lock()
+}
+
+// waitRecorded gives watch a moment to write the stopped state, so a
+// poweroff response already shows it.
+func (r *Runner) waitRecorded(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		sess, err := r.state.GetSession(ctx, id)
+		if err != nil || sess.State != model.StateRunning || sess.RunnerID != r.cfg.ID {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// Reset resets a running machine (system_reset reloads the firmware).
+func (r *Runner) Reset(ctx context.Context, id string) error {
+	s, err := r.slot(id, false)
+	if err != nil {
+		return httpapi.Conflict("session %s is not running; power it on first", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return httpapi.Conflict("session %s is not running; power it on first", id)
+	}
+	if _, err := s.proc.QMP.Execute(ctx, "system_reset", nil); err != nil {
+		return fmt.Errorf("reset session %s: %w", id, err)
+	}
+	return nil
+}
+
+// Delete stops the machine and drops the console history.
+func (r *Runner) Delete(id string) error {
+	s, err := r.slot(id, false)
+	if err != nil {
+		return nil
+	}
+	r.stop(s)
+	s.ring.Close()
+	r.mu.Lock()
+	delete(r.sessions, id)
+	r.mu.Unlock()
+	os.RemoveAll(filepath.Join(r.cfg.SocketDir, id))
+	return nil
+}
+
+// Input writes to the session's UART RX.
+func (r *Runner) Input(id string, data []byte) error {
+	s, err := r.slot(id, false)
+	if err != nil {
+		return httpapi.Conflict("session %s is not running; console input needs a running machine", id)
+	}
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		return httpapi.Conflict("session %s is not running; console input needs a running machine", id)
+	}
+	if _, err := p.Console.Write(data); err != nil {
+		return httpapi.Conflict("session %s: console write failed: %v", id, err)
+	}
+	return nil
+}
+
+func (r *Runner) status(s *session) runnerapi.Status {
+	st := runnerapi.Status{SessionID: s.id, ConsoleEnd: s.ring.End()}
+	if s.proc != nil {
+		st.Running, st.Pid = true, s.proc.Pid()
+	}
+	return st
+}
+
+// fetch returns a local path of the program, downloading it into the cache
+// (keyed by sha256, verified) on first use.
+func (r *Runner) fetch(ctx context.Context, p runnerapi.Program) (string, error) {
+	if len(p.SHA256) != 64 || p.BlobKey == "" {
+		return "", httpapi.BadRequest("program needs blob_key and a sha256")
+	}
+	path := filepath.Join(r.cfg.Dir, "cache", p.SHA256+"."+string(p.Format))
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	r.fetchMu.Lock()
+	defer r.fetchMu.Unlock()
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	rc, _, err := r.blobs.Get(ctx, p.BlobKey)
+	if errors.Is(err, blob.ErrNotFound) {
+		return "", httpapi.Unprocessable("program %s is gone from the blob store", p.ID)
+	}
+	if err != nil {
+		return "", fmt.Errorf("fetch program %s: %w", p.ID, err)
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".fetch-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(tmp, h), rc); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("fetch program %s: %w", p.ID, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != p.SHA256 {
+		return "", fmt.Errorf("fetch program %s: sha256 is %s, manifest says %s", p.ID, got, p.SHA256)
+	}
+	return path, os.Rename(tmp.Name(), path)
+}
+
+func (r *Runner) publish(typ string, s model.Session) {
+	if err := r.pub.Publish(context.Background(), typ, s.ID, s); err != nil {
+		r.log.Warn("publish", "type", typ, "err", err)
+	}
+}

@@ -1,0 +1,322 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/machineserver/machineserver/runner/qmp"
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+// Socket and pid file names inside an instance directory; short because unix
+// socket paths are capped at 108 bytes.
+const (
+	QMPSocket     = "q.sock"
+	ConsoleSocket = "c.sock"
+	PidFile       = "pid"
+	maxSocketPath = 100
+)
+
+// Firmware is the image QEMU loads.
+type Firmware struct {
+	Path   string
+	Format model.Format
+	// LoadAddress is where a raw binary goes.
+	LoadAddress uint64
+}
+
+// Config describes one QEMU instance.
+type Config struct {
+	Binary   string
+	Machine  string
+	Dir      string // instance directory for sockets and the pid file
+	Firmware Firmware
+}
+
+// Validate checks the config before anything is executed.
+func (c Config) Validate() error {
+	if c.Binary == "" {
+		return errors.New("qemu: no binary")
+	}
+	if c.Machine == "" || strings.ContainsAny(c.Machine, ", \t\n") {
+		return fmt.Errorf("qemu: invalid machine %q", c.Machine)
+	}
+	if !filepath.IsAbs(c.Dir) || strings.Contains(c.Dir, ",") {
+		return fmt.Errorf("qemu: instance dir %q must be absolute and contain no commas", c.Dir)
+	}
+	if n := len(filepath.Join(c.Dir, ConsoleSocket)); n > maxSocketPath {
+		return fmt.Errorf("qemu: socket path in %q is %d bytes; unix sockets allow about 108", c.Dir, n)
+	}
+	if strings.Contains(c.Firmware.Path, ",") {
+		return fmt.Errorf("qemu: firmware path %q contains a comma", c.Firmware.Path)
+	}
+	if _, err := os.Stat(c.Firmware.Path); err != nil {
+		return fmt.Errorf("qemu: firmware: %w", err)
+	}
+	switch c.Firmware.Format {
+	case model.FormatELF, model.FormatBIN, model.FormatHEX:
+	default:
+		return fmt.Errorf("qemu: unknown firmware format %q", c.Firmware.Format)
+	}
+	return nil
+}
+
+// Args is the QEMU command line (without the binary). The guest starts paused
+// (-S) so the caller can connect the console before the first instruction.
+func (c Config) Args() []string {
+	a := []string{
+		"-M", c.Machine,
+		"-display", "none", "-monitor", "none",
+		"-S",
+		"-qmp", "unix:" + filepath.Join(c.Dir, QMPSocket) + ",server=on,wait=off",
+		"-chardev", "socket,id=ser0,path=" + filepath.Join(c.Dir, ConsoleSocket) + ",server=on,wait=off",
+		"-serial", "chardev:ser0",
+		"-semihosting-config", "enable=on,target=native",
+	}
+	switch c.Firmware.Format {
+	case model.FormatELF:
+		a = append(a, "-kernel", c.Firmware.Path)
+	case model.FormatBIN:
+		a = append(a, "-device", fmt.Sprintf("loader,file=%s,addr=0x%x", c.Firmware.Path, c.Firmware.LoadAddress))
+	case model.FormatHEX:
+		// -kernel loads HEX as raw bytes on 7.2; the generic loader parses it.
+		a = append(a, "-device", "loader,file="+c.Firmware.Path)
+	}
+	return a
+}
+
+// Process is a running QEMU. Its lifetime is independent of the context that
+// started it.
+type Process struct {
+	cmd     *exec.Cmd
+	dir     string
+	QMP     *qmp.Monitor
+	Console net.Conn
+	output  *tail
+
+	done    chan struct{}
+	waitErr error
+	stopMu  sync.Mutex
+}
+
+// Start execs QEMU paused and connects QMP and the console. ctx bounds only
+// the start-up; on any failure the process group is killed and nothing is left.
+func Start(ctx context.Context, cfg Config) (*Process, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("qemu: instance dir: %w", err)
+	}
+	for _, f := range []string{QMPSocket, ConsoleSocket} {
+		os.Remove(filepath.Join(cfg.Dir, f))
+	}
+	p := &Process{dir: cfg.Dir, output: newTail(4096), done: make(chan struct{})}
+	p.cmd = exec.Command(cfg.Binary, cfg.Args()...)
+	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+	// Own process group so Stop can kill QEMU and anything it spawned; die
+	// with the runner so a crashed runner leaks no emulator.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: exec %s: %w", cfg.Binary, err)
+	}
+	_ = os.WriteFile(filepath.Join(cfg.Dir, PidFile), []byte(strconv.Itoa(p.cmd.Process.Pid)), 0o600)
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+
+	// Abort the connects as soon as QEMU dies (bad arguments, missing board).
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	fail := func(what string, err error) (*Process, error) {
+		p.Kill()
+		<-p.done
+		p.closeConns()
+		if out := strings.TrimSpace(p.output.String()); out != "" {
+			return nil, fmt.Errorf("qemu: %s: %w: %s", what, err, out)
+		}
+		return nil, fmt.Errorf("qemu: %s: %w (%s)", what, err, p.ExitReason())
+	}
+	var err error
+	if p.QMP, err = qmp.Dial(sctx, "unix", filepath.Join(cfg.Dir, QMPSocket)); err != nil {
+		return fail("connect QMP", err)
+	}
+	if p.Console, err = dialUnix(sctx, filepath.Join(cfg.Dir, ConsoleSocket)); err != nil {
+		return fail("connect console", err)
+	}
+	return p, nil
+}
+
+func dialUnix(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// Pid is the QEMU process id (also its process group id).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when QEMU has exited and been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait blocks until QEMU exits and returns its wait error. Safe to call from
+// many goroutines.
+func (p *Process) Wait() error {
+	<-p.done
+	return p.waitErr
+}
+
+// ExitCode is QEMU's exit status, or -1 if it was killed by a signal or has
+// not exited.
+func (p *Process) ExitCode() int {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
+}
+
+// ExitReason describes how QEMU ended, for a session's error reason.
+func (p *Process) ExitReason() string {
+	select {
+	case <-p.done:
+	default:
+		return "running"
+	}
+	ps := p.cmd.ProcessState
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "emulator killed by signal " + ws.Signal().String()
+	}
+	return fmt.Sprintf("emulator exited with status %d", ps.ExitCode())
+}
+
+// Output is the tail of QEMU's own stdout and stderr (never the UART).
+func (p *Process) Output() string { return p.output.String() }
+
+// Stop asks QEMU to quit over QMP, waits up to grace, then sends SIGTERM to
+// the process group, and finally SIGKILL. It returns when QEMU is gone.
+func (p *Process) Stop(grace time.Duration) {
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	defer p.closeConns()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	if p.QMP != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		_, _ = p.QMP.Execute(ctx, "quit", nil)
+		cancel()
+	}
+	if p.waitFor(grace) {
+		return
+	}
+	p.signal(syscall.SIGTERM)
+	if p.waitFor(grace) {
+		return
+	}
+	p.Kill()
+	<-p.done
+}
+
+// Kill sends SIGKILL to the whole process group.
+func (p *Process) Kill() { p.signal(syscall.SIGKILL) }
+
+func (p *Process) signal(sig syscall.Signal) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+}
+
+func (p *Process) waitFor(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (p *Process) closeConns() {
+	if p.QMP != nil {
+		p.QMP.Close()
+	}
+	if p.Console != nil {
+		p.Console.Close()
+	}
+}
+
+// KillStale kills a QEMU left behind in dir by an earlier runner (found by its
+// pid file), but only if that pid still is a QEMU using this directory, so a
+// recycled pid is never hit.
+func KillStale(dir string) (killed bool) {
+	b, err := os.ReadFile(filepath.Join(dir, PidFile))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), "qemu-system") || !strings.Contains(string(cmdline), dir) {
+		return false
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	return true
+}
+
+// tail keeps the last n bytes written, for error messages.
+type tail struct {
+	mu  sync.Mutex
+	n   int
+	buf []byte
+}
+
+func newTail(n int) *tail { return &tail{n: n} }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.n {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.n:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}

@@ -1,0 +1,203 @@
+package runnerapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+// Prefix is where the runner serves the internal API.
+const Prefix = "/internal/v1"
+
+// Program says which image to run; the runner fetches it from the blob store
+// by key and checks its sha256.
+type Program struct {
+	ID          string       `json:"id"`
+	Format      model.Format `json:"format"`
+	SHA256      string       `json:"sha256"`
+	BlobKey     string       `json:"blob_key"`
+	LoadAddress uint64       `json:"load_address"`
+}
+
+// StartRequest powers a session's machine on.
+type StartRequest struct {
+	Machine string  `json:"machine"`
+	Program Program `json:"program"`
+	// Halted leaves the CPU stopped at the reset vector (for debuggers).
+	Halted bool `json:"halted,omitempty"`
+	// Restart stops a running emulator first instead of refusing.
+	Restart bool `json:"restart,omitempty"`
+}
+
+// Status is a runner's view of one session.
+type Status struct {
+	SessionID string `json:"session_id"`
+	Running   bool   `json:"running"`
+	Pid       int    `json:"pid,omitempty"`
+	// ConsoleEnd is the offset one past the newest console byte.
+	ConsoleEnd int64 `json:"console_end"`
+}
+
+// Client calls one runner.
+type Client struct {
+	base  *url.URL
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client for the runner at baseURL.
+func NewClient(baseURL, token string) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("runnerapi: bad runner url %q", baseURL)
+	}
+	return &Client{base: u, token: token, hc: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ctype string, out any) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+Prefix+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error *httpapi.Error `json:"error"`
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		if json.Unmarshal(b, &e) == nil && e.Error != nil {
+			e.Error.Status = resp.StatusCode
+			if resp.StatusCode >= 500 {
+				// The runner's internals are not the client's business.
+				return resp, fmt.Errorf("runner %s: %s", c.base.Host, e.Error.Message)
+			}
+			return resp, e.Error
+		}
+		return resp, fmt.Errorf("runner %s: %s %s: status %d", c.base.Host, method, path, resp.StatusCode)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return resp, fmt.Errorf("runner %s: decode: %w", c.base.Host, err)
+		}
+	}
+	return resp, nil
+}
+
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	_, err := c.do(ctx, http.MethodPost, path, body, "application/json", out)
+	return err
+}
+
+func sessionPath(id string) string { return "/sessions/" + url.PathEscape(id) }
+
+// Start powers a session on.
+func (c *Client) Start(ctx context.Context, id string, req StartRequest) (Status, error) {
+	var st Status
+	err := c.post(ctx, sessionPath(id)+"/start", req, &st)
+	return st, err
+}
+
+// Stop powers a session off; stopping a stopped session is not an error.
+func (c *Client) Stop(ctx context.Context, id string) error {
+	return c.post(ctx, sessionPath(id)+"/stop", nil, nil)
+}
+
+// Reset resets a running session's machine.
+func (c *Client) Reset(ctx context.Context, id string) error {
+	return c.post(ctx, sessionPath(id)+"/reset", nil, nil)
+}
+
+// Delete stops the machine and forgets the console history.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, sessionPath(id), nil, "", nil)
+	return err
+}
+
+// Status reports the runner's view of a session.
+func (c *Client) Status(ctx context.Context, id string) (Status, error) {
+	var st Status
+	_, err := c.do(ctx, http.MethodGet, sessionPath(id), nil, "", &st)
+	return st, err
+}
+
+// Console reads console history from offset; from is where data starts (past
+// offset if the ring overwrote bytes) and next is where to continue.
+func (c *Client) Console(ctx context.Context, id string, offset int64, limit int) (data []byte, from, next int64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("%s%s%s/console?offset=%d&limit=%d", c.base, Prefix, sessionPath(id), offset, limit), nil)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, 0, 0, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, 0, httpapi.Errorf(resp.StatusCode, "runner", "runner console: status %d", resp.StatusCode)
+	}
+	data, err = io.ReadAll(resp.Body)
+	from, _ = strconv.ParseInt(resp.Header.Get(HeaderOffset), 10, 64)
+	next, _ = strconv.ParseInt(resp.Header.Get(HeaderNextOffset), 10, 64)
+	return data, from, next, err
+}
+
+// Input writes bytes to the session's UART RX.
+func (c *Client) Input(ctx context.Context, id string, data []byte) error {
+	_, err := c.do(ctx, http.MethodPost, sessionPath(id)+"/console", bytes.NewReader(data), "application/octet-stream", nil)
+	return err
+}
+
+// Console headers: where the returned bytes start and where to read next.
+const (
+	HeaderOffset     = "X-Console-Offset"
+	HeaderNextOffset = "X-Console-Next-Offset"
+)
+
+// Proxy returns a handler that forwards a request (including WebSocket
+// upgrades) to path on the runner, adding the runner token.
+func (c *Client) Proxy(path string) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(c.base)
+			r.Out.URL.Path = Prefix + path
+			r.Out.URL.RawPath = ""
+			r.Out.Header.Set("Authorization", "Bearer "+c.token)
+		},
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			httpapi.WriteError(w, r, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err))
+		},
+	}
+}
+
+// SessionPath is exported for the proxy's callers.
+func SessionPath(id string) string { return sessionPath(id) }
