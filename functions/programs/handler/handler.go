@@ -1,0 +1,379 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/cmdevent"
+	"github.com/machineserver/machineserver/shared/fwimage"
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/state"
+)
+
+// Deps are the handler's collaborators.
+type Deps struct {
+	State     *state.Store
+	Blobs     blob.Store
+	Publisher events.Publisher
+	// MaxUpload bounds an image's size in bytes.
+	MaxUpload int64
+	Log       *slog.Logger
+}
+
+// Handler serves the programs function.
+type Handler struct {
+	d      Deps
+	source string
+}
+
+// New returns the handler.
+func New(d Deps) *Handler {
+	if d.MaxUpload <= 0 {
+		d.MaxUpload = 16 << 20
+	}
+	return &Handler{d: d, source: events.Source("programs")}
+}
+
+// Upload is one image to store.
+type Upload struct {
+	Name        string
+	Format      string // empty: detected from content (ELF, HEX)
+	LoadAddress *uint64
+	Data        []byte
+}
+
+// List is GET /api/v1/programs.
+type List struct {
+	Programs []model.Program `json:"programs"`
+	Total    int             `json:"total"`
+	Page     int             `json:"page"`
+	PageSize int             `json:"page_size"`
+}
+
+func tooLarge(max int64) error {
+	return httpapi.Errorf(http.StatusRequestEntityTooLarge, "too_large", "firmware image is larger than the limit of %d bytes", max)
+}
+
+// Store validates and stores an image: blob image, then manifest, then the
+// index entry, so a crash leaves at worst an orphan image, never a program
+// without its bytes.
+func (h *Handler) Store(ctx context.Context, in Upload) (model.Program, error) {
+	name := strings.TrimSpace(in.Name)
+	if name == "" || len(name) > 128 || strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return model.Program{}, httpapi.BadRequest("name is required: 1 to 128 printable characters")
+	}
+	if int64(len(in.Data)) > h.d.MaxUpload {
+		return model.Program{}, tooLarge(h.d.MaxUpload)
+	}
+	var format model.Format
+	var err error
+	if in.Format == "" {
+		format, err = fwimage.Detect(in.Data)
+	} else {
+		format, err = fwimage.ParseFormat(in.Format)
+	}
+	if err != nil {
+		return model.Program{}, invalid(err)
+	}
+	info, err := fwimage.Parse(format, in.Data, in.LoadAddress)
+	if err != nil {
+		return model.Program{}, invalid(err)
+	}
+	p := model.Program{
+		ID: model.NewID(), Name: name, Format: format, LoadAddress: in.LoadAddress,
+		Size: info.Size, SHA256: info.SHA256, Entry: info.Entry, Segments: info.Segments,
+		CreatedAt: time.Now().UTC(),
+	}
+	if err := h.d.Blobs.Put(ctx, model.ProgramImageKey(p.ID), bytes.NewReader(in.Data), int64(len(in.Data)), "application/octet-stream"); err != nil {
+		return model.Program{}, fmt.Errorf("store image: %w", err)
+	}
+	manifest, _ := json.MarshalIndent(p, "", "  ")
+	if err := h.d.Blobs.Put(ctx, model.ProgramManifestKey(p.ID), bytes.NewReader(manifest), int64(len(manifest)), "application/json"); err != nil {
+		h.d.Blobs.Remove(context.WithoutCancel(ctx), model.ProgramImageKey(p.ID))
+		return model.Program{}, fmt.Errorf("store manifest: %w", err)
+	}
+	if err := h.d.State.PutProgram(ctx, p); err != nil {
+		return model.Program{}, err
+	}
+	h.publish(events.TypeProgramStored, p)
+	return p, nil
+}
+
+// invalid turns a validation error into a 4xx; anything else stays internal.
+func invalid(err error) error {
+	var fe *fwimage.Error
+	if errors.As(err, &fe) {
+		return httpapi.Unprocessable("%s", fe.Msg)
+	}
+	return err
+}
+
+// Get returns a program or a 404.
+func (h *Handler) Get(ctx context.Context, id string) (model.Program, error) {
+	if !model.ValidID(id) {
+		return model.Program{}, httpapi.NotFound("program %q not found (ids are 16 hex digits)", id)
+	}
+	p, err := h.d.State.GetProgram(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return p, httpapi.NotFound("program %s not found", id)
+	}
+	return p, err
+}
+
+// List returns one page of programs.
+func (h *Handler) List(ctx context.Context, pg httpapi.Page) (List, error) {
+	ps, total, err := h.d.State.ListPrograms(ctx, pg.Offset(), pg.Size)
+	return List{Programs: ps, Total: total, Page: pg.Page, PageSize: pg.Size}, err
+}
+
+// Delete removes a program that no session uses: index first (it disappears
+// from the API), then manifest, then image.
+func (h *Handler) Delete(ctx context.Context, id string) (model.Program, error) {
+	p, err := h.Get(ctx, id)
+	if err != nil {
+		return p, err
+	}
+	ss, _, err := h.d.State.ListSessions(ctx, 0, 1<<30)
+	if err != nil {
+		return p, err
+	}
+	var users []string
+	for _, s := range ss {
+		if s.ProgramID == id {
+			users = append(users, s.ID)
+		}
+	}
+	if len(users) > 0 {
+		return p, httpapi.Conflict("program %s is loaded in sessions %s; delete them or load another program first", id, strings.Join(users, ", "))
+	}
+	if err := h.d.State.DeleteProgram(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
+		return p, err
+	}
+	for _, k := range []string{model.ProgramManifestKey(id), model.ProgramImageKey(id)} {
+		if err := h.d.Blobs.Remove(ctx, k); err != nil {
+			return p, fmt.Errorf("remove %s: %w", k, err)
+		}
+	}
+	h.publish(events.TypeProgramDeleted, p)
+	return p, nil
+}
+
+// Reindex rebuilds the Redis index from the manifests in the blob store.
+func (h *Handler) Reindex(ctx context.Context) (int, error) {
+	objs, err := h.d.Blobs.List(ctx, "programs/")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range objs {
+		if !strings.HasSuffix(o.Key, "/manifest.json") {
+			continue
+		}
+		b, err := blob.GetBytes(ctx, h.d.Blobs, o.Key)
+		if err != nil {
+			return n, err
+		}
+		var p model.Program
+		if err := json.Unmarshal(b, &p); err != nil || !model.ValidID(p.ID) {
+			h.d.Log.Warn("skipping unreadable program manifest", "key", o.Key, "err", err)
+			continue
+		}
+		if err := h.d.State.PutProgram(ctx, p); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (h *Handler) publish(typ string, p model.Program) {
+	if err := h.d.Publisher.Publish(context.Background(), typ, p.ID, p); err != nil {
+		h.d.Log.Warn("publish", "type", typ, "err", err)
+	}
+}
+
+// parseAddress accepts decimal or 0x-prefixed hex.
+func parseAddress(s string) (*uint64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return nil, httpapi.BadRequest("load_address must be a 32-bit address, decimal or 0x-hex; got %q", s)
+	}
+	return &v, nil
+}
+
+// readUpload reads the multipart form: fields name, format, load_address and
+// the part file. It streams, so an oversized file is refused as soon as it
+// passes the limit.
+func (h *Handler) readUpload(r *http.Request) (Upload, error) {
+	var in Upload
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" {
+		return in, httpapi.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"upload as multipart/form-data with fields file, name, format (elf|bin|hex) and optional load_address")
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return in, httpapi.BadRequest("malformed multipart body: %v", err)
+	}
+	haveFile := false
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.As(err, new(*http.MaxBytesError)) {
+				return in, tooLarge(h.d.MaxUpload)
+			}
+			return in, httpapi.BadRequest("malformed multipart body: %v", err)
+		}
+		if err := h.readPart(part, &in, &haveFile); err != nil {
+			return in, err
+		}
+	}
+	if !haveFile {
+		return in, httpapi.BadRequest("multipart field file (the firmware image) is required")
+	}
+	return in, nil
+}
+
+func (h *Handler) readPart(part *multipart.Part, in *Upload, haveFile *bool) error {
+	defer part.Close()
+	field := part.FormName()
+	limit := int64(4096)
+	if field == "file" {
+		limit = h.d.MaxUpload
+	}
+	b, err := io.ReadAll(io.LimitReader(part, limit+1))
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return tooLarge(h.d.MaxUpload)
+		}
+		return httpapi.BadRequest("reading field %s: %v", field, err)
+	}
+	if int64(len(b)) > limit {
+		if field == "file" {
+			return tooLarge(h.d.MaxUpload)
+		}
+		return httpapi.BadRequest("field %s is longer than %d bytes", field, limit)
+	}
+	switch field {
+	case "file":
+		in.Data, *haveFile = b, true
+		if in.Name == "" {
+			in.Name = part.FileName()
+		}
+	case "name":
+		in.Name = string(b)
+	case "format":
+		in.Format = strings.TrimSpace(string(b))
+	case "load_address":
+		a, err := parseAddress(string(b))
+		if err != nil {
+			return err
+		}
+		in.LoadAddress = a
+	default:
+		return httpapi.BadRequest("unknown multipart field %q; allowed: file, name, format, load_address", field)
+	}
+	return nil
+}
+
+// Routes mounts the REST API on mux.
+func (h *Handler) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/programs", func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, h.d.MaxUpload+64<<10)
+		in, err := h.readUpload(r)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		p, err := h.Store(r.Context(), in)
+		reply(w, r, http.StatusCreated, p, err)
+	})
+	mux.HandleFunc("GET /api/v1/programs", func(w http.ResponseWriter, r *http.Request) {
+		pg, err := httpapi.ParsePage(r)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		l, err := h.List(r.Context(), pg)
+		reply(w, r, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("GET /api/v1/programs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		p, err := h.Get(r.Context(), r.PathValue("id"))
+		reply(w, r, http.StatusOK, p, err)
+	})
+	mux.HandleFunc("DELETE /api/v1/programs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := h.Delete(r.Context(), r.PathValue("id")); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, status, v)
+}
+
+// Events returns the CloudEvents receiver for program commands.
+func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
+	return cmdevent.Handler(ctx, h.source, map[string]cmdevent.Op{
+		events.TypeProgramUpload: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.UploadProgram
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			if len(in.Content) == 0 {
+				return cmdevent.Reply{}, httpapi.BadRequest("content (the base64 image) is required")
+			}
+			p, err := h.Store(ctx, Upload{Name: in.Name, Format: in.Format, LoadAddress: in.LoadAddress, Data: in.Content})
+			return cmdevent.Reply{Type: events.TypeProgramStored, Subject: p.ID, Data: p}, err
+		},
+		events.TypeProgramDelete: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.ProgramRef
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			p, err := h.Delete(ctx, in.ProgramID)
+			return cmdevent.Reply{Type: events.TypeProgramDeleted, Subject: p.ID, Data: p}, err
+		},
+	}, h.d.Log)
+}
+
+// Health reports what the function is connected to.
+func (h *Handler) Health(ctx context.Context) (map[string]any, error) {
+	if err := h.d.State.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	if err := h.d.Blobs.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	return map[string]any{"status": "ok", "redis": h.d.State.Addr(), "blobs": h.d.Blobs.Name()}, nil
+}

@@ -1,0 +1,596 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/board"
+	"github.com/machineserver/machineserver/shared/cmdevent"
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/runnerapi"
+	"github.com/machineserver/machineserver/shared/state"
+)
+
+// Deps are the handler's collaborators.
+type Deps struct {
+	State       *state.Store
+	Publisher   events.Publisher
+	RunnerToken string
+	Log         *slog.Logger
+}
+
+// Handler serves the sessions function.
+type Handler struct {
+	d      Deps
+	source string
+}
+
+// New returns the handler.
+func New(d Deps) *Handler {
+	return &Handler{d: d, source: events.Source("sessions")}
+}
+
+const maxBody = 64 << 10
+
+// CreateRequest is POST /api/v1/sessions.
+type CreateRequest struct {
+	Name        string            `json:"name"`
+	Backend     string            `json:"backend"`
+	BoardConfig model.BoardConfig `json:"board_config"`
+}
+
+// LoadRequest is POST /api/v1/sessions/{id}/program.
+type LoadRequest struct {
+	ProgramID string `json:"program_id"`
+}
+
+// List is GET /api/v1/sessions.
+type List struct {
+	Sessions []model.Session `json:"sessions"`
+	Total    int             `json:"total"`
+	Page     int             `json:"page"`
+	PageSize int             `json:"page_size"`
+}
+
+// Capabilities merges what the live runners offer. Runners run the same
+// image, so the first one speaks for all.
+func (h *Handler) Capabilities(ctx context.Context) (board.Capabilities, error) {
+	rs, err := h.d.State.Runners(ctx)
+	if err != nil {
+		return board.Capabilities{}, err
+	}
+	if len(rs) == 0 {
+		return board.Capabilities{}, httpapi.Unavailable("no runner is registered; capabilities come from the runners' emulators")
+	}
+	return rs[0].Capabilities, nil
+}
+
+func validName(n string) error {
+	if n == "" || len(n) > 128 {
+		return httpapi.BadRequest("name is required and must be 1 to 128 characters")
+	}
+	for _, r := range n {
+		if !unicode.IsPrint(r) {
+			return httpapi.BadRequest("name must contain printable characters only")
+		}
+	}
+	return nil
+}
+
+// Create validates the request, resolves the board, picks a runner and stores
+// the session in state created.
+func (h *Handler) Create(ctx context.Context, in CreateRequest) (model.Session, error) {
+	if err := validName(in.Name); err != nil {
+		return model.Session{}, err
+	}
+	if in.Backend == "" {
+		in.Backend = "qemu"
+	}
+	caps, err := h.Capabilities(ctx)
+	if err != nil {
+		return model.Session{}, err
+	}
+	be, ok := caps.Backend(in.Backend)
+	if !ok {
+		var names []string
+		for _, b := range caps.Backends {
+			names = append(names, b.Name)
+		}
+		return model.Session{}, httpapi.Unprocessable("backend %q is not available; available backends: %s", in.Backend, strings.Join(names, ", "))
+	}
+	b, err := be.Resolve(in.BoardConfig)
+	if err != nil {
+		var nf *board.NoFitError
+		if errors.As(err, &nf) {
+			e := httpapi.Unprocessable("%s", err.Error())
+			e.Code, e.Details = "no_matching_board", map[string]any{"candidates": nf.Candidates}
+			return model.Session{}, e
+		}
+		return model.Session{}, httpapi.Unprocessable("%s", err.Error())
+	}
+	r, err := h.pickRunner(ctx)
+	if err != nil {
+		return model.Session{}, err
+	}
+	now := time.Now().UTC()
+	s := model.Session{
+		ID: model.NewID(), Name: in.Name, Backend: in.Backend, BoardConfig: in.BoardConfig,
+		Machine: b.Name, State: model.StateCreated, RunnerID: r.ID, CreatedAt: now, UpdatedAt: now,
+	}
+	if err := h.d.State.CreateSession(ctx, s); err != nil {
+		return model.Session{}, err
+	}
+	h.publish(events.TypeSessionCreated, s)
+	return s, nil
+}
+
+func (h *Handler) pickRunner(ctx context.Context) (state.Runner, error) {
+	rs, err := h.d.State.Runners(ctx)
+	if err != nil {
+		return state.Runner{}, err
+	}
+	if len(rs) == 0 || rs[0].Free() <= 0 {
+		return state.Runner{}, httpapi.Unavailable("no runner has free capacity; try again later")
+	}
+	return rs[0], nil
+}
+
+// Get returns a session or a 404.
+func (h *Handler) Get(ctx context.Context, id string) (model.Session, error) {
+	if !model.ValidID(id) {
+		return model.Session{}, httpapi.NotFound("session %q not found (ids are 16 hex digits)", id)
+	}
+	s, err := h.d.State.GetSession(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return s, httpapi.NotFound("session %s not found", id)
+	}
+	return s, err
+}
+
+// List returns one page of sessions.
+func (h *Handler) List(ctx context.Context, p httpapi.Page) (List, error) {
+	ss, total, err := h.d.State.ListSessions(ctx, p.Offset(), p.Size)
+	return List{Sessions: ss, Total: total, Page: p.Page, PageSize: p.Size}, err
+}
+
+// runner returns a client for the session's runner. If that runner is gone
+// and place is set, the session moves to a live runner (it has no emulator
+// to lose then).
+func (h *Handler) runner(ctx context.Context, s *model.Session, place bool) (*runnerapi.Client, error) {
+	r, err := h.d.State.Runner(ctx, s.RunnerID)
+	if errors.Is(err, state.ErrNotFound) && place {
+		if r, err = h.pickRunner(ctx); err != nil {
+			return nil, err
+		}
+		*s, err = h.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
+			x.RunnerID = r.ID
+			return nil
+		})
+	}
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return runnerapi.NewClient(r.URL, h.d.RunnerToken)
+}
+
+// Delete stops the session's emulator and removes the session.
+func (h *Handler) Delete(ctx context.Context, id string) (model.Session, error) {
+	s, err := h.Get(ctx, id)
+	if err != nil {
+		return s, err
+	}
+	rc, err := h.runner(ctx, &s, false)
+	if err != nil {
+		return s, err
+	}
+	if rc != nil {
+		if err := rc.Delete(ctx, id); err != nil {
+			return s, err
+		}
+	}
+	if err := h.d.State.DeleteSession(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
+		return s, err
+	}
+	h.publish(events.TypeSessionDeleted, s)
+	return s, nil
+}
+
+// program finds a program and where it loads on the session's board.
+func (h *Handler) program(ctx context.Context, s model.Session, programID string) (runnerapi.Program, error) {
+	if !model.ValidID(programID) {
+		return runnerapi.Program{}, httpapi.Unprocessable("program_id %q is not a program id (16 hex digits)", programID)
+	}
+	p, err := h.d.State.GetProgram(ctx, programID)
+	if errors.Is(err, state.ErrNotFound) {
+		return runnerapi.Program{}, httpapi.Unprocessable("program %s does not exist; upload it with POST /api/v1/programs", programID)
+	}
+	if err != nil {
+		return runnerapi.Program{}, err
+	}
+	caps, err := h.Capabilities(ctx)
+	if err != nil {
+		return runnerapi.Program{}, err
+	}
+	be, _ := caps.Backend(s.Backend)
+	b, ok := be.Board(s.Machine)
+	if !ok {
+		return runnerapi.Program{}, httpapi.Unprocessable("board %s of session %s is no longer offered", s.Machine, s.ID)
+	}
+	rp := runnerapi.Program{ID: p.ID, Format: p.Format, SHA256: p.SHA256, BlobKey: model.ProgramImageKey(p.ID)}
+	segs := p.Segments
+	if p.Format == model.FormatBIN {
+		rp.LoadAddress = b.Flash.Base
+		if p.LoadAddress != nil {
+			rp.LoadAddress = *p.LoadAddress
+		}
+		segs = []model.Segment{{Addr: rp.LoadAddress, Size: uint64(p.Size)}}
+	}
+	if err := b.Fits(segs); err != nil {
+		return runnerapi.Program{}, httpapi.Unprocessable("program %s does not fit board %s: %v", p.ID, b.Name, err)
+	}
+	return rp, nil
+}
+
+// LoadProgram sets the session's program. A running session is restarted
+// with it, as flashing a real board resets it.
+func (h *Handler) LoadProgram(ctx context.Context, id string, in LoadRequest) (model.Session, error) {
+	s, err := h.Get(ctx, id)
+	if err != nil {
+		return s, err
+	}
+	if in.ProgramID == "" {
+		return s, httpapi.BadRequest("program_id is required")
+	}
+	rp, err := h.program(ctx, s, in.ProgramID)
+	if err != nil {
+		return s, err
+	}
+	if s, err = h.d.State.UpdateSession(ctx, id, func(x *model.Session) error {
+		x.ProgramID = in.ProgramID
+		return nil
+	}); err != nil {
+		return s, err
+	}
+	if s.State == model.StateRunning {
+		rc, err := h.runner(ctx, &s, false)
+		if err != nil {
+			return s, err
+		}
+		if rc != nil {
+			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Restart: true}); err != nil {
+				return s, err
+			}
+		}
+		if s, err = h.Get(ctx, id); err != nil {
+			return s, err
+		}
+	}
+	h.publish(events.TypeSessionProgramLoaded, s)
+	return s, nil
+}
+
+// PowerOn starts the session's machine with its program.
+func (h *Handler) PowerOn(ctx context.Context, id string, halted bool) (model.Session, error) {
+	s, err := h.Get(ctx, id)
+	if err != nil {
+		return s, err
+	}
+	if s.ProgramID == "" {
+		return s, httpapi.Conflict("session %s has no program; load one with POST /api/v1/sessions/%s/program first", id, id)
+	}
+	if s.State == model.StateRunning {
+		return s, httpapi.Conflict("session %s is already running; power it off or reset it", id)
+	}
+	rp, err := h.program(ctx, s, s.ProgramID)
+	if err != nil {
+		return s, err
+	}
+	rc, err := h.runner(ctx, &s, true)
+	if err != nil {
+		return s, err
+	}
+	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Halted: halted}); err != nil {
+		return s, err
+	}
+	return h.Get(ctx, id)
+}
+
+// PowerOff stops the machine; the console history stays.
+func (h *Handler) PowerOff(ctx context.Context, id string) (model.Session, error) {
+	s, err := h.Get(ctx, id)
+	if err != nil {
+		return s, err
+	}
+	if s.State != model.StateRunning {
+		return s, httpapi.Conflict("session %s is not running (state %s)", id, s.State)
+	}
+	rc, err := h.runner(ctx, &s, false)
+	if err != nil {
+		return s, err
+	}
+	if rc != nil {
+		if err := rc.Stop(ctx, id); err != nil {
+			return s, err
+		}
+	}
+	s, err = h.Get(ctx, id)
+	if err == nil && s.State == model.StateRunning {
+		// The runner is gone: its emulator died with it.
+		s, err = h.d.State.UpdateSession(ctx, id, func(x *model.Session) error {
+			x.State, x.Reason = model.StateStopped, ""
+			return nil
+		})
+	}
+	return s, err
+}
+
+// Reset resets a running machine.
+func (h *Handler) Reset(ctx context.Context, id string) (model.Session, error) {
+	s, err := h.Get(ctx, id)
+	if err != nil {
+		return s, err
+	}
+	if s.State != model.StateRunning {
+		return s, httpapi.Conflict("session %s is not running (state %s); power it on first", id, s.State)
+	}
+	rc, err := h.runner(ctx, &s, false)
+	if err != nil {
+		return s, err
+	}
+	if rc == nil {
+		return s, httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, id)
+	}
+	if err := rc.Reset(ctx, id); err != nil {
+		return s, err
+	}
+	h.publish(events.TypeSessionRebooted, s)
+	return s, nil
+}
+
+func (h *Handler) publish(typ string, s model.Session) {
+	if err := h.d.Publisher.Publish(context.Background(), typ, s.ID, s); err != nil {
+		h.d.Log.Warn("publish", "type", typ, "err", err)
+	}
+}
+
+// Routes mounts the REST API on mux.
+func (h *Handler) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/capabilities", func(w http.ResponseWriter, r *http.Request) {
+		c, err := h.Capabilities(r.Context())
+		reply(w, r, http.StatusOK, c, err)
+	})
+	mux.HandleFunc("POST /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		var in CreateRequest
+		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		s, err := h.Create(r.Context(), in)
+		reply(w, r, http.StatusCreated, s, err)
+	})
+	mux.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		p, err := httpapi.ParsePage(r)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		l, err := h.List(r.Context(), p)
+		reply(w, r, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("GET /api/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		s, err := h.Get(r.Context(), r.PathValue("id"))
+		reply(w, r, http.StatusOK, s, err)
+	})
+	mux.HandleFunc("DELETE /api/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		_, err := h.Delete(r.Context(), r.PathValue("id"))
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /api/v1/sessions/{id}/program", func(w http.ResponseWriter, r *http.Request) {
+		var in LoadRequest
+		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		s, err := h.LoadProgram(r.Context(), r.PathValue("id"), in)
+		reply(w, r, http.StatusOK, s, err)
+	})
+	mux.HandleFunc("POST /api/v1/sessions/{id}/poweron", func(w http.ResponseWriter, r *http.Request) {
+		halted := false
+		if v := r.URL.Query().Get("halted"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				httpapi.WriteError(w, r, httpapi.BadRequest("halted must be true or false; got %q", v))
+				return
+			}
+			halted = b
+		}
+		s, err := h.PowerOn(r.Context(), r.PathValue("id"), halted)
+		reply(w, r, http.StatusOK, s, err)
+	})
+	mux.HandleFunc("POST /api/v1/sessions/{id}/poweroff", func(w http.ResponseWriter, r *http.Request) {
+		s, err := h.PowerOff(r.Context(), r.PathValue("id"))
+		reply(w, r, http.StatusOK, s, err)
+	})
+	mux.HandleFunc("POST /api/v1/sessions/{id}/reset", func(w http.ResponseWriter, r *http.Request) {
+		s, err := h.Reset(r.Context(), r.PathValue("id"))
+		reply(w, r, http.StatusOK, s, err)
+	})
+	mux.HandleFunc("GET /api/v1/sessions/{id}/console", h.console)
+	mux.HandleFunc("POST /api/v1/sessions/{id}/console", h.consoleInput)
+	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/console", h.stream)
+}
+
+func reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	httpapi.WriteJSON(w, status, v)
+}
+
+// console returns the UART history from ?offset= as raw bytes; the
+// X-Console-Offset and X-Console-Next-Offset headers say where the bytes
+// start and where to continue.
+func (h *Handler) console(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	s, err := h.Get(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	off := int64(0)
+	if v := q.Get("offset"); v != "" {
+		if off, err = strconv.ParseInt(v, 10, 64); err != nil || off < 0 {
+			httpapi.WriteError(w, r, httpapi.BadRequest("offset must be a byte offset >= 0; got %q", v))
+			return
+		}
+	}
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 {
+			httpapi.WriteError(w, r, httpapi.BadRequest("limit must be a positive number of bytes; got %q", v))
+			return
+		}
+	}
+	var data []byte
+	var from, next int64
+	rc, err := h.runner(r.Context(), &s, false)
+	if err == nil && rc != nil {
+		data, from, next, err = rc.Console(r.Context(), id, off, limit)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(runnerapi.HeaderOffset, strconv.FormatInt(from, 10))
+	w.Header().Set(runnerapi.HeaderNextOffset, strconv.FormatInt(next, 10))
+	w.Write(data)
+}
+
+func (h *Handler) consoleInput(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	s, err := h.Get(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil || len(data) > maxBody {
+		httpapi.WriteError(w, r, httpapi.Errorf(http.StatusRequestEntityTooLarge, "too_large", "console input is limited to %d bytes per request", maxBody))
+		return
+	}
+	if s.State != model.StateRunning {
+		httpapi.WriteError(w, r, httpapi.Conflict("session %s is not running (state %s); console input needs a running machine", id, s.State))
+		return
+	}
+	rc, err := h.runner(r.Context(), &s, false)
+	if err == nil && rc == nil {
+		err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, id)
+	}
+	if err == nil {
+		err = rc.Input(r.Context(), id, data)
+	}
+	reply(w, r, http.StatusOK, map[string]int{"written": len(data)}, err)
+}
+
+// stream proxies the WebSocket console to the session's runner, which owns
+// the emulator and the console ring.
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	s, err := h.Get(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	rc, err := h.runner(r.Context(), &s, false)
+	if err == nil && rc == nil {
+		err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, id)
+	}
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	rc.Proxy(runnerapi.SessionPath(id)+"/stream/console").ServeHTTP(w, r)
+}
+
+// Events returns the CloudEvents receiver: each command type runs the same
+// operation as its REST route and replies with the resulting notification.
+func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
+	ref := func(e cloudevents.Event) (string, error) {
+		var in events.SessionRef
+		if err := cmdevent.Decode(e, &in); err != nil {
+			return "", err
+		}
+		if in.SessionID == "" {
+			return "", httpapi.BadRequest("session_id is required")
+		}
+		return in.SessionID, nil
+	}
+	simple := func(typ string, op func(context.Context, string) (model.Session, error)) cmdevent.Op {
+		return func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			id, err := ref(e)
+			if err != nil {
+				return cmdevent.Reply{}, err
+			}
+			s, err := op(ctx, id)
+			return cmdevent.Reply{Type: typ, Subject: s.ID, Data: s}, err
+		}
+	}
+	ops := map[string]cmdevent.Op{
+		events.TypeSessionCreate: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.CreateSession
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			s, err := h.Create(ctx, CreateRequest{Name: in.Name, Backend: in.Backend, BoardConfig: in.BoardConfig})
+			return cmdevent.Reply{Type: events.TypeSessionCreated, Subject: s.ID, Data: s}, err
+		},
+		events.TypeSessionLoadProgram: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.LoadProgram
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			s, err := h.LoadProgram(ctx, in.SessionID, LoadRequest{ProgramID: in.ProgramID})
+			return cmdevent.Reply{Type: events.TypeSessionProgramLoaded, Subject: s.ID, Data: s}, err
+		},
+		events.TypeSessionDelete:   simple(events.TypeSessionDeleted, h.Delete),
+		events.TypeSessionPowerOn:  simple(events.TypeSessionStarted, func(ctx context.Context, id string) (model.Session, error) { return h.PowerOn(ctx, id, false) }),
+		events.TypeSessionPowerOff: simple(events.TypeSessionStopped, h.PowerOff),
+		events.TypeSessionReset:    simple(events.TypeSessionRebooted, h.Reset),
+	}
+	return cmdevent.Handler(ctx, h.source, ops, h.d.Log)
+}
+
+// Health reports what the function is connected to.
+func (h *Handler) Health(ctx context.Context) (map[string]any, error) {
+	if err := h.d.State.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	rs, _ := h.d.State.Runners(ctx)
+	ids := []string{}
+	for _, r := range rs {
+		ids = append(ids, r.ID)
+	}
+	return map[string]any{"status": "ok", "redis": h.d.State.Addr(), "runners": ids}, nil
+}
