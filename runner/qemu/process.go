@@ -72,14 +72,16 @@ func (c Config) Validate() error {
 }
 
 // Args is the QEMU command line (without the binary). The guest starts paused
-// (-S) so the caller can connect the console before the first instruction.
+// (-S). QMP and the console are socket clients: Start listens first and QEMU
+// connects during its initialisation, so nothing polls for sockets to appear
+// and no output can be written before the runner is connected.
 func (c Config) Args() []string {
 	a := []string{
 		"-M", c.Machine,
 		"-display", "none", "-monitor", "none",
 		"-S",
-		"-qmp", "unix:" + filepath.Join(c.Dir, QMPSocket) + ",server=on,wait=off",
-		"-chardev", "socket,id=ser0,path=" + filepath.Join(c.Dir, ConsoleSocket) + ",server=on,wait=off",
+		"-qmp", "unix:" + filepath.Join(c.Dir, QMPSocket),
+		"-chardev", "socket,id=ser0,path=" + filepath.Join(c.Dir, ConsoleSocket),
 		"-serial", "chardev:ser0",
 		"-semihosting-config", "enable=on,target=native",
 	}
@@ -118,8 +120,21 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("qemu: instance dir: %w", err)
 	}
+	var lns []*net.UnixListener
+	defer func() {
+		// Once QEMU is connected (or gone) nobody else may connect.
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
 	for _, f := range []string{QMPSocket, ConsoleSocket} {
-		os.Remove(filepath.Join(cfg.Dir, f))
+		path := filepath.Join(cfg.Dir, f)
+		os.Remove(path)
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			return nil, fmt.Errorf("qemu: listen %s: %w", path, err)
+		}
+		lns = append(lns, ln)
 	}
 	p := &Process{dir: cfg.Dir, output: newTail(4096), done: make(chan struct{})}
 	p.cmd = exec.Command(cfg.Binary, cfg.Args()...)
@@ -147,37 +162,43 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		}
 	}()
 	fail := func(what string, err error) (*Process, error) {
-		p.Kill()
-		<-p.done
-		p.closeConns()
-		if out := strings.TrimSpace(p.output.String()); out != "" {
-			return nil, fmt.Errorf("qemu: %s: %w: %s", what, err, out)
+		died := false
+		select {
+		case <-p.done:
+			died = true
+		default:
+			p.Kill()
+			<-p.done
 		}
-		return nil, fmt.Errorf("qemu: %s: %w (%s)", what, err, p.ExitReason())
+		p.closeConns()
+		out := strings.TrimSpace(p.output.String())
+		if died {
+			return nil, fmt.Errorf("qemu: %s during start-up: %s", p.ExitReason(), out)
+		}
+		return nil, fmt.Errorf("qemu: %s: %w: %s", what, err, out)
 	}
-	var err error
-	if p.QMP, err = qmp.Dial(sctx, "unix", filepath.Join(cfg.Dir, QMPSocket)); err != nil {
+	qconn, err := accept(sctx, lns[0])
+	if err != nil {
 		return fail("connect QMP", err)
 	}
-	if p.Console, err = dialUnix(sctx, filepath.Join(cfg.Dir, ConsoleSocket)); err != nil {
+	if p.QMP, err = qmp.New(sctx, qconn); err != nil {
+		return fail("QMP handshake", err)
+	}
+	if p.Console, err = accept(sctx, lns[1]); err != nil {
 		return fail("connect console", err)
 	}
 	return p, nil
 }
 
-func dialUnix(ctx context.Context, path string) (net.Conn, error) {
-	var d net.Dialer
-	for {
-		c, err := d.DialContext(ctx, "unix", path)
-		if err == nil {
-			return c, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(time.Millisecond):
-		}
+// accept waits for QEMU's connection until ctx ends.
+func accept(ctx context.Context, ln *net.UnixListener) (net.Conn, error) {
+	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now()) })
+	defer stop()
+	c, err := ln.Accept()
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
+	return c, err
 }
 
 // Pid is the QEMU process id (also its process group id).
