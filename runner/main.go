@@ -34,6 +34,7 @@ type Config struct {
 	Capacity     int           `envconfig:"MS_RUNNER_CAPACITY" default:"16"`
 	ConsoleBytes int           `envconfig:"MS_CONSOLE_BUFFER_BYTES" default:"1048576"`
 	StopGrace    time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
+	Prelaunch    bool          `envconfig:"MS_PRELAUNCH" default:"true"`
 }
 
 func main() {
@@ -78,7 +79,7 @@ func run(ctx context.Context) error {
 	}
 	r, err := host.New(ctx, host.Config{
 		ID: cfg.ID, URL: cfg.URL, Dir: cfg.Dir, SocketDir: cfg.SocketDir, QEMU: cfg.QEMU, Capacity: cfg.Capacity,
-		ConsoleBytes: cfg.ConsoleBytes, Token: cfg.Token, StopGrace: cfg.StopGrace,
+		ConsoleBytes: cfg.ConsoleBytes, Token: cfg.Token, StopGrace: cfg.StopGrace, Prelaunch: cfg.Prelaunch,
 	}, st, blobs, pub, log)
 	if err != nil {
 		ln.Close()

@@ -40,6 +40,7 @@ type Config struct {
 	Capacity     int           `envconfig:"MS_RUNNER_CAPACITY" default:"16"`
 	ConsoleBytes int           `envconfig:"MS_CONSOLE_BUFFER_BYTES" default:"1048576"`
 	StopGrace    time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
+	Prelaunch    bool          `envconfig:"MS_PRELAUNCH" default:"true"`
 }
 
 func main() {
@@ -92,7 +93,7 @@ func run(ctx context.Context) error {
 	}
 	r, err := host.New(ctx, host.Config{
 		ID: "standalone", SocketDir: cfg.SocketDir, URL: "http://" + rln.Addr().String(), Dir: filepath.Join(dataDir, "runner"),
-		QEMU: cfg.QEMU, Capacity: cfg.Capacity, ConsoleBytes: cfg.ConsoleBytes, Token: token, StopGrace: cfg.StopGrace,
+		QEMU: cfg.QEMU, Capacity: cfg.Capacity, ConsoleBytes: cfg.ConsoleBytes, Token: token, StopGrace: cfg.StopGrace, Prelaunch: cfg.Prelaunch,
 	}, st, blobs, pub, log.With("component", "runner"))
 	if err != nil {
 		rln.Close()

@@ -41,6 +41,14 @@ func (r *Runner) Handler() http.Handler {
 		st, err := r.Start(ctx, req.PathValue("id"), in)
 		reply(w, req, st, err)
 	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/prepare", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.StartRequest
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		reply(w, req, map[string]string{"status": "preparing"}, r.Prepare(req.PathValue("id"), in))
+	})
 	mux.HandleFunc("POST "+p+"/sessions/{id}/stop", func(w http.ResponseWriter, req *http.Request) {
 		reply(w, req, map[string]string{"status": "stopped"}, r.Stop(req.PathValue("id")))
 	})

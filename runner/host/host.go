@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/machineserver/machineserver/events"
@@ -37,6 +38,9 @@ type Config struct {
 	Token        string
 	StopGrace    time.Duration
 	Heartbeat    time.Duration
+	// Prelaunch keeps a paused QEMU ready for each stopped session that has
+	// a program, so power on is a QMP cont instead of a cold start.
+	Prelaunch bool
 }
 
 // Runner hosts emulators.
@@ -51,8 +55,10 @@ type Runner struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
-	closed   bool
-	fetchMu  sync.Mutex
+	// active and spares count emulators without taking every session's lock.
+	active, spares atomic.Int32
+	closed         bool
+	fetchMu        sync.Mutex
 }
 
 // session is one session's emulator slot. ring outlives processes: the UART
@@ -65,6 +71,17 @@ type session struct {
 	// stopping marks a stop we asked for, so its exit is not an error.
 	stopping bool
 	pumped   chan struct{} // closed when the console pump of proc ended
+	// spare is a paused QEMU already loaded with last's image (Prelaunch).
+	spare    *qemu.Process
+	spareKey string
+	last     *runnerapi.StartRequest
+	gen      int // numbers instance directories, so a spare and the active process never share sockets
+	deleted  bool
+}
+
+// imageKey says whether a spare can serve a start request.
+func imageKey(req runnerapi.StartRequest) string {
+	return fmt.Sprintf("%s|%s|%s|%x", req.Machine, req.Program.SHA256, req.Program.Format, req.Program.LoadAddress)
 }
 
 // New probes QEMU, reconciles sessions a previous incarnation left, and
@@ -147,16 +164,8 @@ func (r *Runner) reconcile(ctx context.Context) error {
 var errUnchanged = errors.New("unchanged")
 
 func (r *Runner) register(ctx context.Context) error {
-	r.mu.Lock()
-	running := 0
-	for _, s := range r.sessions {
-		if s.proc != nil {
-			running++
-		}
-	}
-	r.mu.Unlock()
 	return r.state.RegisterRunner(ctx, state.Runner{
-		ID: r.cfg.ID, URL: r.cfg.URL, Capacity: r.cfg.Capacity, Running: running,
+		ID: r.cfg.ID, URL: r.cfg.URL, Capacity: r.cfg.Capacity, Running: r.running(),
 		Capabilities: r.caps, StartedAt: r.start,
 	}, 3*r.cfg.Heartbeat)
 }
@@ -195,6 +204,9 @@ func (r *Runner) Shutdown(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			r.stop(s)
+			s.mu.Lock()
+			r.dropSpare(s)
+			s.mu.Unlock()
 		}()
 	}
 	wg.Wait()
@@ -221,16 +233,27 @@ func (r *Runner) slot(id string, create bool) (*session, error) {
 	return s, nil
 }
 
-func (r *Runner) running() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, s := range r.sessions {
-		if s.proc != nil {
-			n++
-		}
+func (r *Runner) running() int { return int(r.active.Load()) }
+
+// setProc and setSpare keep the counters in step with the slots; s.mu is held.
+func (r *Runner) setProc(s *session, p *qemu.Process) {
+	r.active.Add(delta(s.proc != nil, p != nil))
+	s.proc = p
+}
+
+func (r *Runner) setSpare(s *session, p *qemu.Process) {
+	r.spares.Add(delta(s.spare != nil, p != nil))
+	s.spare = p
+}
+
+func delta(had, has bool) int32 {
+	switch {
+	case had && !has:
+		return -1
+	case !had && has:
+		return 1
 	}
-	return n
+	return 0
 }
 
 // Start powers a session's machine on. ctx bounds the start-up only.
@@ -256,19 +279,19 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	if r.running() >= r.cfg.Capacity {
 		return runnerapi.Status{}, httpapi.Errorf(429, "capacity", "runner %s is full (%d emulators)", r.cfg.ID, r.cfg.Capacity)
 	}
-	path, err := r.fetch(ctx, req.Program)
-	if err != nil {
-		return runnerapi.Status{}, err
+	t0 := time.Now()
+	proc := r.takeSpare(s, imageKey(req))
+	if proc == nil {
+		if proc, err = r.launch(ctx, s, req); err != nil {
+			return runnerapi.Status{}, err
+		}
 	}
-	dir := filepath.Join(r.cfg.SocketDir, id)
-	proc, err := qemu.Start(ctx, qemu.Config{
-		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Dir: dir,
-		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
-	})
-	if err != nil {
-		return runnerapi.Status{}, fmt.Errorf("start session %s: %w", id, err)
-	}
-	s.proc, s.stopping, s.pumped = proc, false, make(chan struct{})
+	last := req
+	last.Halted, last.Restart = false, false
+	s.last = &last
+	t1 := time.Now()
+	r.setProc(s, proc)
+	s.stopping, s.pumped = false, make(chan struct{})
 	go r.pump(s, proc, s.pumped)
 
 	now := time.Now().UTC()
@@ -283,6 +306,7 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 		}
 		return runnerapi.Status{}, err
 	}
+	t2 := time.Now()
 	if !req.Halted {
 		if _, err := proc.QMP.Execute(ctx, "cont", nil); err != nil {
 			r.stopLocked(s)
@@ -291,7 +315,8 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	}
 	go r.watch(s, proc)
 	r.publish(events.TypeSessionStarted, updated)
-	r.log.Info("emulator started", "session", id, "machine", req.Machine, "pid", proc.Pid(), "program", req.Program.ID)
+	r.log.Info("emulator started", "session", id, "machine", req.Machine, "pid", proc.Pid(), "program", req.Program.ID,
+		"exec_ms", ms(t1.Sub(t0)), "state_ms", ms(t2.Sub(t1)), "cont_ms", ms(time.Since(t2)))
 	return r.status(s), nil
 }
 
@@ -309,9 +334,12 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 	s.mu.Lock()
 	requested := s.stopping
 	if s.proc == p {
-		s.proc = nil
+		r.setProc(s, nil)
 	}
 	s.mu.Unlock()
+	r.removeDir(p)
+	// Whatever happens below, the next power on should find a spare.
+	defer r.prepare(s)
 
 	newState, reason, typ := model.StateStopped, "", events.TypeSessionStopped
 	switch {
@@ -393,7 +421,7 @@ func (r *Runner) stopLocked(s *session) {
 	s.stopping = true
 	p.Stop(r.cfg.StopGrace)
 	<-s.pumped
-	s.proc = nil
+	r.setProc(s, nil)
 	// watch needs s.mu to finish; let it run.
 	s.mu.Unlock()
 	r.waitRecorded(s.id)
@@ -442,11 +470,14 @@ func (r *Runner) Delete(id string) error {
 		return nil
 	}
 	r.stop(s)
+	s.mu.Lock()
+	s.deleted = true
+	r.dropSpare(s)
+	s.mu.Unlock()
 	s.ring.Close()
 	r.mu.Lock()
 	delete(r.sessions, id)
 	r.mu.Unlock()
-	os.RemoveAll(filepath.Join(r.cfg.SocketDir, id))
 	return nil
 }
 
@@ -472,6 +503,9 @@ func (r *Runner) status(s *session) runnerapi.Status {
 	st := runnerapi.Status{SessionID: s.id, ConsoleEnd: s.ring.End()}
 	if s.proc != nil {
 		st.Running, st.Pid = true, s.proc.Pid()
+	}
+	if s.spare != nil {
+		st.SparePid = s.spare.Pid()
 	}
 	return st
 }
@@ -523,3 +557,121 @@ func (r *Runner) publish(typ string, s model.Session) {
 		r.log.Warn("publish", "type", typ, "err", err)
 	}
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// launch cold-starts a paused QEMU for req in a fresh instance directory.
+func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequest) (*qemu.Process, error) {
+	path, err := r.fetch(ctx, req.Program)
+	if err != nil {
+		return nil, err
+	}
+	s.gen++
+	proc, err := qemu.Start(ctx, qemu.Config{
+		Binary: r.caps.Backends[0].Binary, Machine: req.Machine,
+		Dir:      filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen)),
+		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start session %s: %w", s.id, err)
+	}
+	return proc, nil
+}
+
+func (r *Runner) removeDir(p *qemu.Process) { os.RemoveAll(p.Dir()) }
+
+// takeSpare returns the session's spare if it runs the requested image, and
+// discards it otherwise. s.mu is held.
+func (r *Runner) takeSpare(s *session, key string) *qemu.Process {
+	sp := s.spare
+	if sp == nil {
+		return nil
+	}
+	r.setSpare(s, nil)
+	select {
+	case <-sp.Done():
+		r.removeDir(sp)
+		return nil
+	default:
+	}
+	if s.spareKey != key {
+		sp.Kill()
+		<-sp.Done()
+		r.removeDir(sp)
+		return nil
+	}
+	return sp
+}
+
+// dropSpare kills the session's spare. s.mu is held.
+func (r *Runner) dropSpare(s *session) {
+	if sp := s.spare; sp != nil {
+		r.setSpare(s, nil)
+		sp.Kill()
+		<-sp.Done()
+		r.removeDir(sp)
+	}
+}
+
+// Prepare records what the session will run and prelaunches a spare for it.
+func (r *Runner) Prepare(id string, req runnerapi.StartRequest) error {
+	if _, ok := r.caps.Backends[0].Board(req.Machine); !ok {
+		return httpapi.Unprocessable("machine %q is not offered by this runner", req.Machine)
+	}
+	s, err := r.slot(id, true)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	req.Halted, req.Restart = false, false
+	s.last = &req
+	s.mu.Unlock()
+	r.prepare(s)
+	return nil
+}
+
+// prepare starts a spare in the background when prelaunch is on, the session
+// is stopped, knows its image, and the runner has room. The spare holds s.mu
+// while it starts, so a power on arriving meanwhile waits and then uses it.
+func (r *Runner) prepare(s *session) {
+	if !r.cfg.Prelaunch {
+		return
+	}
+	go func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed || s.deleted || s.proc != nil || s.last == nil || r.emulators() >= r.cfg.Capacity {
+			return
+		}
+		key := imageKey(*s.last)
+		if s.spare != nil && s.spareKey == key {
+			return
+		}
+		r.dropSpare(s)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		sp, err := r.launch(ctx, s, *s.last)
+		if err != nil {
+			r.log.Warn("prelaunch failed", "session", s.id, "err", err)
+			return
+		}
+		r.setSpare(s, sp)
+		s.spareKey = key
+		go func() {
+			// A spare that dies while waiting is simply forgotten.
+			<-sp.Done()
+			s.mu.Lock()
+			if s.spare == sp {
+				r.setSpare(s, nil)
+				r.removeDir(sp)
+			}
+			s.mu.Unlock()
+		}()
+	}()
+}
+
+// emulators counts live QEMU processes, spares included.
+func (r *Runner) emulators() int { return int(r.active.Load() + r.spares.Load()) }

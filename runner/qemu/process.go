@@ -201,6 +201,9 @@ func accept(ctx context.Context, ln *net.UnixListener) (net.Conn, error) {
 	return c, err
 }
 
+// Dir is the instance directory.
+func (p *Process) Dir() string { return p.dir }
+
 // Pid is the QEMU process id (also its process group id).
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 

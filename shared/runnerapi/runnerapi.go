@@ -45,6 +45,8 @@ type Status struct {
 	SessionID string `json:"session_id"`
 	Running   bool   `json:"running"`
 	Pid       int    `json:"pid,omitempty"`
+	// SparePid is the paused QEMU kept ready for the next power on.
+	SparePid int `json:"spare_pid,omitempty"`
 	// ConsoleEnd is the offset one past the newest console byte.
 	ConsoleEnd int64 `json:"console_end"`
 }
@@ -132,6 +134,12 @@ func (c *Client) Stop(ctx context.Context, id string) error {
 // Reset resets a running session's machine.
 func (c *Client) Reset(ctx context.Context, id string) error {
 	return c.post(ctx, sessionPath(id)+"/reset", nil, nil)
+}
+
+// Prepare tells the runner what the session will run, so it can prelaunch a
+// paused emulator for the next power on.
+func (c *Client) Prepare(ctx context.Context, id string, req StartRequest) error {
+	return c.post(ctx, sessionPath(id)+"/prepare", req, nil)
 }
 
 // Delete stops the machine and forgets the console history.

@@ -279,6 +279,12 @@ func (h *Handler) LoadProgram(ctx context.Context, id string, in LoadRequest) (m
 		if s, err = h.Get(ctx, id); err != nil {
 			return s, err
 		}
+	} else if rc, err := h.runner(ctx, &s, false); err == nil && rc != nil {
+		// Best effort: the runner prelaunches a paused emulator so the next
+		// power on is fast; without it power on is a cold start.
+		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp}); err != nil {
+			h.d.Log.Warn("prepare", "session", id, "err", err)
+		}
 	}
 	h.publish(events.TypeSessionProgramLoaded, s)
 	return s, nil
