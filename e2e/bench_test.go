@@ -1,0 +1,196 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// rawColdStart execs qemu-system-arm -kernel like a user would by hand and
+// times exec to the first UART byte.
+func rawColdStart(b *testing.B, board, fw string) time.Duration {
+	cmd := exec.Command("qemu-system-arm", "-M", board, "-display", "none", "-monitor", "none",
+		"-semihosting-config", "enable=on,target=native", "-serial", "stdio", "-kernel", fw)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	r := bufio.NewReader(out)
+	if _, err := r.ReadByte(); err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(start)
+	cmd.Process.Kill()
+	cmd.Wait()
+	return d
+}
+
+// BenchmarkPowerOnToFirstByte compares, in one run, raw QEMU cold start (exec
+// to first UART byte) with POST /poweron to the first byte at a WebSocket
+// client, on both forms of the platform, cold (QEMU exec'd by the power on)
+// and prelaunched (a paused QEMU kept ready, the default), and the idle PSS
+// of a running session.
+func BenchmarkPowerOnToFirstByte(b *testing.B) {
+	const board = "mps2-an385"
+	fw := firmware(b, board, "fw.elf")
+	for _, form := range []struct {
+		name  string
+		start func(testing.TB, ...string) *platform
+		env   string
+	}{
+		{"standalone-cold", startStandalone, "MS_PRELAUNCH=false"},
+		{"standalone-prelaunched", startStandalone, "MS_PRELAUNCH=true"},
+		{"distributed-cold", startDistributed, "MS_PRELAUNCH=false"},
+		{"distributed-prelaunched", startDistributed, "MS_PRELAUNCH=true"},
+	} {
+		b.Run(form.name, func(b *testing.B) {
+			pl := form.start(b, "MS_LOG_LEVEL=warn", form.env)
+			code, body := pl.upload(b, "bench", "elf", fw, nil)
+			if code != 201 {
+				b.Fatalf("upload: %d %s", code, body)
+			}
+			prog := decode(b, body)["id"].(string)
+			var s map[string]any
+			pl.must(b, 201, "POST", "/api/v1/sessions", map[string]any{"name": "bench", "board_config": map[string]string{"board": board}}, &s)
+			id := s["id"].(string)
+			pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/program", map[string]string{"program_id": prog}, nil)
+
+			var raw, plat []time.Duration
+			var pss int
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				raw = append(raw, rawColdStart(b, board, fw))
+
+				// Connect at the end of the history so the first frame is new output.
+				u := strings.Replace(pl.base, "http", "ws", 1) + "/api/v1/sessions/" + id + "/stream/console?offset=end"
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				c, _, err := websocket.Dial(ctx, u, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				resp, err := http.Post(pl.base+"/api/v1/sessions/"+id+"/poweron", "", nil)
+				if err != nil || resp.StatusCode != 200 {
+					b.Fatalf("poweron: %v %v", err, resp)
+				}
+				resp.Body.Close()
+				if _, _, err := c.Read(ctx); err != nil {
+					b.Fatal(err)
+				}
+				plat = append(plat, time.Since(start))
+				c.CloseNow()
+				cancel()
+				if i == 0 {
+					time.Sleep(2 * time.Second) // idle: the firmware sleeps in WFI
+					pss = emulatorPSS(b, pl.socketDir)
+				}
+				pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/poweroff", nil, nil)
+			}
+			b.StopTimer()
+			b.ReportMetric(ms(percentile(raw, 0.5)), "raw-p50-ms")
+			b.ReportMetric(ms(percentile(raw, 0.95)), "raw-p95-ms")
+			b.ReportMetric(ms(percentile(plat, 0.5)), "platform-p50-ms")
+			b.ReportMetric(ms(percentile(plat, 0.95)), "platform-p95-ms")
+			b.ReportMetric(float64(percentile(plat, 0.5))/float64(percentile(raw, 0.5)), "ratio-p50")
+			b.ReportMetric(float64(percentile(plat, 0.95))/float64(percentile(raw, 0.95)), "ratio-p95")
+			b.ReportMetric(float64(pss), "idle-session-PSS-KiB")
+			b.ReportMetric(0, "ns/op")
+			pl.must(b, 204, "DELETE", "/api/v1/sessions/"+id, nil, nil)
+		})
+	}
+}
+
+// emulatorPSS is the proportional set size of the platform's one emulator.
+func emulatorPSS(b *testing.B, dir string) int {
+	pids := emulators(dir)
+	if len(pids) != 1 {
+		b.Fatalf("want one emulator, have %v", pids)
+	}
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pids[0]))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(f), "\n") {
+		if strings.HasPrefix(line, "Pss:") {
+			n, _ := strconv.Atoi(strings.Fields(line)[1])
+			return n
+		}
+	}
+	b.Fatal("no Pss in smaps_rollup")
+	return 0
+}
+
+// BenchmarkGetSessionAt200rps measures GET /api/v1/sessions/{id} latency
+// under an open-loop load of 200 requests per second.
+func BenchmarkGetSessionAt200rps(b *testing.B) {
+	for _, form := range []struct {
+		name  string
+		start func(testing.TB, ...string) *platform
+	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+		b.Run(form.name, func(b *testing.B) {
+			pl := form.start(b, "MS_LOG_LEVEL=warn")
+			var s map[string]any
+			pl.must(b, 201, "POST", "/api/v1/sessions", map[string]any{"name": "lat", "board_config": map[string]string{"board": "netduino2"}}, &s)
+			url := pl.base + "/api/v1/sessions/" + s["id"].(string)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			// One op is one request; ops are paced at 200/s (open loop), so
+			// -benchtime 1000x is 5 s of load.
+			const rate = 200
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			var lat []time.Duration
+			tick := time.NewTicker(time.Second / rate)
+			b.ResetTimer()
+			for range b.N {
+				<-tick.C
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					t0 := time.Now()
+					resp, err := client.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+					}
+					mu.Lock()
+					lat = append(lat, time.Since(t0))
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			tick.Stop()
+			b.StopTimer()
+			b.ReportMetric(ms(percentile(lat, 0.5)), "p50-ms")
+			b.ReportMetric(ms(percentile(lat, 0.99)), "p99-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
