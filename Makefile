@@ -1,0 +1,60 @@
+# Machine Server. `make run` starts the standalone platform on :8080;
+# `make test` runs every test; `make bench` prints the benchmark figures.
+# Each installs what it needs first (apt packages, Go tools), idempotently.
+SHELL := /bin/bash
+GO ?= go
+BUILD := $(CURDIR)/build
+FW := $(BUILD)/firmware
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+VERSITYGW := github.com/versity/versitygw/cmd/versitygw@v1.8.0
+export PATH := $(GOBIN_DIR):$(PATH)
+export MS_TEST_FIRMWARE_DIR := $(FW)
+
+# command:package pairs; a package is installed only if its command is missing.
+RUN_TOOLS := qemu-system-arm:qemu-system-arm
+TEST_TOOLS := $(RUN_TOOLS) arm-none-eabi-gcc:gcc-arm-none-eabi redis-server:redis-server \
+	gdb-multiarch:gdb-multiarch lcov:lcov curl:curl jq:jq
+
+define apt_install
+	@missing=""; for pair in $(1); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+.PHONY: run test bench build firmware deps-run deps-test vet clean
+
+deps-run:
+	$(call apt_install,$(RUN_TOOLS))
+
+deps-test:
+	$(call apt_install,$(TEST_TOOLS))
+	@command -v versitygw >/dev/null 2>&1 || { echo "building versitygw (about 2 minutes, once)"; $(GO) install $(VERSITYGW); }
+
+build:
+	$(GO) build -o $(BUILD)/bin/ ./cmd/machineserver ./runner ./functions/sessions ./functions/programs
+
+firmware:
+	@$(MAKE) -s -C firmware OUT=$(FW)
+
+run: deps-run build
+	$(BUILD)/bin/machineserver
+
+vet:
+	@test -z "$$(gofmt -l . | grep -v '^build/')" || { gofmt -l . ; echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+test: deps-test firmware vet
+	$(GO) test -count=1 -timeout 30m ./...
+
+bench: deps-test firmware
+	$(GO) test -count=1 -run '^$$' -bench PowerOnToFirstByte -benchtime 20x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench GetSessionAt200rps -benchtime 1000x -timeout 30m ./e2e/
+
+clean:
+	rm -rf $(BUILD)
