@@ -316,7 +316,7 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	go r.watch(s, proc)
 	r.publish(events.TypeSessionStarted, updated)
 	r.log.Info("emulator started", "session", id, "machine", req.Machine, "pid", proc.Pid(), "program", req.Program.ID,
-		"exec_ms", ms(t1.Sub(t0)), "state_ms", ms(t2.Sub(t1)), "cont_ms", ms(time.Since(t2)))
+		"launch_ms", ms(t1.Sub(t0)), "state_ms", ms(t2.Sub(t1)), "cont_ms", ms(time.Since(t2)))
 	return r.status(s), nil
 }
 
