@@ -1,0 +1,27 @@
+/* Interface each board file (uart_<board>.c) implements for main.c. */
+#ifndef BOARD_H
+#define BOARD_H
+
+#include <stdint.h>
+
+/* Name printed in the banner, e.g. "netduino2". */
+extern const char board_name[];
+
+/* Frequency of the clock SysTick counts with CLKSOURCE=1, as QEMU models it. */
+extern const uint32_t board_cpu_hz;
+
+/* NVIC interrupt number of the UART's receive interrupt. */
+extern const uint32_t board_uart_irq;
+
+/* Enables TX, RX and the RX interrupt at the peripheral (not in the NVIC). */
+void uart_init(void);
+void uart_putc(char c);
+/* Reports whether a received byte is waiting, without taking it. */
+int uart_rx_ready(void);
+/*
+ * Returns the next received byte, or -1 when none is waiting. Once it
+ * returns -1 the UART's RX interrupt line is low.
+ */
+int uart_getc(void);
+
+#endif

@@ -1,0 +1,182 @@
+/*
+ * Test firmware behaviour shared by every board: banner, echo, line
+ * commands ("exit N", "count") and a SysTick-driven counter.
+ *
+ * The CPU sleeps in WFI until SysTick (every 100 ms) or the UART's RX
+ * interrupt wakes it, so an idle QEMU uses almost no host CPU and echo is
+ * immediate. All UART I/O happens in the main loop; the RX interrupt only
+ * wakes it.
+ */
+#include <stdint.h>
+
+#include "board.h"
+
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
+#define SYST_CSR_ENABLE (1u << 0)
+#define SYST_CSR_TICKINT (1u << 1)
+#define SYST_CSR_CLKSOURCE (1u << 2)
+
+#define NVIC_ISER ((volatile uint32_t *)0xE000E100)
+#define NVIC_ICER ((volatile uint32_t *)0xE000E180)
+#define NVIC_ICPR ((volatile uint32_t *)0xE000E280)
+
+#define COUNTER_HZ 10u      /* counter advances every 100 ms */
+#define COUNTS_PER_LINE 10u /* "tick N" once per second */
+
+static volatile uint32_t counter;
+
+void systick_handler(void)
+{
+	counter++;
+}
+
+/*
+ * The RX line stays high until the main loop drains the UART, so mask it
+ * here or it would re-enter at once; wait_for_event() unmasks it.
+ */
+void uart_irq_handler(void)
+{
+	NVIC_ICER[board_uart_irq / 32] = 1u << (board_uart_irq % 32);
+}
+
+/*
+ * Sleeps until SysTick or received data. PRIMASK is set across the check
+ * and the WFI so a byte arriving in between still ends the WFI (a pending
+ * interrupt wakes WFI even while PRIMASK holds it off) instead of being
+ * noticed only on the next tick.
+ */
+static void wait_for_event(void)
+{
+	uint32_t bit = 1u << (board_uart_irq % 32);
+
+	__asm__ volatile("cpsid i" ::: "memory");
+	NVIC_ICPR[board_uart_irq / 32] = bit;
+	NVIC_ISER[board_uart_irq / 32] = bit;
+	if (!uart_rx_ready()) {
+		__asm__ volatile("wfi");
+	}
+	__asm__ volatile("cpsie i" ::: "memory");
+}
+
+static void puts_raw(const char *s)
+{
+	while (*s) {
+		uart_putc(*s++);
+	}
+}
+
+static void put_uint(uint32_t v)
+{
+	char buf[11];
+	int i = sizeof(buf);
+
+	buf[--i] = '\0';
+	do {
+		buf[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	puts_raw(&buf[i]);
+}
+
+/* Parses a decimal number; returns 0 when s is not one. */
+static int parse_uint(const char *s, uint32_t *out)
+{
+	uint32_t v = 0;
+
+	if (!*s) {
+		return 0;
+	}
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9') {
+			return 0;
+		}
+		v = v * 10 + (uint32_t)(*s - '0');
+	}
+	*out = v;
+	return 1;
+}
+
+static int has_prefix(const char *s, const char *prefix)
+{
+	while (*prefix) {
+		if (*s++ != *prefix++) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int equal(const char *a, const char *b)
+{
+	while (*a && *a == *b) {
+		a++;
+		b++;
+	}
+	return *a == *b;
+}
+
+/* ARM semihosting SYS_EXIT_EXTENDED: QEMU exits with status code. */
+static void semihosting_exit(uint32_t code)
+{
+	uint32_t block[2] = {0x20026 /* ADP_Stopped_ApplicationExit */, code};
+	register uint32_t r0 __asm__("r0") = 0x20;
+	register uint32_t *r1 __asm__("r1") = block;
+
+	__asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+}
+
+static void run_line(const char *line)
+{
+	uint32_t n;
+
+	if (has_prefix(line, "exit ") && parse_uint(line + 5, &n)) {
+		semihosting_exit(n);
+	} else if (equal(line, "count")) {
+		puts_raw("count=");
+		put_uint(counter);
+		puts_raw("\r\n");
+	}
+}
+
+int main(void)
+{
+	char line[32];
+	uint32_t len = 0;
+	uint32_t printed = 0;
+
+	uart_init();
+	puts_raw("MS-TEST-FW ");
+	puts_raw(board_name);
+	puts_raw(" ready\r\n");
+
+	SYST_RVR = board_cpu_hz / COUNTER_HZ - 1;
+	SYST_CVR = 0;
+	SYST_CSR = SYST_CSR_ENABLE | SYST_CSR_TICKINT | SYST_CSR_CLKSOURCE;
+
+	for (;;) {
+		int c;
+
+		while ((c = uart_getc()) >= 0) {
+			uart_putc((char)c);
+			if (c == '\r' || c == '\n') {
+				line[len] = '\0';
+				run_line(line);
+				len = 0;
+			} else if (len < sizeof(line) - 1) {
+				line[len++] = (char)c;
+			}
+		}
+
+		uint32_t now = counter;
+		if (now / COUNTS_PER_LINE != printed / COUNTS_PER_LINE) {
+			printed = now;
+			puts_raw("tick ");
+			put_uint(now);
+			puts_raw("\r\n");
+		}
+
+		wait_for_event();
+	}
+}

@@ -1,0 +1,52 @@
+/* mps2-an385: CMSDK APB UART0 at 0x40004000, RX IRQ 0. */
+#include "board.h"
+
+#define UART0_DATA (*(volatile uint32_t *)0x40004000)
+#define UART0_STATE (*(volatile uint32_t *)0x40004004)
+#define UART0_CTRL (*(volatile uint32_t *)0x40004008)
+#define UART0_INTCLEAR (*(volatile uint32_t *)0x4000400C)
+#define UART0_BAUDDIV (*(volatile uint32_t *)0x40004010)
+#define STATE_TXFULL (1u << 0)
+#define STATE_RXFULL (1u << 1)
+#define CTRL_TX_EN (1u << 0)
+#define CTRL_RX_EN (1u << 1)
+#define CTRL_RX_INTEN (1u << 3)
+#define INT_RX (1u << 1)
+
+const char board_name[] = "mps2-an385";
+/* QEMU's MPS2 boards clock the CPU at 25 MHz. */
+const uint32_t board_cpu_hz = 25000000;
+const uint32_t board_uart_irq = 0;
+
+void uart_init(void)
+{
+	/* 16 is the smallest divider the CMSDK UART accepts. */
+	UART0_BAUDDIV = 16;
+	/* Without TX_EN output is silently dropped. */
+	UART0_CTRL = CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INTEN;
+}
+
+void uart_putc(char c)
+{
+	while (UART0_STATE & STATE_TXFULL) {
+	}
+	UART0_DATA = (uint8_t)c;
+}
+
+int uart_rx_ready(void)
+{
+	return (UART0_STATE & STATE_RXFULL) != 0;
+}
+
+int uart_getc(void)
+{
+	int c;
+
+	if (!uart_rx_ready()) {
+		return -1;
+	}
+	c = (int)(UART0_DATA & 0xFF);
+	/* Reading DATA does not clear the RX interrupt; only INTCLEAR does. */
+	UART0_INTCLEAR = INT_RX;
+	return c;
+}
