@@ -5,11 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -23,28 +19,16 @@ import (
 type Config struct {
 	config.Common
 	config.S3
-	Port         string        `envconfig:"PORT" default:"8081"`
-	RedisURL     string        `envconfig:"MS_REDIS_URL" required:"true"`
-	Token        string        `envconfig:"MS_RUNNER_TOKEN" required:"true"`
-	ID           string        `envconfig:"MS_RUNNER_ID"`
-	URL          string        `envconfig:"MS_RUNNER_URL"`
-	Dir          string        `envconfig:"MS_RUNNER_DIR" default:"/var/lib/machineserver/runner"`
-	SocketDir    string        `envconfig:"MS_RUNNER_SOCKET_DIR"`
-	QEMU         string        `envconfig:"MS_QEMU_BINARY" default:"qemu-system-arm"`
-	Capacity     int           `envconfig:"MS_RUNNER_CAPACITY" default:"16"`
-	ConsoleBytes int           `envconfig:"MS_CONSOLE_BUFFER_BYTES" default:"1048576"`
-	StopGrace    time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
-	Prelaunch    bool          `envconfig:"MS_PRELAUNCH" default:"true"`
+	host.Settings
+	Port     string `envconfig:"PORT" default:"8081"`
+	RedisURL string `envconfig:"MS_REDIS_URL" required:"true"`
+	Token    string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
+	ID       string `envconfig:"MS_RUNNER_ID"`
+	URL      string `envconfig:"MS_RUNNER_URL"`
+	Dir      string `envconfig:"MS_RUNNER_DIR" default:"/var/lib/machineserver/runner"`
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		slog.Error("runner", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Run("runner", run) }
 
 func run(ctx context.Context) error {
 	var cfg Config
@@ -78,8 +62,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	r, err := host.New(ctx, host.Config{
-		ID: cfg.ID, URL: cfg.URL, Dir: cfg.Dir, SocketDir: cfg.SocketDir, QEMU: cfg.QEMU, Capacity: cfg.Capacity,
-		ConsoleBytes: cfg.ConsoleBytes, Token: cfg.Token, StopGrace: cfg.StopGrace, Prelaunch: cfg.Prelaunch,
+		Settings: cfg.Settings, ID: cfg.ID, URL: cfg.URL, Dir: cfg.Dir, Token: cfg.Token,
 	}, st, blobs, pub, log)
 	if err != nil {
 		ln.Close()

@@ -6,17 +6,11 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
-	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -32,25 +26,13 @@ import (
 // Config is read once from the environment.
 type Config struct {
 	config.Common
-	Port         string        `envconfig:"PORT" default:"8080"`
-	DataDir      string        `envconfig:"MS_DATA_DIR" default:"./data"`
-	QEMU         string        `envconfig:"MS_QEMU_BINARY" default:"qemu-system-arm"`
-	SocketDir    string        `envconfig:"MS_RUNNER_SOCKET_DIR"`
-	MaxUpload    int64         `envconfig:"MS_MAX_UPLOAD_BYTES" default:"16777216"`
-	Capacity     int           `envconfig:"MS_RUNNER_CAPACITY" default:"16"`
-	ConsoleBytes int           `envconfig:"MS_CONSOLE_BUFFER_BYTES" default:"1048576"`
-	StopGrace    time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
-	Prelaunch    bool          `envconfig:"MS_PRELAUNCH" default:"true"`
+	host.Settings
+	Port      string `envconfig:"PORT" default:"8080"`
+	DataDir   string `envconfig:"MS_DATA_DIR" default:"./data"`
+	MaxUpload int64  `envconfig:"MS_MAX_UPLOAD_BYTES" default:"16777216"`
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		slog.Error("machineserver", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Run("machineserver", run) }
 
 func run(ctx context.Context) error {
 	var cfg Config
@@ -86,14 +68,9 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cfg.SocketDir == "" {
-		// Per data dir, so two standalone servers never reconcile each other's emulators.
-		sum := sha256.Sum256([]byte(dataDir))
-		cfg.SocketDir = filepath.Join(os.TempDir(), "ms-"+hex.EncodeToString(sum[:4]))
-	}
 	r, err := host.New(ctx, host.Config{
-		ID: "standalone", SocketDir: cfg.SocketDir, URL: "http://" + rln.Addr().String(), Dir: filepath.Join(dataDir, "runner"),
-		QEMU: cfg.QEMU, Capacity: cfg.Capacity, ConsoleBytes: cfg.ConsoleBytes, Token: token, StopGrace: cfg.StopGrace, Prelaunch: cfg.Prelaunch,
+		Settings: cfg.Settings, ID: "standalone", URL: "http://" + rln.Addr().String(),
+		Dir: filepath.Join(dataDir, "runner"), Token: token,
 	}, st, blobs, pub, log.With("component", "runner"))
 	if err != nil {
 		rln.Close()

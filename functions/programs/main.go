@@ -5,17 +5,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/machineserver/machineserver/functions/programs/handler"
 	"github.com/machineserver/machineserver/shared/config"
-	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/state"
 )
 
@@ -28,14 +22,7 @@ type Config struct {
 	MaxUpload int64  `envconfig:"MS_MAX_UPLOAD_BYTES" default:"16777216"`
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		slog.Error("programs", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Run("programs", run) }
 
 func run(ctx context.Context) error {
 	var cfg Config
@@ -65,25 +52,5 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("reindex programs: %w", err)
 	}
 	log.Info("program index rebuilt", "programs", n)
-	mux := http.NewServeMux()
-	h.Routes(mux)
-	ev, err := h.Events(ctx)
-	if err != nil {
-		return err
-	}
-	mux.Handle("POST /{$}", ev)
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		v, err := h.Health(r.Context())
-		if err != nil {
-			httpapi.WriteError(w, r, httpapi.Unavailable("%v", err))
-			return
-		}
-		httpapi.WriteJSON(w, http.StatusOK, v)
-	})
-	ln, err := config.Listen(cfg.Port)
-	if err != nil {
-		return err
-	}
-	log.Info("serving", "addr", ln.Addr().String())
-	return config.Serve(ctx, config.Server(httpapi.Middleware(log, mux)), ln)
+	return config.ServeFunction(ctx, cfg.Port, h, log)
 }

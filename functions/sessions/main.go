@@ -5,17 +5,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/machineserver/machineserver/functions/sessions/handler"
 	"github.com/machineserver/machineserver/shared/config"
-	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/state"
 )
 
@@ -27,14 +21,7 @@ type Config struct {
 	RunnerToken string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		slog.Error("sessions", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Run("sessions", run) }
 
 func run(ctx context.Context) error {
 	var cfg Config
@@ -54,25 +41,5 @@ func run(ctx context.Context) error {
 	defer closePub(context.Background())
 
 	h := handler.New(handler.Deps{State: st, Publisher: pub, RunnerToken: cfg.RunnerToken, Log: log})
-	mux := http.NewServeMux()
-	h.Routes(mux)
-	ev, err := h.Events(ctx)
-	if err != nil {
-		return err
-	}
-	mux.Handle("POST /{$}", ev)
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		v, err := h.Health(r.Context())
-		if err != nil {
-			httpapi.WriteError(w, r, httpapi.Unavailable("%v", err))
-			return
-		}
-		httpapi.WriteJSON(w, http.StatusOK, v)
-	})
-	ln, err := config.Listen(cfg.Port)
-	if err != nil {
-		return err
-	}
-	log.Info("serving", "addr", ln.Addr().String())
-	return config.Serve(ctx, config.Server(httpapi.Middleware(log, mux)), ln)
+	return config.ServeFunction(ctx, cfg.Port, h, log)
 }

@@ -39,7 +39,7 @@ func (r *Runner) Handler() http.Handler {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), 30*time.Second)
 		defer cancel()
 		st, err := r.Start(ctx, req.PathValue("id"), in)
-		reply(w, req, st, err)
+		httpapi.Reply(w, req, http.StatusOK, st, err)
 	})
 	mux.HandleFunc("POST "+p+"/sessions/{id}/prepare", func(w http.ResponseWriter, req *http.Request) {
 		var in runnerapi.StartRequest
@@ -47,16 +47,16 @@ func (r *Runner) Handler() http.Handler {
 			httpapi.WriteError(w, req, err)
 			return
 		}
-		reply(w, req, map[string]string{"status": "preparing"}, r.Prepare(req.PathValue("id"), in))
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "preparing"}, r.Prepare(req.PathValue("id"), in))
 	})
 	mux.HandleFunc("POST "+p+"/sessions/{id}/stop", func(w http.ResponseWriter, req *http.Request) {
-		reply(w, req, map[string]string{"status": "stopped"}, r.Stop(req.PathValue("id")))
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "stopped"}, r.Stop(req.PathValue("id")))
 	})
 	mux.HandleFunc("POST "+p+"/sessions/{id}/reset", func(w http.ResponseWriter, req *http.Request) {
-		reply(w, req, map[string]string{"status": "reset"}, r.Reset(req.Context(), req.PathValue("id")))
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "reset"}, r.Reset(req.Context(), req.PathValue("id")))
 	})
 	mux.HandleFunc("DELETE "+p+"/sessions/{id}", func(w http.ResponseWriter, req *http.Request) {
-		reply(w, req, map[string]string{"status": "deleted"}, r.Delete(req.PathValue("id")))
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.Delete(req.PathValue("id")))
 	})
 	mux.HandleFunc("GET "+p+"/sessions/{id}", func(w http.ResponseWriter, req *http.Request) {
 		s, err := r.slot(req.PathValue("id"), false)
@@ -78,18 +78,10 @@ func (r *Runner) Handler() http.Handler {
 		if err == nil {
 			err = r.Input(req.PathValue("id"), data)
 		}
-		reply(w, req, map[string]int{"written": len(data)}, err)
+		httpapi.Reply(w, req, http.StatusOK, map[string]int{"written": len(data)}, err)
 	})
 	mux.HandleFunc("GET "+p+"/sessions/{id}/stream/console", r.streamConsole)
 	return r.auth(mux)
-}
-
-func reply(w http.ResponseWriter, req *http.Request, v any, err error) {
-	if err != nil {
-		httpapi.WriteError(w, req, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, v)
 }
 
 func (r *Runner) auth(h http.Handler) http.Handler {
@@ -105,7 +97,7 @@ func (r *Runner) auth(h http.Handler) http.Handler {
 	})
 }
 
-// ParseOffset reads ?offset=N; "-1" or "end" means "from now on".
+// parseOffset reads ?offset=N; "-1" or "end" means "from now on".
 func parseOffset(req *http.Request, end int64) (int64, error) {
 	v := req.URL.Query().Get("offset")
 	switch v {
@@ -144,11 +136,10 @@ func (r *Runner) serveConsole(w http.ResponseWriter, req *http.Request) {
 }
 
 // streamConsole is the two-way UART: binary frames of output go out as they
-// are printed (from ?offset=, default the oldest byte kept, so nothing
-// printed before the client connected is lost); text or binary frames coming
-// in go to the UART's RX. A leading text frame {"gap":N} is never sent: a
-// client that fell behind the ring simply resumes at the oldest byte, and
-// the X-Console-Offset of each reconnect tells it where it is.
+// are printed, from ?offset= (default: the oldest byte kept, so nothing
+// printed before the client connected is lost; "end" for new output only),
+// and text or binary frames coming in go to the UART's RX. A client that
+// falls further behind than the ring holds resumes at the oldest byte kept.
 func (r *Runner) streamConsole(w http.ResponseWriter, req *http.Request) {
 	id := req.PathValue("id")
 	s, err := r.slot(id, true)

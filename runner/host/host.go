@@ -25,22 +25,30 @@ import (
 	"github.com/machineserver/machineserver/shared/state"
 )
 
-// Config is what a runner needs; main fills it from the environment.
-type Config struct {
-	ID  string
-	URL string // where functions reach the internal API
-	// Dir holds the program cache; SocketDir the per-session sockets (short).
-	Dir          string
-	SocketDir    string
-	QEMU         string
-	Capacity     int
-	ConsoleBytes int
-	Token        string
-	StopGrace    time.Duration
-	Heartbeat    time.Duration
+// Settings are the runner's tunables, the same in a runner pod and in the
+// standalone server; main parses them from the environment (envconfig tags).
+type Settings struct {
+	// SocketDir holds the per-emulator sockets; short, since unix socket
+	// paths are capped at 108 bytes. Default: /tmp/ms-<hash of id and Dir>.
+	SocketDir    string        `envconfig:"MS_RUNNER_SOCKET_DIR"`
+	QEMU         string        `envconfig:"MS_QEMU_BINARY" default:"qemu-system-arm"`
+	Capacity     int           `envconfig:"MS_RUNNER_CAPACITY" default:"16"`
+	ConsoleBytes int           `envconfig:"MS_CONSOLE_BUFFER_BYTES" default:"1048576"`
+	StopGrace    time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
 	// Prelaunch keeps a paused QEMU ready for each stopped session that has
 	// a program, so power on is a QMP cont instead of a cold start.
-	Prelaunch bool
+	Prelaunch bool `envconfig:"MS_PRELAUNCH" default:"true"`
+}
+
+// Config is what a runner needs.
+type Config struct {
+	Settings
+	ID    string
+	URL   string // where functions reach the internal API
+	Dir   string // the program cache
+	Token string
+	// Heartbeat is how often the registration in Redis is refreshed.
+	Heartbeat time.Duration
 }
 
 // Runner hosts emulators.
@@ -97,7 +105,10 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		cfg.Heartbeat = 5 * time.Second
 	}
 	if cfg.SocketDir == "" {
-		sum := sha256.Sum256([]byte(cfg.ID))
+		// Per runner identity and data directory, so two runners on one
+		// machine (or two standalone servers) never reconcile each other's
+		// emulators away.
+		sum := sha256.Sum256([]byte(cfg.ID + "\x00" + cfg.Dir))
 		cfg.SocketDir = filepath.Join(os.TempDir(), "ms-"+hex.EncodeToString(sum[:4]))
 	}
 	for _, d := range []string{cfg.Dir, filepath.Join(cfg.Dir, "cache"), cfg.SocketDir} {

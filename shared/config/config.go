@@ -8,11 +8,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/httpapi"
 )
 
 // S3 is the artifact bucket.
@@ -94,4 +97,48 @@ func Listen(addr string) (net.Listener, error) {
 // streams are long-lived).
 func Server(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+}
+
+// Run is every binary's main: it runs fn until SIGINT or SIGTERM, and exits
+// with status 1 after logging fn's error.
+func Run(name string, fn func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := fn(ctx); err != nil {
+		stop()
+		slog.Error(name, "err", err)
+		os.Exit(1)
+	}
+}
+
+// Function is what a function's handler package offers.
+type Function interface {
+	Routes(mux *http.ServeMux)
+	Events(ctx context.Context) (http.Handler, error)
+	Health(ctx context.Context) (map[string]any, error)
+}
+
+// ServeFunction serves fn the way Knative runs it: the REST routes, the
+// CloudEvents receiver at POST /, and GET /health.
+func ServeFunction(ctx context.Context, port string, fn Function, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	fn.Routes(mux)
+	ev, err := fn.Events(ctx)
+	if err != nil {
+		return err
+	}
+	mux.Handle("POST /{$}", ev)
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		v, err := fn.Health(r.Context())
+		if err != nil {
+			err = httpapi.Unavailable("%v", err)
+		}
+		httpapi.Reply(w, r, http.StatusOK, v, err)
+	})
+	ln, err := Listen(port)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "addr", ln.Addr().String())
+	return Serve(ctx, Server(httpapi.Middleware(log, mux)), ln)
 }

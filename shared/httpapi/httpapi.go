@@ -60,6 +60,15 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// Reply writes v with status, or err as the error JSON when err is set.
+func Reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		WriteError(w, r, err)
+		return
+	}
+	WriteJSON(w, status, v)
+}
+
 // WriteError writes err as the error JSON. Errors that are not *Error are
 // internal: their text is logged, and the client gets a generic 500 so
 // internals do not leak.

@@ -310,7 +310,7 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 			return
 		}
 		p, err := h.Store(r.Context(), in)
-		reply(w, r, http.StatusCreated, p, err)
+		httpapi.Reply(w, r, http.StatusCreated, p, err)
 	})
 	mux.HandleFunc("GET /api/v1/programs", func(w http.ResponseWriter, r *http.Request) {
 		pg, err := httpapi.ParsePage(r)
@@ -319,11 +319,11 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 			return
 		}
 		l, err := h.List(r.Context(), pg)
-		reply(w, r, http.StatusOK, l, err)
+		httpapi.Reply(w, r, http.StatusOK, l, err)
 	})
 	mux.HandleFunc("GET /api/v1/programs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		p, err := h.Get(r.Context(), r.PathValue("id"))
-		reply(w, r, http.StatusOK, p, err)
+		httpapi.Reply(w, r, http.StatusOK, p, err)
 	})
 	mux.HandleFunc("DELETE /api/v1/programs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := h.Delete(r.Context(), r.PathValue("id")); err != nil {
@@ -332,14 +332,6 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-}
-
-func reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	httpapi.WriteJSON(w, status, v)
 }
 
 // Events returns the CloudEvents receiver for program commands.

@@ -378,7 +378,7 @@ func (h *Handler) publish(typ string, s model.Session) {
 func (h *Handler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/capabilities", func(w http.ResponseWriter, r *http.Request) {
 		c, err := h.Capabilities(r.Context())
-		reply(w, r, http.StatusOK, c, err)
+		httpapi.Reply(w, r, http.StatusOK, c, err)
 	})
 	mux.HandleFunc("POST /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		var in CreateRequest
@@ -387,7 +387,7 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 			return
 		}
 		s, err := h.Create(r.Context(), in)
-		reply(w, r, http.StatusCreated, s, err)
+		httpapi.Reply(w, r, http.StatusCreated, s, err)
 	})
 	mux.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 		p, err := httpapi.ParsePage(r)
@@ -396,11 +396,11 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 			return
 		}
 		l, err := h.List(r.Context(), p)
-		reply(w, r, http.StatusOK, l, err)
+		httpapi.Reply(w, r, http.StatusOK, l, err)
 	})
 	mux.HandleFunc("GET /api/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		s, err := h.Get(r.Context(), r.PathValue("id"))
-		reply(w, r, http.StatusOK, s, err)
+		httpapi.Reply(w, r, http.StatusOK, s, err)
 	})
 	mux.HandleFunc("DELETE /api/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		_, err := h.Delete(r.Context(), r.PathValue("id"))
@@ -417,7 +417,7 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 			return
 		}
 		s, err := h.LoadProgram(r.Context(), r.PathValue("id"), in)
-		reply(w, r, http.StatusOK, s, err)
+		httpapi.Reply(w, r, http.StatusOK, s, err)
 	})
 	mux.HandleFunc("POST /api/v1/sessions/{id}/poweron", func(w http.ResponseWriter, r *http.Request) {
 		halted := false
@@ -430,27 +430,19 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 			halted = b
 		}
 		s, err := h.PowerOn(r.Context(), r.PathValue("id"), halted)
-		reply(w, r, http.StatusOK, s, err)
+		httpapi.Reply(w, r, http.StatusOK, s, err)
 	})
 	mux.HandleFunc("POST /api/v1/sessions/{id}/poweroff", func(w http.ResponseWriter, r *http.Request) {
 		s, err := h.PowerOff(r.Context(), r.PathValue("id"))
-		reply(w, r, http.StatusOK, s, err)
+		httpapi.Reply(w, r, http.StatusOK, s, err)
 	})
 	mux.HandleFunc("POST /api/v1/sessions/{id}/reset", func(w http.ResponseWriter, r *http.Request) {
 		s, err := h.Reset(r.Context(), r.PathValue("id"))
-		reply(w, r, http.StatusOK, s, err)
+		httpapi.Reply(w, r, http.StatusOK, s, err)
 	})
 	mux.HandleFunc("GET /api/v1/sessions/{id}/console", h.console)
 	mux.HandleFunc("POST /api/v1/sessions/{id}/console", h.consoleInput)
 	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/console", h.stream)
-}
-
-func reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	httpapi.WriteJSON(w, status, v)
 }
 
 // console returns the UART history from ?offset= as raw bytes; the
@@ -517,7 +509,7 @@ func (h *Handler) consoleInput(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = rc.Input(r.Context(), id, data)
 	}
-	reply(w, r, http.StatusOK, map[string]int{"written": len(data)}, err)
+	httpapi.Reply(w, r, http.StatusOK, map[string]int{"written": len(data)}, err)
 }
 
 // stream proxies the WebSocket console to the session's runner, which owns
