@@ -23,6 +23,7 @@ import (
 const (
 	QMPSocket     = "q.sock"
 	ConsoleSocket = "c.sock"
+	GDBSocket     = "g.sock"
 	PidFile       = "pid"
 	maxSocketPath = 100
 )
@@ -35,12 +36,26 @@ type Firmware struct {
 	LoadAddress uint64
 }
 
+// Plugin is a TCG plugin to load, with its arguments (name=value).
+type Plugin struct {
+	Path string
+	Args []string
+}
+
 // Config describes one QEMU instance.
 type Config struct {
 	Binary   string
 	Machine  string
 	Dir      string // instance directory for sockets and the pid file
 	Firmware Firmware
+	// GDB exposes QEMU's gdbstub on GDBSocket (a unix socket server) in Dir;
+	// the runner owns every network listener and proxies to it.
+	GDB bool
+	// Plugins are TCG plugins (coverage).
+	Plugins []Plugin
+	// Incoming starts QEMU waiting for a migration stream (-incoming defer),
+	// to be fed with QMP migrate-incoming: a restore target.
+	Incoming bool
 }
 
 // Validate checks the config before anything is executed.
@@ -59,6 +74,16 @@ func (c Config) Validate() error {
 	}
 	if strings.Contains(c.Firmware.Path, ",") {
 		return fmt.Errorf("qemu: firmware path %q contains a comma", c.Firmware.Path)
+	}
+	for _, p := range c.Plugins {
+		if !filepath.IsAbs(p.Path) || strings.Contains(p.Path, ",") {
+			return fmt.Errorf("qemu: plugin path %q must be absolute and contain no commas", p.Path)
+		}
+		for _, a := range p.Args {
+			if !strings.Contains(a, "=") || strings.Contains(a, ",") {
+				return fmt.Errorf("qemu: plugin argument %q must be name=value without commas", a)
+			}
+		}
 	}
 	if _, err := os.Stat(c.Firmware.Path); err != nil {
 		return fmt.Errorf("qemu: firmware: %w", err)
@@ -84,6 +109,15 @@ func (c Config) Args() []string {
 		"-chardev", "socket,id=ser0,path=" + filepath.Join(c.Dir, ConsoleSocket),
 		"-serial", "chardev:ser0",
 		"-semihosting-config", "enable=on,target=native",
+	}
+	if c.GDB {
+		a = append(a, "-chardev", "socket,id=gdb0,path="+filepath.Join(c.Dir, GDBSocket)+",server=on,wait=off", "-gdb", "chardev:gdb0")
+	}
+	for _, p := range c.Plugins {
+		a = append(a, "-plugin", strings.Join(append([]string{"file=" + p.Path}, p.Args...), ","))
+	}
+	if c.Incoming {
+		a = append(a, "-incoming", "defer")
 	}
 	switch c.Firmware.Format {
 	case model.FormatELF:
