@@ -1,6 +1,6 @@
 /*
  * Test firmware behaviour shared by every board: banner, echo, line
- * commands ("exit N", "count") and a SysTick-driven counter.
+ * commands ("exit N", "count", "stream") and a SysTick-driven counter.
  *
  * The CPU sleeps in WFI until SysTick (every 100 ms) or the UART's RX
  * interrupt wakes it, so an idle QEMU uses almost no host CPU and echo is
@@ -127,6 +127,22 @@ static void semihosting_exit(uint32_t code)
 	__asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
 }
 
+/*
+ * "stream" prints seq=N lines back to back until any byte arrives, so tests
+ * and benchmarks see output at every instant (snapshot continuity, time to
+ * first byte after a restore). It keeps the CPU busy while it runs.
+ */
+static volatile uint32_t seq;
+
+static void stream(void)
+{
+	while (!uart_rx_ready()) {
+		puts_raw("seq=");
+		put_uint(seq++);
+		puts_raw("\r\n");
+	}
+}
+
 static void run_line(const char *line)
 {
 	uint32_t n;
@@ -137,6 +153,8 @@ static void run_line(const char *line)
 		puts_raw("count=");
 		put_uint(counter);
 		puts_raw("\r\n");
+	} else if (equal(line, "stream")) {
+		stream();
 	}
 }
 
