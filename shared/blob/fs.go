@@ -70,7 +70,7 @@ func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, conte
 	if size >= 0 {
 		r = io.LimitReader(r, size)
 	}
-	data, n, err := writeTemp(dir, base, ctxReader{ctx, r})
+	data, n, err := writeTemp(dir, base, ctxReader{ctx, r}, true)
 	if err != nil {
 		return fmt.Errorf("blob: put %s: %w", key, err)
 	}
@@ -78,14 +78,16 @@ func (f *FS) Put(ctx context.Context, key string, r io.Reader, size int64, conte
 	if size >= 0 && n != size {
 		return fmt.Errorf("blob: put %s: got %d bytes, want %d: %w", key, n, size, io.ErrUnexpectedEOF)
 	}
-	if contentType == "" {
+	if contentType == "" || contentType == defaultContentType {
 		err = os.Remove(typePath(p))
 		if isMissing(err) {
 			err = nil
 		}
 	} else {
 		var tp string
-		tp, _, err = writeTemp(dir, base, strings.NewReader(contentType))
+		// Not synced: after a crash the worst case is the default type,
+		// and an fsync here would double the cost of every Put.
+		tp, _, err = writeTemp(dir, base, strings.NewReader(contentType), false)
 		if err == nil {
 			if err = os.Rename(tp, typePath(p)); err != nil {
 				os.Remove(tp)
@@ -248,10 +250,11 @@ func typePath(p string) string {
 	return filepath.Join(dir, "."+base+".type")
 }
 
-// writeTemp copies r into a new synced temp file in dir and returns its name.
+// writeTemp copies r into a new temp file in dir (synced if sync) and
+// returns its name.
 // The directory is created if needed; a concurrent Remove may prune it
 // between MkdirAll and CreateTemp, hence the retry.
-func writeTemp(dir, base string, r io.Reader) (string, int64, error) {
+func writeTemp(dir, base string, r io.Reader, sync bool) (string, int64, error) {
 	var tmp *os.File
 	var err error
 	for range 3 {
@@ -277,7 +280,7 @@ func writeTemp(dir, base string, r io.Reader) (string, int64, error) {
 		now := time.Now()
 		err = os.Chtimes(tmp.Name(), now, now)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = tmp.Sync() // artifacts must survive a crash, not just a restart
 	}
 	if cerr := tmp.Close(); err == nil {

@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -84,6 +85,16 @@ func (s *S3) Ping(ctx context.Context) error {
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
 	if contentType == "" {
 		contentType = defaultContentType
+	}
+	if size < 0 {
+		// minio-go turns an unknown size into a multipart upload with 16 MiB
+		// part buffers (three requests); our artifacts are small enough to
+		// buffer and send as one PUT.
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return fmt.Errorf("blob: put %s: %w", key, err)
+		}
+		r, size = bytes.NewReader(b), int64(len(b))
 	}
 	_, err := s.client.PutObject(ctx, s.bucket, key, r, size, minio.PutObjectOptions{ContentType: contentType})
 	if err != nil {
