@@ -1,0 +1,483 @@
+package coverage
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"math/bits"
+	"slices"
+	"sort"
+	"time"
+)
+
+// Tally is how many items exist and how many ran.
+type Tally struct {
+	Found int `json:"found"`
+	Hit   int `json:"hit"`
+}
+
+// Totals are the summary numbers of a report or of one file.
+type Totals struct {
+	Lines     Tally `json:"lines"`
+	Functions Tally `json:"functions"`
+	Branches  Tally `json:"branches"`
+}
+
+// LineCount is a source line's count: the highest execution count of any of
+// its instructions (each instruction's count being the sum of the counts of
+// the blocks that contain it). A line is hit when any of its instructions ran.
+type LineCount struct {
+	Line  int    `json:"line"`
+	Count uint64 `json:"count"`
+}
+
+// FunctionCount is a function's count: how many times the blocks starting at
+// its entry address ran, i.e. its calls (plus the iterations of a loop whose
+// head is the very first instruction, which -O0 code never has).
+type FunctionCount struct {
+	Name  string `json:"name"`
+	Addr  uint64 `json:"addr"`
+	File  string `json:"file,omitempty"`
+	Line  int    `json:"line,omitempty"`
+	Count uint64 `json:"count"`
+}
+
+// BranchCount is one conditional branch instruction (B<cond>, CBZ, CBNZ;
+// not branches made conditional by IT) and its two outcomes: Taken is how
+// often it jumped to its target, NotTaken how often it fell through. Which of
+// the two is the source's "true" depends on the compiler.
+type BranchCount struct {
+	Line int    `json:"line"`
+	Addr uint64 `json:"addr"`
+	// Block numbers the branch instructions of one line in address order (LCOV's block).
+	Block    int    `json:"block"`
+	Executed bool   `json:"executed"`
+	Taken    uint64 `json:"taken"`
+	NotTaken uint64 `json:"not_taken"`
+	// Undetermined: it ran, but its outcomes could not be derived from the
+	// block counts (see Report.Edges); LCOV shows it as not executed.
+	Undetermined bool `json:"undetermined,omitempty"`
+}
+
+// FileReport is the coverage of one source file.
+type FileReport struct {
+	Path      string          `json:"path"`
+	Totals    Totals          `json:"totals"`
+	Functions []FunctionCount `json:"functions"`
+	Lines     []LineCount     `json:"lines"`
+	Branches  []BranchCount   `json:"branches"`
+}
+
+// Report is the coverage of one program by one set of counts.
+type Report struct {
+	Level Level `json:"level"`
+	// Notes say what the report cannot show and why, for people.
+	Notes    []string `json:"notes,omitempty"`
+	Snapshot Snapshot `json:"snapshot"`
+	// Final is false for a snapshot taken while the program ran, or left by
+	// an emulator that did not exit normally: later counts are missing.
+	Final bool `json:"final"`
+	// Edges is how branch outcomes were obtained: "exact" (recorded) or
+	// "derived" (solved from block counts and the code's control flow).
+	Edges  string `json:"edges"`
+	Totals Totals `json:"totals"`
+	// BranchesUndetermined counts branches that ran but whose outcomes could
+	// not be derived.
+	BranchesUndetermined int          `json:"branches_undetermined"`
+	Files                []FileReport `json:"files,omitempty"`
+	// Functions are all function symbols, with or without source (LevelSource
+	// and LevelFunction).
+	Functions []FunctionCount `json:"functions,omitempty"`
+	// Blocks are the raw counts (LevelAddress only).
+	Blocks []Block `json:"blocks,omitempty"`
+}
+
+// Analyze maps counts onto the program.
+func Analyze(p *Program, c Counts) *Report {
+	r := &Report{Level: p.Level, Snapshot: c.Snapshot, Final: c.Snapshot.Final(), Edges: "derived"}
+	if c.ExactEdges {
+		r.Edges = "exact"
+	}
+	if !r.Final {
+		at := "its start"
+		if !c.Snapshot.Time.IsZero() {
+			at = c.Snapshot.Time.Format(time.RFC3339)
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("snapshot (%s) from %s: the program was still running or the emulator did not exit normally, so anything that ran later is missing", c.Snapshot.Reason, at))
+	}
+	switch p.Level {
+	case LevelAddress:
+		r.Notes = append(r.Notes, ErrAddressOnly.Error())
+		r.Blocks = c.Blocks
+		return r
+	case LevelFunction:
+		r.Notes = append(r.Notes, ErrNoDebugInfo.Error())
+	}
+
+	a := newAnalysis(p, c)
+	files := map[string]*FileReport{}
+	file := func(path string) *FileReport {
+		if files[path] == nil {
+			files[path] = &FileReport{Path: path}
+		}
+		return files[path]
+	}
+	unmapped := 0
+	for _, fn := range p.Functions {
+		fc := FunctionCount{Name: fn.Name, Addr: fn.Addr, File: fn.File, Line: fn.Line, Count: a.entries[fn.Addr]}
+		r.Functions = append(r.Functions, fc)
+		if p.Level == LevelFunction {
+			tally(&r.Totals.Functions, fc.Count)
+			continue
+		}
+		if fn.File == "" {
+			unmapped++
+			continue
+		}
+		f := file(fn.File)
+		f.Functions = append(f.Functions, fc)
+		tally(&f.Totals.Functions, fc.Count)
+	}
+	if p.Level == LevelFunction {
+		return r
+	}
+	if unmapped > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d functions have no line info (e.g. from libgcc): they are listed in functions but in no file or total", unmapped))
+	}
+
+	type key struct {
+		file string
+		line int
+	}
+	lines := map[key]uint64{}
+	for _, lr := range p.lines {
+		k := key{lr.file, lr.line}
+		lines[k] = max(lines[k], a.maxCount(lr.lo, lr.hi))
+	}
+	for k, n := range lines {
+		f := file(k.file)
+		f.Lines = append(f.Lines, LineCount{Line: k.line, Count: n})
+	}
+
+	branchesOnLine := map[key]int{}
+	for _, x := range a.branches {
+		lr, ok := p.lineAt(x.addr)
+		if !ok {
+			continue
+		}
+		k := key{lr.file, lr.line}
+		b := BranchCount{Line: lr.line, Addr: x.addr, Block: branchesOnLine[k]}
+		branchesOnLine[k]++
+		if o := a.outcomes[x.addr]; o.executed {
+			b.Executed = true
+			b.Undetermined = !o.known
+			b.Taken, b.NotTaken = o.taken, o.notTaken
+			if b.Undetermined {
+				r.BranchesUndetermined++
+			}
+		}
+		f := file(k.file)
+		f.Branches = append(f.Branches, b)
+	}
+
+	for _, f := range files {
+		slices.SortFunc(f.Lines, func(a, b LineCount) int { return cmp.Compare(a.Line, b.Line) })
+		slices.SortFunc(f.Functions, func(a, b FunctionCount) int { return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Name, b.Name)) })
+		slices.SortFunc(f.Branches, func(a, b BranchCount) int { return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Block, b.Block)) })
+		for _, l := range f.Lines {
+			tally(&f.Totals.Lines, l.Count)
+		}
+		for _, b := range f.Branches {
+			f.Totals.Branches.Found += 2
+			if b.Executed && !b.Undetermined {
+				f.Totals.Branches.Hit += int(min(b.Taken, 1) + min(b.NotTaken, 1))
+			}
+		}
+		// Totals add up the files, as lcov --summary does with the LCOV.
+		r.Totals.Lines.Found += f.Totals.Lines.Found
+		r.Totals.Lines.Hit += f.Totals.Lines.Hit
+		r.Totals.Functions.Found += f.Totals.Functions.Found
+		r.Totals.Functions.Hit += f.Totals.Functions.Hit
+		r.Totals.Branches.Found += f.Totals.Branches.Found
+		r.Totals.Branches.Hit += f.Totals.Branches.Hit
+		r.Files = append(r.Files, *f)
+	}
+	slices.SortFunc(r.Files, func(a, b FileReport) int { return cmp.Compare(a.Path, b.Path) })
+	if r.BranchesUndetermined > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d branches ran but their outcomes could not be derived from block counts (shown as not executed); collect with exact edges for them", r.BranchesUndetermined))
+	}
+	return r
+}
+
+func tally(t *Tally, n uint64) {
+	t.Found++
+	if n > 0 {
+		t.Hit++
+	}
+}
+
+// outcome is what one conditional branch did.
+type outcome struct {
+	executed, known bool
+	taken, notTaken uint64
+}
+
+// span is an address range [lo, hi) whose instructions ran count times.
+type span struct {
+	lo, hi uint64
+	count  uint64
+}
+
+type analysis struct {
+	spans    []span
+	entries  map[uint64]uint64 // block start -> executions
+	branches []insn            // every conditional branch known, by address
+	outcomes map[uint64]outcome
+}
+
+func newAnalysis(p *Program, c Counts) *analysis {
+	a := &analysis{entries: map[uint64]uint64{}, outcomes: map[uint64]outcome{}}
+	for _, b := range c.Blocks {
+		a.entries[b.Start] += b.Count
+	}
+	a.sweep(c.Blocks)
+	a.flows(p, c)
+	return a
+}
+
+// sweep turns possibly overlapping blocks into disjoint spans whose count is
+// the sum of the counts of the blocks covering them.
+func (a *analysis) sweep(blocks []Block) {
+	type ev struct {
+		at    uint64
+		delta int64
+	}
+	var evs []ev
+	for _, b := range blocks {
+		if b.Count == 0 || b.Bytes == 0 {
+			continue
+		}
+		evs = append(evs, ev{b.Start, int64(b.Count)}, ev{b.End(), -int64(b.Count)})
+	}
+	slices.SortFunc(evs, func(x, y ev) int { return cmp.Compare(x.at, y.at) })
+	var level int64
+	for i, e := range evs {
+		level += e.delta
+		if i+1 < len(evs) && evs[i+1].at > e.at && level > 0 {
+			a.spans = append(a.spans, span{e.at, evs[i+1].at, uint64(level)})
+		}
+	}
+}
+
+// maxCount is the highest count of the instructions in [lo, hi).
+func (a *analysis) maxCount(lo, hi uint64) uint64 {
+	i := sort.Search(len(a.spans), func(i int) bool { return a.spans[i].hi > lo })
+	var m uint64
+	for ; i < len(a.spans) && a.spans[i].lo < hi; i++ {
+		m = max(m, a.spans[i].count)
+	}
+	return m
+}
+
+// flows finds every conditional branch and what it did: from exact edges
+// when they were recorded, otherwise by solving the flow equations below.
+//
+// Each block start S is entered entries[S] times. Every entry comes from the
+// instruction that ended the previous block: a fall-through, a direct jump or
+// call (whose counts are those of the blocks ending in them), a return (one
+// per call made by the BL before S), or a conditional branch X, which sends
+// notTaken[X] to its next instruction and exec[X]-notTaken[X] to its target.
+// An interrupt does not break this: QEMU takes it between blocks, and its
+// return enters the block that would have run. So for every S that some X
+// targets or falls to,
+//
+//	entries[S] - known[S] = sum of X's flows into S
+//
+// and an equation with one unsolved X solves it. Equations are skipped where
+// unknown flows may arrive: function entries (calls through pointers,
+// vectors), and the successors of blocks that end conditionally inside an IT
+// block or do not decode. Return addresses are used only in a second round,
+// for branches the others left open: their count assumes every call returned,
+// which is false for a call that never returns or is still running.
+func (a *analysis) flows(p *Program, c Counts) {
+	exec := map[uint64]uint64{}
+	byAddr := map[uint64]insn{}
+	for _, x := range p.condBranches() {
+		byAddr[x.addr] = x
+	}
+	known := map[uint64]int64{}
+	unknownIn := map[uint64]bool{}
+	returnTo := map[uint64]bool{}
+	for _, b := range c.Blocks {
+		last, ok := p.lastInsn(b)
+		if !ok {
+			unknownIn[b.End()] = true
+			continue
+		}
+		n := int64(b.Count)
+		switch last.flow {
+		case flowCond:
+			exec[last.addr] += b.Count
+			byAddr[last.addr] = last
+		case flowIT: // conditional by IT: either way, unknown split
+			unknownIn[last.next()] = true
+			if last.target != 0 {
+				unknownIn[last.target] = true
+			}
+		case flowNext:
+			known[last.next()] += n
+		case flowJump:
+			known[last.target] += n
+		case flowCall:
+			known[last.target] += n
+			known[last.next()] += n
+			returnTo[last.next()] = true
+		case flowCallReg:
+			known[last.next()] += n
+			returnTo[last.next()] = true
+		}
+	}
+	for _, x := range byAddr {
+		a.branches = append(a.branches, x)
+	}
+	slices.SortFunc(a.branches, func(x, y insn) int { return cmp.Compare(x.addr, y.addr) })
+
+	if c.ExactEdges {
+		for _, e := range c.Edges {
+			x, ok := byAddr[e.From]
+			if !ok {
+				continue
+			}
+			o := a.outcomes[e.From]
+			o.executed, o.known = true, true
+			if e.To == x.target {
+				o.taken += e.Count
+			} else if e.To == x.next() {
+				o.notTaken += e.Count
+			}
+			a.outcomes[e.From] = o
+		}
+		for addr := range exec {
+			o := a.outcomes[addr]
+			o.executed, o.known = true, true
+			a.outcomes[addr] = o
+		}
+		return
+	}
+
+	// into[S]: the branches flowing into S; equations solved greedily.
+	into := map[uint64][]term{}
+	solved := map[uint64]uint64{} // branch -> notTaken
+	for addr, n := range exec {
+		x := byAddr[addr]
+		if x.target == x.next() {
+			solved[addr] = n // both outcomes go to the same place
+			continue
+		}
+		into[x.target] = append(into[x.target], term{x, true})
+		into[x.next()] = append(into[x.next()], term{x, false})
+	}
+	targets := slices.Sorted(maps.Keys(into)) // a fixed order gives the same answer every time
+	for round := 0; round < 2; round++ {
+		for progress := true; progress; {
+			progress = false
+			for _, s := range targets {
+				if unknownIn[s] || p.entries[s] || round == 0 && returnTo[s] {
+					continue
+				}
+				progress = a.solve(s, into[s], exec, solved, int64(a.entries[s])-known[s]) || progress
+			}
+		}
+	}
+	for addr, n := range exec {
+		o := outcome{executed: true}
+		if nt, ok := solved[addr]; ok {
+			o.known, o.notTaken, o.taken = true, nt, n-nt
+		}
+		a.outcomes[addr] = o
+	}
+}
+
+// term is a conditional branch flowing into an address: by jumping to it
+// (taken) or by falling through to it.
+type term struct {
+	x     insn
+	taken bool
+}
+
+// solve applies the equation of one address: rest is its entries minus its
+// known inflow, terms the branches flowing into it. It reports whether it
+// solved a branch.
+func (a *analysis) solve(s uint64, terms []term, exec, solved map[uint64]uint64, rest int64) bool {
+	var free *term
+	for i, t := range terms {
+		nt, ok := solved[t.x.addr]
+		switch {
+		case !ok && free != nil:
+			return false // two unknowns
+		case !ok:
+			free = &terms[i]
+		case t.taken:
+			rest -= int64(exec[t.x.addr] - nt)
+		default:
+			rest -= int64(nt)
+		}
+	}
+	if free == nil {
+		return false
+	}
+	n := int64(exec[free.x.addr])
+	nt := rest
+	if free.taken {
+		nt = n - rest
+	}
+	solved[free.x.addr] = uint64(min(max(nt, 0), n)) // a snapshot mid-block can be one off
+	return true
+}
+
+// lastInsn decodes a block and returns its last instruction. A block that
+// does not decode into exactly its instruction count is refused. A last
+// instruction that an IT block makes conditional comes back as flowIT (with
+// its target, if direct), since it may or may not have branched.
+func (p *Program) lastInsn(b Block) (insn, bool) {
+	ins, ok := p.decodeRange(b.Start, b.End())
+	if !ok || len(ins) != int(b.Insns) {
+		return insn{}, false
+	}
+	itLeft := 0
+	for i, in := range ins {
+		if i == len(ins)-1 {
+			if itLeft > 0 && in.flow != flowNext {
+				in.flow = flowIT
+			}
+			return in, true
+		}
+		if in.flow == flowIT {
+			itLeft = itLength(p.bytesAt(in.addr))
+		} else if itLeft > 0 {
+			itLeft--
+		}
+	}
+	return insn{}, false
+}
+
+// itLength is how many instructions the IT instruction at b covers.
+func itLength(b []byte) int {
+	mask := b[0] & 0xF
+	return 4 - bits.TrailingZeros8(mask)
+}
+
+// condBranches decodes the program's code (function symbols minus literal
+// pools, by the $t/$d mapping symbols) and returns its conditional branches.
+func (p *Program) condBranches() []insn {
+	var out []insn
+	for _, r := range p.code {
+		ins, _ := p.decodeRange(r.lo, r.hi)
+		for _, in := range ins {
+			if in.flow == flowCond {
+				out = append(out, in)
+			}
+		}
+	}
+	return out
+}
