@@ -5,13 +5,15 @@ SHELL := /bin/bash
 GO ?= go
 BUILD := $(CURDIR)/build
 FW := $(BUILD)/firmware
+PLUGIN := $(BUILD)/plugin
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 VERSITYGW := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 export PATH := $(GOBIN_DIR):$(PATH)
 export MS_TEST_FIRMWARE_DIR := $(FW)
+export MS_COVERAGE_PLUGIN := $(PLUGIN)/libmscov.so
 
 # command:package pairs; a package is installed only if its command is missing.
-RUN_TOOLS := qemu-system-arm:qemu-system-arm
+RUN_TOOLS := qemu-system-arm:qemu-system-arm gcc:gcc
 TEST_TOOLS := $(RUN_TOOLS) arm-none-eabi-gcc:gcc-arm-none-eabi redis-server:redis-server \
 	gdb-multiarch:gdb-multiarch lcov:lcov curl:curl jq:jq
 
@@ -27,7 +29,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: run test bench build firmware deps-run deps-test vet clean
+.PHONY: run test bench build firmware plugin deps-run deps-test vet clean
 
 deps-run:
 	$(call apt_install,$(RUN_TOOLS))
@@ -37,23 +39,29 @@ deps-test:
 	@command -v versitygw >/dev/null 2>&1 || { echo "building versitygw (about 2 minutes, once)"; $(GO) install $(VERSITYGW); }
 
 build:
-	$(GO) build -o $(BUILD)/bin/ ./cmd/machineserver ./runner ./functions/sessions ./functions/programs
+	$(GO) build -o $(BUILD)/bin/ ./cmd/machineserver ./runner ./functions/sessions ./functions/programs ./functions/snapshots
 
 firmware:
 	@$(MAKE) -s -C firmware OUT=$(FW)
 
-run: deps-run build
+plugin:
+	@$(MAKE) -s -C runner/coverage/plugin OUT=$(PLUGIN)
+
+run: deps-run build plugin
 	$(BUILD)/bin/machineserver
 
 vet:
 	@test -z "$$(gofmt -l . | grep -v '^build/')" || { gofmt -l . ; echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 
-test: deps-test firmware vet
+test: deps-test firmware plugin vet
 	$(GO) test -count=1 -timeout 30m ./...
 
-bench: deps-test firmware
+bench: deps-test firmware plugin
 	$(GO) test -count=1 -run '^$$' -bench PowerOnToFirstByte -benchtime 20x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench Snapshot -benchtime 20x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench RoundTrip -benchtime 5000x -timeout 30m ./runner/gdb/
+	$(GO) test -count=1 -run '^$$' -bench 'Overhead|Report' -benchtime 20x -timeout 30m ./runner/coverage/
 	$(GO) test -count=1 -run '^$$' -bench GetSessionAt200rps -benchtime 1000x -timeout 30m ./e2e/
 
 clean:

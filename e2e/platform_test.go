@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/machineserver", "./runner", "./functions/sessions", "./functions/programs")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/machineserver", "./runner", "./functions/sessions", "./functions/programs", "./functions/snapshots")
 	cmd.Dir = ".."
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -130,6 +131,7 @@ type platform struct {
 	base      string // API base URL
 	events    map[string]string
 	socketDir string // where the runner's emulators keep their sockets
+	dataDir   string // standalone only: MS_DATA_DIR
 	procs     []*proc
 }
 
@@ -164,10 +166,10 @@ func shortDir(t testing.TB, prefix string) string {
 func startStandalone(t testing.TB, env ...string) *platform {
 	port := testenv.FreePort(t)
 	sock := shortDir(t, "mss")
-	pl := &platform{name: "standalone", base: fmt.Sprintf("http://127.0.0.1:%d", port), socketDir: sock}
-	pl.events = map[string]string{"sessions": pl.base + "/events/sessions", "programs": pl.base + "/events/programs"}
+	pl := &platform{name: "standalone", base: fmt.Sprintf("http://127.0.0.1:%d", port), socketDir: sock, dataDir: shortDir(t, "msd")}
+	pl.events = map[string]string{"sessions": pl.base + "/events/sessions", "programs": pl.base + "/events/programs", "snapshots": pl.base + "/events/snapshots"}
 	p := startProc(t, "machineserver", append([]string{
-		fmt.Sprintf("PORT=%d", port), "MS_DATA_DIR=" + shortDir(t, "msd"), "MS_RUNNER_SOCKET_DIR=" + sock, "MS_LOG_LEVEL=debug",
+		fmt.Sprintf("PORT=%d", port), "MS_DATA_DIR=" + pl.dataDir, "MS_RUNNER_SOCKET_DIR=" + sock, "MS_LOG_LEVEL=debug",
 	}, env...))
 	pl.procs = append(pl.procs, p)
 	waitHealthy(t, pl.base, p)
@@ -195,7 +197,7 @@ func startDistributed(t testing.TB, env ...string) *platform {
 
 	urls := map[string]string{}
 	var procs []*proc
-	for _, fn := range []string{"sessions", "programs"} {
+	for _, fn := range []string{"sessions", "programs", "snapshots"} {
 		port := testenv.FreePort(t)
 		p := startProc(t, fn, append([]string{fmt.Sprintf("PORT=%d", port)}, common...))
 		urls[fn] = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -207,10 +209,14 @@ func startDistributed(t testing.TB, env ...string) *platform {
 	gw := httptest.NewServer(gateway(urls))
 	t.Cleanup(gw.Close)
 	pl.base = gw.URL
-	pl.events = map[string]string{"sessions": urls["sessions"] + "/", "programs": urls["programs"] + "/"}
+	pl.events = map[string]string{"sessions": urls["sessions"] + "/", "programs": urls["programs"] + "/", "snapshots": urls["snapshots"] + "/"}
 	t.Cleanup(func() { pl.assertNoEmulators(t) })
 	return pl
 }
+
+// snapshotPath is what the HTTPRoute in knative/routing.yaml sends to the
+// snapshots function under /api/v1/sessions.
+var snapshotPath = regexp.MustCompile(`^/api/v1/sessions/[^/]+/(snapshots|restore)$`)
 
 func gateway(urls map[string]string) http.Handler {
 	proxies := map[string]*httputil.ReverseProxy{}
@@ -219,11 +225,14 @@ func gateway(urls map[string]string) http.Handler {
 		proxies[fn] = httputil.NewSingleHostReverseProxy(target)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/api/v1/programs") {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, "/api/v1/programs"):
 			proxies["programs"].ServeHTTP(w, r)
-			return
+		case strings.HasPrefix(p, "/api/v1/snapshots"), snapshotPath.MatchString(p):
+			proxies["snapshots"].ServeHTTP(w, r)
+		default:
+			proxies["sessions"].ServeHTTP(w, r)
 		}
-		proxies["sessions"].ServeHTTP(w, r)
 	})
 }
 

@@ -62,7 +62,7 @@ func addedEnv(p *proc) []string {
 
 // runningSession uploads the firmware, creates a session on board and powers
 // it on, waiting for the banner.
-func runningSession(t *testing.T, pl *platform, board string) string {
+func runningSession(t testing.TB, pl *platform, board string) string {
 	t.Helper()
 	code, body := pl.upload(t, "fw", "elf", firmware(t, board, "fw.elf"), nil)
 	if code != 201 {

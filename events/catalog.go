@@ -51,6 +51,10 @@ var Catalog = []Spec{
 	spec(TypeSessionReset, Command, SessionRef{}, "Reset the running emulator, reloading the program."),
 	spec(TypeProgramUpload, Command, UploadProgram{}, "Validate and store a firmware image carried base64 in the event."),
 	spec(TypeProgramDelete, Command, ProgramRef{}, "Delete a program that no session uses."),
+	spec(TypeSnapshotCreate, Command, CreateSnapshot{}, "Save a running session's machine state as a snapshot."),
+	spec(TypeSnapshotRestore, Command, RestoreSnapshot{}, "Replace a session's machine with a snapshot's state and run it."),
+	spec(TypeSnapshotFork, Command, ForkSnapshot{}, "Create 1 to 16 new sessions, each running from the snapshot."),
+	spec(TypeSnapshotDelete, Command, SnapshotRef{}, "Delete a snapshot that no restore is reading."),
 
 	spec(TypeSessionCreated, Notification, model.Session{}, "A session was created (state created)."),
 	spec(TypeSessionStarted, Notification, model.Session{}, "A session's emulator started (state running)."),
@@ -61,6 +65,10 @@ var Catalog = []Spec{
 	spec(TypeSessionProgramLoaded, Notification, model.Session{}, "A program was loaded into a session (program_id set)."),
 	spec(TypeProgramStored, Notification, model.Program{}, "A firmware image was validated and stored."),
 	spec(TypeProgramDeleted, Notification, model.Program{}, "A program was deleted; data is its last state."),
+	spec(TypeSnapshotCreated, Notification, model.Snapshot{}, "A session's machine state was saved and stored as a snapshot."),
+	spec(TypeSnapshotRestored, Notification, Restored{}, "A session was restored from a snapshot and runs (subject is the session)."),
+	spec(TypeSnapshotForked, Notification, Forked{}, "New sessions were created from a snapshot, each running."),
+	spec(TypeSnapshotDeleted, Notification, model.Snapshot{}, "A snapshot was deleted; data is its last state."),
 }
 
 // Lookup returns the spec of an event type.

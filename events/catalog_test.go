@@ -15,7 +15,7 @@ import (
 	"github.com/machineserver/machineserver/shared/model"
 )
 
-var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program)\.[a-z]+\.v[0-9]+$`)
+var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot)\.[a-z]+\.v[0-9]+$`)
 
 func TestCatalogIsComplete(t *testing.T) {
 	seen := map[string]bool{}
@@ -152,7 +152,8 @@ func TestSamples(t *testing.T) {
 }
 
 // subjectOf is the id an event's data is about; creation commands have none
-// yet.
+// yet, except a snapshot's, which is about the session it is taken from. A
+// restore is about the session it changes.
 func subjectOf(v any) string {
 	switch v := v.(type) {
 	case *model.Session:
@@ -165,6 +166,20 @@ func subjectOf(v any) string {
 		return v.SessionID
 	case *ProgramRef:
 		return v.ProgramID
+	case *model.Snapshot:
+		return v.ID
+	case *CreateSnapshot:
+		return v.SessionID
+	case *RestoreSnapshot:
+		return v.SessionID
+	case *ForkSnapshot:
+		return v.SnapshotID
+	case *SnapshotRef:
+		return v.SnapshotID
+	case *Restored:
+		return v.Session.ID
+	case *Forked:
+		return v.Snapshot.ID
 	}
 	return ""
 }
@@ -208,6 +223,7 @@ func TestSource(t *testing.T) {
 	for in, want := range map[string]string{
 		"sessions":        SourceSessions,
 		"programs":        SourcePrograms,
+		"snapshots":       SourceSnapshots,
 		"runner/runner-0": "/machineserver/runner/runner-0",
 		"/sessions/":      SourceSessions,
 	} {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io/fs"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,6 +103,16 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		ID: model.NewID(), Name: "app.elf", Format: model.FormatELF, Size: 90000, SHA256: relocatable.SHA256, Entry: &entry,
 		Segments: []model.Segment{{Addr: 0x08000000, Size: 8000}, {Addr: 0x20000000, Size: 64}}, CreatedAt: now,
 	}
+	snap := model.Snapshot{
+		ID: model.NewID(), Name: "booted", SessionID: started.ID, Backend: "qemu", Machine: "lm3s6965evb",
+		EmulatorVersion: "7.2.22", ProgramID: elf.ID, ProgramSHA256: elf.SHA256, Size: 0, SHA256: elf.SHA256, CreatedAt: later,
+	}
+	child := snap
+	child.ID, child.Description, child.Parent, child.ConsoleOffset, child.Size = model.NewID(), "taken after a restore", snap.ID, 96, 200_000
+	restored := with(started, func(s *model.Session) { s.SnapshotID = snap.ID })
+	fork := with(restored, func(s *model.Session) {
+		s.ID, s.Name, s.BoardConfig = model.NewID(), "booted-1", model.BoardConfig{Board: "lm3s6965evb"}
+	})
 	for _, tc := range []struct {
 		typ  string
 		data any
@@ -126,6 +137,19 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeProgramStored, relocatable},
 		{TypeProgramStored, elf},
 		{TypeProgramDeleted, elf},
+		{TypeSnapshotCreate, CreateSnapshot{SessionID: started.ID, Name: "booted"}},
+		{TypeSnapshotCreate, CreateSnapshot{SessionID: started.ID, Name: "booted", Description: strings.Repeat("d", 1024)}},
+		{TypeSnapshotRestore, RestoreSnapshot{SessionID: named.ID, SnapshotID: snap.ID}},
+		{TypeSnapshotFork, ForkSnapshot{SnapshotID: snap.ID, Count: 1}},
+		{TypeSnapshotFork, ForkSnapshot{SnapshotID: snap.ID, Count: 16, NamePrefix: "fuzz"}},
+		{TypeSnapshotDelete, SnapshotRef{SnapshotID: snap.ID}},
+		{TypeSnapshotCreated, snap},
+		{TypeSnapshotCreated, child},
+		{TypeSnapshotRestored, Restored{Snapshot: snap, Session: restored}},
+		{TypeSnapshotForked, Forked{Snapshot: child, Sessions: []model.Session{fork, restored}}},
+		{TypeSnapshotDeleted, child},
+		{TypeSessionStarted, restored},
+		{TypeSessionDeleted, restored},
 	} {
 		e, err := New(SourceSessions, tc.typ, "", tc.data)
 		if err != nil {
@@ -172,6 +196,38 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeProgramStored, "no segments", func(d obj) { d["segments"] = []any{} }},
 		{TypeProgramStored, "null segments", func(d obj) { d["segments"] = nil }},
 		{TypeProgramDeleted, "unknown segment field", func(d obj) { d["segments"].([]any)[0].(obj)["flags"] = 5 }},
+		{TypeSnapshotCreate, "no session", func(d obj) { delete(d, "session_id") }},
+		{TypeSnapshotCreate, "empty description", func(d obj) { d["description"] = "" }},
+		{TypeSnapshotCreate, "description too long", func(d obj) { d["description"] = strings.Repeat("d", 1025) }},
+		{TypeSnapshotRestore, "no snapshot", func(d obj) { delete(d, "snapshot_id") }},
+		{TypeSnapshotRestore, "malformed snapshot id", func(d obj) { d["snapshot_id"] = "B7D40E93C5A16F2E" }},
+		{TypeSnapshotFork, "count 0", func(d obj) { d["count"] = 0 }},
+		{TypeSnapshotFork, "count 17", func(d obj) { d["count"] = 17 }},
+		{TypeSnapshotFork, "fractional count", func(d obj) { d["count"] = 1.5 }},
+		{TypeSnapshotFork, "no count", func(d obj) { delete(d, "count") }},
+		{TypeSnapshotFork, "empty name prefix", func(d obj) { d["name_prefix"] = "" }},
+		{TypeSnapshotDelete, "no snapshot", func(d obj) { delete(d, "snapshot_id") }},
+		{TypeSnapshotCreated, "bad state sha256", func(d obj) { d["sha256"] = "abc" }},
+		{TypeSnapshotCreated, "bad program sha256", func(d obj) { d["program_sha256"] = strings.Repeat("G", 64) }},
+		{TypeSnapshotCreated, "negative size", func(d obj) { d["size"] = -1 }},
+		{TypeSnapshotCreated, "negative console offset", func(d obj) { d["console_offset"] = -1 }},
+		{TypeSnapshotCreated, "no emulator version", func(d obj) { delete(d, "emulator_version") }},
+		{TypeSnapshotCreated, "malformed parent", func(d obj) { d["parent"] = "root" }},
+		{TypeSnapshotDeleted, "no program", func(d obj) { delete(d, "program_id") }},
+		{TypeSnapshotDeleted, "time not RFC 3339", func(d obj) { d["created_at"] = "now" }},
+		{TypeSnapshotRestored, "no session", func(d obj) { delete(d, "session") }},
+		{TypeSnapshotRestored, "session stopped", func(d obj) { d["session"].(obj)["state"] = "stopped" }},
+		{TypeSnapshotRestored, "session without snapshot_id", func(d obj) { delete(d["session"].(obj), "snapshot_id") }},
+		{TypeSnapshotRestored, "unknown snapshot field", func(d obj) { d["snapshot"].(obj)["vm_state"] = "x" }},
+		{TypeSnapshotForked, "no sessions", func(d obj) { d["sessions"] = []any{} }},
+		{TypeSnapshotForked, "17 sessions", func(d obj) {
+			s := d["sessions"].([]any)
+			for len(s) < 17 {
+				s = append(s, s[0])
+			}
+			d["sessions"] = s
+		}},
+		{TypeSnapshotForked, "session not running", func(d obj) { d["sessions"].([]any)[1].(obj)["state"] = "created" }},
 	}
 	for _, s := range Catalog {
 		cases = append(cases, struct {

@@ -16,6 +16,10 @@ const (
 	TypeSessionReset       = "io.machineserver.session.reset.v1"
 	TypeProgramUpload      = "io.machineserver.program.upload.v1"
 	TypeProgramDelete      = "io.machineserver.program.delete.v1"
+	TypeSnapshotCreate     = "io.machineserver.snapshot.create.v1"
+	TypeSnapshotRestore    = "io.machineserver.snapshot.restore.v1"
+	TypeSnapshotFork       = "io.machineserver.snapshot.fork.v1"
+	TypeSnapshotDelete     = "io.machineserver.snapshot.delete.v1"
 )
 
 // Notifications the platform publishes.
@@ -32,16 +36,23 @@ const (
 	TypeSessionRebooted = "io.machineserver.session.rebooted.v1"
 	TypeProgramStored   = "io.machineserver.program.stored.v1"
 	TypeProgramDeleted  = "io.machineserver.program.deleted.v1"
+	TypeSnapshotCreated = "io.machineserver.snapshot.created.v1"
+	// TypeSnapshotRestored is published with the session as subject: the
+	// session is what changed.
+	TypeSnapshotRestored = "io.machineserver.snapshot.restored.v1"
+	TypeSnapshotForked   = "io.machineserver.snapshot.forked.v1"
+	TypeSnapshotDeleted  = "io.machineserver.snapshot.deleted.v1"
 )
 
 // Event sources of the components that publish.
 const (
-	SourceSessions = "/machineserver/sessions"
-	SourcePrograms = "/machineserver/programs"
+	SourceSessions  = "/machineserver/sessions"
+	SourcePrograms  = "/machineserver/programs"
+	SourceSnapshots = "/machineserver/snapshots"
 )
 
-// Source returns the event source of a component: "sessions", "programs" or
-// "runner/<id>".
+// Source returns the event source of a component: "sessions", "programs",
+// "snapshots" or "runner/<id>".
 func Source(component string) string {
 	return "/machineserver/" + strings.Trim(component, "/")
 }
@@ -83,4 +94,49 @@ type UploadProgram struct {
 // ProgramRef is the data of TypeProgramDelete.
 type ProgramRef struct {
 	ProgramID string `json:"program_id"`
+}
+
+// CreateSnapshot is the data of TypeSnapshotCreate
+// (POST /api/v1/sessions/{id}/snapshots).
+type CreateSnapshot struct {
+	SessionID   string `json:"session_id"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// RestoreSnapshot is the data of TypeSnapshotRestore
+// (POST /api/v1/sessions/{id}/restore).
+type RestoreSnapshot struct {
+	SessionID  string `json:"session_id"`
+	SnapshotID string `json:"snapshot_id"`
+}
+
+// ForkSnapshot is the data of TypeSnapshotFork: start Count new sessions
+// from one snapshot.
+type ForkSnapshot struct {
+	SnapshotID string `json:"snapshot_id"`
+	// Count is 1 to 16.
+	Count int `json:"count"`
+	// NamePrefix names the sessions <prefix>-1, <prefix>-2...; the
+	// snapshot's name when empty.
+	NamePrefix string `json:"name_prefix,omitempty"`
+}
+
+// SnapshotRef is the data of TypeSnapshotDelete.
+type SnapshotRef struct {
+	SnapshotID string `json:"snapshot_id"`
+}
+
+// Restored is the data of TypeSnapshotRestored: the snapshot and the session
+// running from it.
+type Restored struct {
+	Snapshot model.Snapshot `json:"snapshot"`
+	Session  model.Session  `json:"session"`
+}
+
+// Forked is the data of TypeSnapshotForked: the snapshot and the new
+// sessions, each running from it.
+type Forked struct {
+	Snapshot model.Snapshot  `json:"snapshot"`
+	Sessions []model.Session `json:"sessions"`
 }

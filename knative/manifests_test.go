@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -34,6 +35,16 @@ const (
 	koPrefix     = "ko://" + modulePath + "/"
 	knativeSvcAV = "serving.knative.dev/v1"
 )
+
+// images maps each ko:// import path (after the module path) to the workload
+// that runs it. Every main package under functions/ must be in it, and every
+// entry must be used, so a new function cannot be left undeployed.
+var images = map[string]string{
+	"functions/sessions":  "sessions",
+	"functions/programs":  "programs",
+	"functions/snapshots": "snapshots",
+	"runner":              "runner",
+}
 
 // envNames are the variables our own binaries read; a name outside this list
 // in a manifest is a typo or a setting no binary honours.
@@ -261,6 +272,34 @@ func TestManifests(t *testing.T) {
 	}
 }
 
+var koImage = regexp.MustCompile(regexp.QuoteMeta(koPrefix) + `(\S+)`)
+
+// TestImages checks the images table against both sides: the main packages
+// of functions/ and the ko:// references in the manifests.
+func TestImages(t *testing.T) {
+	mains, err := filepath.Glob(filepath.Join("..", "functions", "*", "main.go"))
+	if err != nil || len(mains) == 0 {
+		t.Fatalf("no main package under ../functions: %v", err)
+	}
+	for _, m := range mains {
+		p := "functions/" + filepath.Base(filepath.Dir(m))
+		if _, ok := images[p]; !ok {
+			t.Errorf("%s is a function but not in the images table, so nothing deploys it", p)
+		}
+	}
+	used := map[string]bool{}
+	for _, d := range loadDocs(t) {
+		for _, m := range koImage.FindAllStringSubmatch(string(d.raw), -1) {
+			used[m[1]] = true
+		}
+	}
+	for p := range images {
+		if !used[p] {
+			t.Errorf("images table has %s, but no manifest runs it", p)
+		}
+	}
+}
+
 func checkHead(t *testing.T, d *doc) {
 	t.Helper()
 	h := d.head
@@ -375,6 +414,9 @@ func checkContainers(t *testing.T, c *cluster, d *doc, cs []corev1.Container) {
 			// ko builds a main package of this module; it must exist.
 			if _, err := os.Stat(filepath.Join("..", filepath.FromSlash(p), "main.go")); err != nil {
 				t.Errorf("%s: image %s: no main package at %s: %v", d, ct.Image, p, err)
+			}
+			if w, ok := images[p]; !ok || w != d.head.Metadata.Name {
+				t.Errorf("%s: image %s: the images table has it for %q", d, ct.Image, w)
 			}
 		}
 		ports := map[string]bool{}
@@ -613,12 +655,20 @@ func checkBroker(t *testing.T, d *doc) {
 	}
 }
 
-// commandTarget is the function that owns a command type:
-// io.machineserver.session.* goes to "sessions", program.* to "programs".
+// commandTargets maps the noun of a command type (io.machineserver.<noun>.*)
+// to the function that owns it.
+var commandTargets = map[string]string{
+	"session":  "sessions",
+	"program":  "programs",
+	"snapshot": "snapshots",
+}
+
+// commandTarget is the function that owns a command type, or "" for a noun
+// no function owns.
 func commandTarget(eventType string) string {
 	rest, _ := strings.CutPrefix(eventType, "io.machineserver.")
 	noun, _, _ := strings.Cut(rest, ".")
-	return noun + "s"
+	return commandTargets[noun]
 }
 
 func checkTrigger(t *testing.T, c *cluster, d *doc) {
@@ -715,44 +765,161 @@ func checkHTTPRoute(t *testing.T, c *cluster, d *doc) {
 			t.Errorf("%s: rule %d: backend %q is not a Service among the manifests", d, i, b.Name)
 		}
 		for _, m := range r.Matches {
-			if m.Path == nil || m.Path.Type != "PathPrefix" {
-				t.Errorf("%s: rule %d: want PathPrefix matches", d, i)
+			switch {
+			case m.Path == nil:
+				t.Errorf("%s: rule %d: a match without a path", d, i)
+			case m.Path.Type == "PathPrefix":
+			case m.Path.Type == "RegularExpression":
+				// Go's regexp is RE2, the syntax Envoy (Istio, Envoy
+				// Gateway) takes.
+				if _, err := regexp.Compile(m.Path.Value); err != nil {
+					t.Errorf("%s: rule %d: %v", d, i, err)
+				}
+				if !strings.HasPrefix(m.Path.Value, "^") || !strings.HasSuffix(m.Path.Value, "$") {
+					t.Errorf("%s: rule %d: %s must be anchored with ^ and $: implementations differ on partial matches", d, i, m.Path.Value)
+				}
+			default:
+				t.Errorf("%s: rule %d: path type %q; want PathPrefix or RegularExpression", d, i, m.Path.Type)
 			}
 		}
 	}
-	for path, want := range map[string]string{
-		"/api/v1/programs":                         "programs",
-		"/api/v1/programs/p1":                      "programs",
-		"/api/v1/sessions":                         "sessions",
-		"/api/v1/sessions/s1/poweron":              "sessions",
-		"/api/v1/sessions/s1/stream/console":       "sessions",
-		"/api/v1/capabilities":                     "sessions",
-		"/health":                                  "sessions",
+	paths := map[string]string{
+		"/api/v1/programs":                            "programs",
+		"/api/v1/programs/p1":                         "programs",
+		"/api/v1/sessions":                            "sessions",
+		"/api/v1/sessions/":                           "sessions",
+		"/api/v1/sessions/s1":                         "sessions",
+		"/api/v1/sessions/s1/poweron":                 "sessions",
+		"/api/v1/sessions/s1/stream/console":          "sessions",
+		"/api/v1/capabilities":                        "sessions",
+		"/health":                                     "sessions",
+		"/api/v1/snapshots":                           "snapshots",
+		"/api/v1/snapshots/0123456789abcdef":          "snapshots",
+		"/api/v1/snapshots/0123456789abcdef/sessions": "snapshots",
+		"/api/v1/sessions/s1/snapshots":               "snapshots",
+		"/api/v1/sessions/s1/restore":                 "snapshots",
+		// A session whose id is "snapshots", and deeper paths the
+		// snapshots function does not serve, stay with sessions.
+		"/api/v1/sessions/snapshots":               "sessions",
+		"/api/v1/sessions/s1/snapshots/x":          "sessions",
+		"/api/v1/sessions//restore":                "sessions",
 		"/api/v1/programsx":                        "",
+		"/api/v1/snapshotsx":                       "",
+		"/api/v1/sessionsx":                        "",
 		"/api/v1/sessions-of-someone-else/console": "",
-	} {
-		if got := routeFor(hr, path); got != want {
-			t.Errorf("%s: %s routes to %q, want %q", d, path, got, want)
+	}
+	for path, fn := range functionPaths(t) {
+		if prev, ok := paths[path]; ok && prev != fn {
+			t.Errorf("%s is served by %s, but the table above says %s", path, fn, prev)
+		}
+		paths[path] = fn
+	}
+	for _, path := range slices.Sorted(maps.Keys(paths)) {
+		want := paths[path]
+		for _, o := range orders {
+			got, tie := routeFor(hr, path, o.rank)
+			if tie != "" {
+				t.Errorf("%s: %s: under %s's order %q and %q tie; which wins is left to rule order", d, path, o.name, got, tie)
+			}
+			if got != want {
+				t.Errorf("%s: %s routes to %q under %s's order, want %q", d, path, got, o.name, want)
+			}
 		}
 	}
 }
 
-// routeFor picks the backend for path the way Gateway API orders PathPrefix
-// matches: the longest prefix wins, and a prefix matches whole path elements.
-func routeFor(hr httpRoute, path string) string {
-	best, bestLen := "", -1
+// orders are the precedences of path match types of the Gateway API
+// implementations we know to accept the ExternalName backends (see
+// routing.yaml). The spec ranks Exact over PathPrefix and leaves
+// RegularExpression to the implementation, and these two disagree on it;
+// within a rank both order by the length of the match value, longest first.
+// A route must resolve every path the same way under each.
+var orders = []struct {
+	name string
+	rank map[string]int
+}{
+	{"Envoy Gateway", map[string]int{"Exact": 3, "RegularExpression": 2, "PathPrefix": 1}},
+	{"Istio", map[string]int{"Exact": 3, "PathPrefix": 2, "RegularExpression": 1}},
+}
+
+// routeFor picks the backend for path by rank of the match type, then by
+// length of the match value. A PathPrefix matches whole path elements. tie
+// names a different backend that matched with the same rank and length.
+func routeFor(hr httpRoute, path string, rank map[string]int) (best, tie string) {
+	bestRank, bestLen := -1, -1
 	for _, r := range hr.Spec.Rules {
 		for _, m := range r.Matches {
 			if m.Path == nil || len(r.BackendRefs) == 0 {
 				continue
 			}
-			p := strings.TrimSuffix(m.Path.Value, "/")
-			if (path == p || strings.HasPrefix(path, p+"/")) && len(p) > bestLen {
-				best, bestLen = r.BackendRefs[0].Name, len(p)
+			v := m.Path.Value
+			var ok bool
+			switch m.Path.Type {
+			case "PathPrefix":
+				v = strings.TrimSuffix(v, "/")
+				ok = path == v || strings.HasPrefix(path, v+"/")
+			case "RegularExpression":
+				re, err := regexp.Compile(v)
+				ok = err == nil && re.MatchString(path)
+			}
+			if !ok {
+				continue
+			}
+			name, rk := r.BackendRefs[0].Name, rank[m.Path.Type]
+			switch {
+			case rk > bestRank || rk == bestRank && len(v) > bestLen:
+				best, tie, bestRank, bestLen = name, "", rk, len(v)
+			case rk == bestRank && len(v) == bestLen && name != best:
+				tie = name
 			}
 		}
 	}
-	return best
+	return best, tie
+}
+
+// handlerPattern finds the REST patterns a function registers on its mux.
+var handlerPattern = regexp.MustCompile(`mux\.Handle(?:Func)?\("(?:[A-Z]+ )?(/[^"]*)"`)
+
+// functionPaths returns one concrete path for each REST pattern in
+// ../functions/<name>/handler, mapped to <name>: the route must send each to
+// the function that serves it.
+func functionPaths(t *testing.T) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "functions", "*", "handler", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wildcard := regexp.MustCompile(`\{[^}]*\}`)
+	out := map[string]string{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn := filepath.Base(filepath.Dir(filepath.Dir(f)))
+		for _, m := range handlerPattern.FindAllStringSubmatch(string(b), -1) {
+			path := wildcard.ReplaceAllStringFunc(m[1], func(w string) string {
+				switch {
+				case w == "{$}":
+					return ""
+				case strings.HasSuffix(w, "...}"):
+					return "a/b"
+				}
+				return "x1"
+			})
+			if prev, ok := out[path]; ok && prev != fn {
+				t.Errorf("%s is registered by both %s and %s", m[1], prev, fn)
+			}
+			out[path] = fn
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no REST pattern found under ../functions/*/handler")
+	}
+	return out
 }
 
 // TestKnativeValidationRejects proves the validation above has teeth: each

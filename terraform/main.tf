@@ -54,9 +54,10 @@ locals {
 
   # ko:// references replaced by the pushed images.
   rendered = {
-    for f in local.manifest_files : f => replace(replace(replace(file(f),
+    for f in local.manifest_files : f => replace(replace(replace(replace(file(f),
       "${local.ko}functions/sessions", var.images.sessions),
       "${local.ko}functions/programs", var.images.programs),
+      "${local.ko}functions/snapshots", var.images.snapshots),
     "${local.ko}runner", var.images.runner)
   }
 

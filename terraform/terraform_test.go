@@ -3,6 +3,7 @@ package terraform_test
 import (
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -197,6 +198,31 @@ func TestKeysMatchManifests(t *testing.T) {
 		if _, ok := config.Data[k]; !ok {
 			t.Errorf("config_overrides sets %q, which knative/dev/config.yaml does not have (no manifest reads it)", k)
 		}
+	}
+}
+
+// TestImagesMatchVariable checks each ko:// path in local.rendered is replaced
+// by the image named after it, and that var.images declares exactly the
+// images used: a function added to one and not the other fails here rather
+// than at plan time.
+func TestImagesMatchVariable(t *testing.T) {
+	files := hcl(t)
+	used := map[string]bool{}
+	for _, m := range regexp.MustCompile(`"\$\{local\.ko\}([^"]+)",\s*var\.images\.([a-z0-9_]+)\)`).FindAllStringSubmatch(files["main.tf"], -1) {
+		if path.Base(m[1]) != m[2] {
+			t.Errorf("ko://…/%s is replaced by var.images.%s", m[1], m[2])
+		}
+		used[m[2]] = true
+	}
+	if len(used) == 0 {
+		t.Fatal("local.rendered replaces no ko:// path with var.images")
+	}
+	declared := map[string]bool{}
+	for _, k := range matches(`(?m)^\s*([a-z0-9_]+)\s*=\s*string`, block(t, block(t, files["variables.tf"], `variable "images"`), "object({")) {
+		declared[k] = true
+	}
+	if got, want := slices.Sorted(maps.Keys(declared)), slices.Sorted(maps.Keys(used)); !slices.Equal(got, want) {
+		t.Errorf("var.images declares %v, local.rendered uses %v", got, want)
 	}
 }
 

@@ -13,9 +13,10 @@ variable "kubeconfig_context" {
 variable "images" {
   description = "Pushed images for the ko:// references in knative/, e.g. from `ko build --bare` or `ko resolve`."
   type = object({
-    sessions = string
-    programs = string
-    runner   = string
+    sessions  = string
+    programs  = string
+    snapshots = string
+    runner    = string
   })
 
   validation {

@@ -16,6 +16,7 @@ import (
 
 	programs "github.com/machineserver/machineserver/functions/programs/handler"
 	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	snapshots "github.com/machineserver/machineserver/functions/snapshots/handler"
 	"github.com/machineserver/machineserver/runner/host"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/config"
@@ -87,12 +88,18 @@ func run(ctx context.Context) error {
 	}
 	sh := sessions.New(sessions.Deps{State: st, Publisher: pub, RunnerToken: token, Log: log.With("component", "sessions")})
 
+	snh := snapshots.New(snapshots.Deps{State: st, Blobs: blobs, Sessions: sh, Publisher: pub, Log: log.With("component", "snapshots")})
+	if _, err := snh.Reindex(ctx); err != nil {
+		return fmt.Errorf("reindex snapshots: %w", err)
+	}
+
 	mux := http.NewServeMux()
 	ph.Routes(mux)
 	sh.Routes(mux)
+	snh.Routes(mux)
 	for path, h := range map[string]interface {
 		Events(context.Context) (http.Handler, error)
-	}{"/events/sessions": sh, "/events/programs": ph} {
+	}{"/events/sessions": sh, "/events/programs": ph, "/events/snapshots": snh} {
 		ev, err := h.Events(ctx)
 		if err != nil {
 			return err

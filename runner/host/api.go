@@ -49,6 +49,26 @@ func (r *Runner) Handler() http.Handler {
 		}
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "preparing"}, r.Prepare(req.PathValue("id"), in))
 	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/snapshot", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.SnapshotRequest
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		res, err := r.Snapshot(req.Context(), req.PathValue("id"), in)
+		httpapi.Reply(w, req, http.StatusOK, res, err)
+	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/restore", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.RestoreRequest
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), 60*time.Second)
+		defer cancel()
+		st, err := r.Restore(ctx, req.PathValue("id"), in)
+		httpapi.Reply(w, req, http.StatusOK, st, err)
+	})
 	mux.HandleFunc("POST "+p+"/sessions/{id}/stop", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "stopped"}, r.Stop(req.PathValue("id")))
 	})

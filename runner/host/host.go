@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,12 +80,14 @@ type session struct {
 	// stopping marks a stop we asked for, so its exit is not an error.
 	stopping bool
 	pumped   chan struct{} // closed when the console pump of proc ended
-	// spare is a paused QEMU already loaded with last's image (Prelaunch).
-	spare    *qemu.Process
-	spareKey string
-	last     *runnerapi.StartRequest
-	gen      int // numbers instance directories, so a spare and the active process never share sockets
-	deleted  bool
+	// Spares are paused QEMUs already loaded with last's image (Prelaunch);
+	// restorable marks a session that used snapshots, so it gets an
+	// incoming spare too.
+	cold, incoming spare
+	restorable     bool
+	last           *runnerapi.StartRequest
+	gen            int // numbers instance directories, so a spare and the active process never share sockets
+	deleted        bool
 }
 
 // imageKey says whether a spare can serve a start request.
@@ -122,7 +125,7 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 	}
 	r := &Runner{
 		cfg: cfg, state: st, blobs: blobs, pub: pub, log: log.With("runner", cfg.ID),
-		caps:     board.Build(probe.Version, probe.Binary, probe.Machines, probe.CPUs),
+		caps:     board.Build(probe.Version, probe.Binary, probe.Machines, probe.CPUs, probeSnapshots(ctx, probe, cfg.Dir)),
 		start:    time.Now().UTC(),
 		sessions: map[string]*session{},
 	}
@@ -133,6 +136,17 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		return nil, err
 	}
 	return r, nil
+}
+
+// probeSnapshots asks the binary which catalog boards restore saved state.
+func probeSnapshots(ctx context.Context, probe qemu.Probe, cacheDir string) map[string]bool {
+	var machines []string
+	for _, k := range board.Known {
+		if slices.Contains(probe.Machines, k.Name) {
+			machines = append(machines, k.Name)
+		}
+	}
+	return qemu.ProbeSnapshots(ctx, probe.Binary, machines, cacheDir)
 }
 
 // Capabilities is what this runner's QEMU offers.
@@ -216,7 +230,7 @@ func (r *Runner) Shutdown(ctx context.Context) {
 			defer wg.Done()
 			r.stop(s)
 			s.mu.Lock()
-			r.dropSpare(s)
+			r.dropSpares(s)
 			s.mu.Unlock()
 		}()
 	}
@@ -252,9 +266,9 @@ func (r *Runner) setProc(s *session, p *qemu.Process) {
 	s.proc = p
 }
 
-func (r *Runner) setSpare(s *session, p *qemu.Process) {
-	r.spares.Add(delta(s.spare != nil, p != nil))
-	s.spare = p
+func (r *Runner) setSpare(sp *spare, p *qemu.Process) {
+	r.spares.Add(delta(sp.p != nil, p != nil))
+	sp.p = p
 }
 
 func delta(had, has bool) int32 {
@@ -291,9 +305,9 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 		return runnerapi.Status{}, httpapi.Errorf(429, "capacity", "runner %s is full (%d emulators)", r.cfg.ID, r.cfg.Capacity)
 	}
 	t0 := time.Now()
-	proc := r.takeSpare(s, imageKey(req))
+	proc := r.take(&s.cold, imageKey(req))
 	if proc == nil {
-		if proc, err = r.launch(ctx, s, req); err != nil {
+		if proc, err = r.launch(ctx, s, req, false); err != nil {
 			return runnerapi.Status{}, err
 		}
 	}
@@ -301,33 +315,43 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	last.Halted, last.Restart = false, false
 	s.last = &last
 	t1 := time.Now()
+	st, err := r.activate(ctx, s, proc, req.Halted)
+	if err != nil {
+		return st, err
+	}
+	r.log.Info("emulator started", "session", id, "machine", req.Machine, "pid", proc.Pid(), "program", req.Program.ID,
+		"launch_ms", ms(t1.Sub(t0)), "run_ms", ms(time.Since(t1)))
+	return st, nil
+}
+
+// activate makes a paused process the session's machine: it pumps its UART
+// into the ring, records the running state, lets the guest run (unless
+// halted) and watches for its end. s.mu is held.
+func (r *Runner) activate(ctx context.Context, s *session, proc *qemu.Process, halted bool) (runnerapi.Status, error) {
 	r.setProc(s, proc)
 	s.stopping, s.pumped = false, make(chan struct{})
 	go r.pump(s, proc, s.pumped)
 
 	now := time.Now().UTC()
-	updated, err := r.state.UpdateSession(ctx, id, func(sess *model.Session) error {
+	updated, err := r.state.UpdateSession(ctx, s.id, func(sess *model.Session) error {
 		sess.State, sess.Reason, sess.StartedAt, sess.RunnerID = model.StateRunning, "", &now, r.cfg.ID
 		return nil
 	})
 	if err != nil {
 		r.stopLocked(s)
 		if errors.Is(err, state.ErrNotFound) {
-			return runnerapi.Status{}, httpapi.NotFound("session %s not found", id)
+			return runnerapi.Status{}, httpapi.NotFound("session %s not found", s.id)
 		}
 		return runnerapi.Status{}, err
 	}
-	t2 := time.Now()
-	if !req.Halted {
+	if !halted {
 		if _, err := proc.QMP.Execute(ctx, "cont", nil); err != nil {
 			r.stopLocked(s)
-			return runnerapi.Status{}, fmt.Errorf("start session %s: cont: %w", id, err)
+			return runnerapi.Status{}, fmt.Errorf("start session %s: cont: %w", s.id, err)
 		}
 	}
 	go r.watch(s, proc)
 	r.publish(events.TypeSessionStarted, updated)
-	r.log.Info("emulator started", "session", id, "machine", req.Machine, "pid", proc.Pid(), "program", req.Program.ID,
-		"launch_ms", ms(t1.Sub(t0)), "state_ms", ms(t2.Sub(t1)), "cont_ms", ms(time.Since(t2)))
 	return r.status(s), nil
 }
 
@@ -483,7 +507,7 @@ func (r *Runner) Delete(id string) error {
 	r.stop(s)
 	s.mu.Lock()
 	s.deleted = true
-	r.dropSpare(s)
+	r.dropSpares(s)
 	s.mu.Unlock()
 	s.ring.Close()
 	r.mu.Lock()
@@ -515,8 +539,8 @@ func (r *Runner) status(s *session) runnerapi.Status {
 	if s.proc != nil {
 		st.Running, st.Pid = true, s.proc.Pid()
 	}
-	if s.spare != nil {
-		st.SparePid = s.spare.Pid()
+	if s.cold.p != nil {
+		st.SparePid = s.cold.p.Pid()
 	}
 	return st
 }
@@ -524,10 +548,17 @@ func (r *Runner) status(s *session) runnerapi.Status {
 // fetch returns a local path of the program, downloading it into the cache
 // (keyed by sha256, verified) on first use.
 func (r *Runner) fetch(ctx context.Context, p runnerapi.Program) (string, error) {
-	if len(p.SHA256) != 64 || p.BlobKey == "" {
-		return "", httpapi.BadRequest("program needs blob_key and a sha256")
+	return r.fetchBlob(ctx, "program "+p.ID, p.BlobKey, p.SHA256, string(p.Format))
+}
+
+// fetchBlob returns a local copy of an artifact, cached by sha256. The
+// checksum is verified before the file is used, so a corrupted blob never
+// reaches QEMU.
+func (r *Runner) fetchBlob(ctx context.Context, what, key, sum, ext string) (string, error) {
+	if len(sum) != 64 || key == "" {
+		return "", httpapi.BadRequest("%s needs a blob key and a sha256", what)
 	}
-	path := filepath.Join(r.cfg.Dir, "cache", p.SHA256+"."+string(p.Format))
+	path := filepath.Join(r.cfg.Dir, "cache", sum+"."+ext)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
@@ -536,12 +567,12 @@ func (r *Runner) fetch(ctx context.Context, p runnerapi.Program) (string, error)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	rc, _, err := r.blobs.Get(ctx, p.BlobKey)
+	rc, _, err := r.blobs.Get(ctx, key)
 	if errors.Is(err, blob.ErrNotFound) {
-		return "", httpapi.Unprocessable("program %s is gone from the blob store", p.ID)
+		return "", httpapi.Unprocessable("%s is gone from the blob store", what)
 	}
 	if err != nil {
-		return "", fmt.Errorf("fetch program %s: %w", p.ID, err)
+		return "", fmt.Errorf("fetch %s: %w", what, err)
 	}
 	defer rc.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".fetch-*")
@@ -552,13 +583,13 @@ func (r *Runner) fetch(ctx context.Context, p runnerapi.Program) (string, error)
 	h := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(tmp, h), rc); err != nil {
 		tmp.Close()
-		return "", fmt.Errorf("fetch program %s: %w", p.ID, err)
+		return "", fmt.Errorf("fetch %s: %w", what, err)
 	}
 	if err := tmp.Close(); err != nil {
 		return "", err
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != p.SHA256 {
-		return "", fmt.Errorf("fetch program %s: sha256 is %s, manifest says %s", p.ID, got, p.SHA256)
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return "", httpapi.Unprocessable("%s is corrupted: its sha256 is %s but its manifest says %s; refused before the emulator saw it", what, got, sum)
 	}
 	return path, os.Rename(tmp.Name(), path)
 }
@@ -572,14 +603,14 @@ func (r *Runner) publish(typ string, s model.Session) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // launch cold-starts a paused QEMU for req in a fresh instance directory.
-func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequest) (*qemu.Process, error) {
+func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequest, incoming bool) (*qemu.Process, error) {
 	path, err := r.fetch(ctx, req.Program)
 	if err != nil {
 		return nil, err
 	}
 	s.gen++
 	proc, err := qemu.Start(ctx, qemu.Config{
-		Binary: r.caps.Backends[0].Binary, Machine: req.Machine,
+		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming,
 		Dir:      filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen)),
 		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
 	})
@@ -591,37 +622,49 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 
 func (r *Runner) removeDir(p *qemu.Process) { os.RemoveAll(p.Dir()) }
 
-// takeSpare returns the session's spare if it runs the requested image, and
-// discards it otherwise. s.mu is held.
-func (r *Runner) takeSpare(s *session, key string) *qemu.Process {
-	sp := s.spare
-	if sp == nil {
+// spare is a paused QEMU kept ready for one image: cold ones boot it on
+// power on, incoming ones (-incoming defer) take a snapshot on restore.
+type spare struct {
+	p   *qemu.Process
+	key string
+}
+
+// take returns the spare if it serves key, and discards it otherwise.
+// s.mu is held.
+func (r *Runner) take(sp *spare, key string) *qemu.Process {
+	p := sp.p
+	if p == nil {
 		return nil
 	}
-	r.setSpare(s, nil)
+	r.setSpare(sp, nil)
 	select {
-	case <-sp.Done():
-		r.removeDir(sp)
+	case <-p.Done():
+		r.removeDir(p)
 		return nil
 	default:
 	}
-	if s.spareKey != key {
-		sp.Kill()
-		<-sp.Done()
-		r.removeDir(sp)
+	if sp.key != key {
+		p.Kill()
+		<-p.Done()
+		r.removeDir(p)
 		return nil
 	}
-	return sp
+	return p
 }
 
-// dropSpare kills the session's spare. s.mu is held.
-func (r *Runner) dropSpare(s *session) {
-	if sp := s.spare; sp != nil {
-		r.setSpare(s, nil)
-		sp.Kill()
-		<-sp.Done()
-		r.removeDir(sp)
+// drop kills a spare. s.mu is held.
+func (r *Runner) drop(sp *spare) {
+	if p := sp.p; p != nil {
+		r.setSpare(sp, nil)
+		p.Kill()
+		<-p.Done()
+		r.removeDir(p)
 	}
+}
+
+func (r *Runner) dropSpares(s *session) {
+	r.drop(&s.cold)
+	r.drop(&s.incoming)
 }
 
 // Prepare records what the session will run and prelaunches a spare for it.
@@ -641,9 +684,10 @@ func (r *Runner) Prepare(id string, req runnerapi.StartRequest) error {
 	return nil
 }
 
-// prepare starts a spare in the background when prelaunch is on, the session
-// is stopped, knows its image, and the runner has room. The spare holds s.mu
-// while it starts, so a power on arriving meanwhile waits and then uses it.
+// prepare starts spares in the background when prelaunch is on and the
+// runner has room: a cold one while the session is stopped, and an incoming
+// one once the session has used snapshots. The launch holds s.mu, so a
+// power on or restore arriving meanwhile waits and then uses the spare.
 func (r *Runner) prepare(s *session) {
 	if !r.cfg.Prelaunch {
 		return
@@ -654,33 +698,46 @@ func (r *Runner) prepare(s *session) {
 		r.mu.Lock()
 		closed := r.closed
 		r.mu.Unlock()
-		if closed || s.deleted || s.proc != nil || s.last == nil || r.emulators() >= r.cfg.Capacity {
+		if closed || s.deleted || s.last == nil {
 			return
 		}
-		key := imageKey(*s.last)
-		if s.spare != nil && s.spareKey == key {
-			return
+		if s.proc == nil {
+			r.ensure(s, &s.cold, false)
 		}
-		r.dropSpare(s)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		sp, err := r.launch(ctx, s, *s.last)
-		if err != nil {
-			r.log.Warn("prelaunch failed", "session", s.id, "err", err)
-			return
+		if s.restorable {
+			r.ensure(s, &s.incoming, true)
 		}
-		r.setSpare(s, sp)
-		s.spareKey = key
-		go func() {
-			// A spare that dies while waiting is simply forgotten.
-			<-sp.Done()
-			s.mu.Lock()
-			if s.spare == sp {
-				r.setSpare(s, nil)
-				r.removeDir(sp)
-			}
-			s.mu.Unlock()
-		}()
+	}()
+}
+
+// ensure makes sp a live spare for the session's image. s.mu is held.
+func (r *Runner) ensure(s *session, sp *spare, incoming bool) {
+	key := imageKey(*s.last)
+	if sp.p != nil && sp.key == key {
+		return
+	}
+	r.drop(sp)
+	if r.emulators() >= r.cfg.Capacity {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := r.launch(ctx, s, *s.last, incoming)
+	if err != nil {
+		r.log.Warn("prelaunch failed", "session", s.id, "err", err)
+		return
+	}
+	r.setSpare(sp, p)
+	sp.key = key
+	go func() {
+		// A spare that dies while waiting is simply forgotten.
+		<-p.Done()
+		s.mu.Lock()
+		if sp.p == p {
+			r.setSpare(sp, nil)
+			r.removeDir(p)
+		}
+		s.mu.Unlock()
 	}()
 }
 

@@ -24,8 +24,10 @@ const (
 	QMPSocket     = "q.sock"
 	ConsoleSocket = "c.sock"
 	GDBSocket     = "g.sock"
-	PidFile       = "pid"
-	maxSocketPath = 100
+	// MigrationSocket carries snapshot streams in and out.
+	MigrationSocket = "m.sock"
+	PidFile         = "pid"
+	maxSocketPath   = 100
 )
 
 // Firmware is the image QEMU loads.

@@ -30,6 +30,9 @@ type Board struct {
 	UARTs       []UART   `json:"uarts"`
 	Peripherals []string `json:"peripherals"`
 	Features    []string `json:"features"`
+	// Snapshots says whether this emulator restores the board's state, from
+	// a probe of the installed binary.
+	Snapshots bool `json:"snapshots"`
 }
 
 // Regions are the memory ranges firmware may be loaded into.
@@ -121,8 +124,9 @@ type Capabilities struct {
 var Features = []string{"power", "reset", "console-http", "console-websocket", "semihosting-exit"}
 
 // Build makes the capabilities document from what a QEMU binary reported.
-// Only boards that the binary lists and whose CPU it knows are offered.
-func Build(qemuVersion, binary string, machines, cpus []string) Capabilities {
+// Only boards that the binary lists and whose CPU it knows are offered;
+// snapshots, from the probe, say which of them restore saved state.
+func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[string]bool) Capabilities {
 	b := Backend{Name: "qemu", Version: qemuVersion, Binary: binary, Machines: machines, Processors: cpus}
 	periph := map[string]bool{}
 	for _, k := range Known {
@@ -130,6 +134,10 @@ func Build(qemuVersion, binary string, machines, cpus []string) Capabilities {
 			continue
 		}
 		k.Features = Features
+		if snapshots[k.Name] {
+			k.Snapshots = true
+			k.Features = append(slices.Clone(Features), "snapshot")
+		}
 		b.Boards = append(b.Boards, k)
 		for _, p := range k.Peripherals {
 			periph[p] = true

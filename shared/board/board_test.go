@@ -13,7 +13,7 @@ func testBackend() Backend {
 	for _, k := range Known {
 		machines = append(machines, k.Name)
 	}
-	return Build("7.2.0", "qemu-system-arm", machines, []string{"cortex-m3", "cortex-m4", "cortex-a9"}).Backends[0]
+	return Build("7.2.0", "qemu-system-arm", machines, []string{"cortex-m3", "cortex-m4", "cortex-a9"}, nil).Backends[0]
 }
 
 func TestSeedResolvesToNetduino2(t *testing.T) {
@@ -79,13 +79,13 @@ func TestResolveErrors(t *testing.T) {
 }
 
 func TestBuildOffersOnlyWhatTheBinaryHas(t *testing.T) {
-	c := Build("7.2.0", "q", []string{"netduino2", "virt"}, []string{"cortex-m3"})
+	c := Build("7.2.0", "q", []string{"netduino2", "virt"}, []string{"cortex-m3"}, nil)
 	be, _ := c.Backend("qemu")
 	if len(be.Boards) != 1 || be.Boards[0].Name != "netduino2" {
 		t.Fatalf("boards: %v", be.BoardNames())
 	}
 	// A machine whose CPU the binary lacks is not offered.
-	c = Build("7.2.0", "q", []string{"netduinoplus2"}, []string{"cortex-m3"})
+	c = Build("7.2.0", "q", []string{"netduinoplus2"}, []string{"cortex-m3"}, nil)
 	if be, _ := c.Backend("qemu"); len(be.Boards) != 0 {
 		t.Fatalf("boards: %v", be.BoardNames())
 	}

@@ -58,14 +58,16 @@ type Session struct {
 	Backend     string      `json:"backend"`
 	BoardConfig BoardConfig `json:"board_config"`
 	// Machine is the emulator machine the board config resolved to.
-	Machine   string     `json:"machine"`
-	State     State      `json:"state"`
-	Reason    string     `json:"reason,omitempty"`
-	ProgramID string     `json:"program_id,omitempty"`
-	RunnerID  string     `json:"runner_id,omitempty"`
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
-	StartedAt *time.Time `json:"started_at,omitempty"`
+	Machine   string `json:"machine"`
+	State     State  `json:"state"`
+	Reason    string `json:"reason,omitempty"`
+	ProgramID string `json:"program_id,omitempty"`
+	RunnerID  string `json:"runner_id,omitempty"`
+	// SnapshotID is the snapshot the machine was last restored from.
+	SnapshotID string     `json:"snapshot_id,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
 }
 
 // Format is a firmware image format.
@@ -123,3 +125,30 @@ func ValidID(s string) bool {
 // The manifest is written last, so its presence means the program is whole.
 func ProgramImageKey(id string) string    { return "programs/" + id + "/image" }
 func ProgramManifestKey(id string) string { return "programs/" + id + "/manifest.json" }
+
+// Snapshot is a saved machine state, stored as an artifact (state blob plus
+// manifest) that can be restored into any session on the same board and
+// emulator version, or forked into new sessions.
+type Snapshot struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	SessionID   string `json:"session_id"`
+	Backend     string `json:"backend"`
+	Machine     string `json:"machine"`
+	// EmulatorVersion must match the restoring runner's: migration streams
+	// are not portable across QEMU versions.
+	EmulatorVersion string `json:"emulator_version"`
+	ProgramID       string `json:"program_id"`
+	ProgramSHA256   string `json:"program_sha256"`
+	Size            int64  `json:"size"`
+	SHA256          string `json:"sha256"`
+	// ConsoleOffset is the session's console end when the state was taken.
+	ConsoleOffset int64     `json:"console_offset"`
+	Parent        string    `json:"parent,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+// Blob keys of a snapshot: the migration stream and its manifest, written last.
+func SnapshotStateKey(id string) string    { return "snapshots/" + id + "/state" }
+func SnapshotManifestKey(id string) string { return "snapshots/" + id + "/manifest.json" }

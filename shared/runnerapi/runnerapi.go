@@ -40,6 +40,33 @@ type StartRequest struct {
 	Restart bool `json:"restart,omitempty"`
 }
 
+// SnapshotRequest asks for the session's machine state to be saved and
+// stored under BlobKey.
+type SnapshotRequest struct {
+	SnapshotID string `json:"snapshot_id"`
+	BlobKey    string `json:"blob_key"`
+	// Machine is the session's board; boards that cannot restore are refused.
+	Machine string `json:"machine"`
+}
+
+// SnapshotResult describes the stored state.
+type SnapshotResult struct {
+	Size            int64  `json:"size"`
+	SHA256          string `json:"sha256"`
+	EmulatorVersion string `json:"emulator_version"`
+	ConsoleOffset   int64  `json:"console_offset"`
+}
+
+// RestoreRequest replaces the session's machine with a saved state.
+type RestoreRequest struct {
+	Machine         string  `json:"machine"`
+	Program         Program `json:"program"`
+	SnapshotID      string  `json:"snapshot_id"`
+	BlobKey         string  `json:"blob_key"`
+	SHA256          string  `json:"sha256"`
+	EmulatorVersion string  `json:"emulator_version"`
+}
+
 // Status is a runner's view of one session.
 type Status struct {
 	SessionID string `json:"session_id"`
@@ -140,6 +167,20 @@ func (c *Client) Reset(ctx context.Context, id string) error {
 // paused emulator for the next power on.
 func (c *Client) Prepare(ctx context.Context, id string, req StartRequest) error {
 	return c.post(ctx, sessionPath(id)+"/prepare", req, nil)
+}
+
+// Snapshot saves the running machine's state into the blob store.
+func (c *Client) Snapshot(ctx context.Context, id string, req SnapshotRequest) (SnapshotResult, error) {
+	var res SnapshotResult
+	err := c.post(ctx, sessionPath(id)+"/snapshot", req, &res)
+	return res, err
+}
+
+// Restore starts the session from a saved state.
+func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest) (Status, error) {
+	var st Status
+	err := c.post(ctx, sessionPath(id)+"/restore", req, &st)
+	return st, err
 }
 
 // Delete stops the machine and forgets the console history.

@@ -19,12 +19,16 @@ import (
 var ErrNotFound = errors.New("state: not found")
 
 const (
-	keySessions   = "ms:sessions" // zset id by creation time
-	keyPrograms   = "ms:programs" // zset id by creation time
-	keyRunners    = "ms:runners"  // set of runner ids
-	prefixSession = "ms:session:" // string: JSON session
-	prefixProgram = "ms:program:" // string: JSON program
-	prefixRunner  = "ms:runner:"  // string: JSON runner, with TTL
+	keySessions   = "ms:sessions"      // zset id by creation time
+	keyPrograms   = "ms:programs"      // zset id by creation time
+	keyRunners    = "ms:runners"       // set of runner ids
+	prefixSession = "ms:session:"      // string: JSON session
+	prefixProgram = "ms:program:"      // string: JSON program
+	prefixRunner  = "ms:runner:"       // string: JSON runner, with TTL
+	keySnapshots  = "ms:snapshots"     // zset id by creation time
+	prefixSnap    = "ms:snapshot:"     // string: JSON snapshot
+	prefixSnapOf  = "ms:snapshots-of:" // zset of one session's snapshots
+	prefixSnapUse = "ms:snapshot-use:" // counter of restores reading a snapshot
 	maxTxRetries  = 20
 )
 
@@ -344,4 +348,77 @@ func (s *Store) Runners(ctx context.Context) ([]Runner, error) {
 		return out[i].ID < out[j].ID
 	})
 	return out, nil
+}
+
+// PutSnapshot indexes a snapshot (its manifest is in the blob store).
+func (s *Store) PutSnapshot(ctx context.Context, snap model.Snapshot) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if err := put(ctx, p, prefixSnap+snap.ID, keySnapshots, snap.ID, snap.CreatedAt, snap); err != nil {
+			return err
+		}
+		p.ZAdd(ctx, prefixSnapOf+snap.SessionID, redis.Z{Score: float64(snap.CreatedAt.UnixNano()), Member: snap.ID})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: put snapshot: %w", err)
+	}
+	return nil
+}
+
+// GetSnapshot returns a snapshot or ErrNotFound.
+func (s *Store) GetSnapshot(ctx context.Context, id string) (model.Snapshot, error) {
+	return get[model.Snapshot](ctx, s.rdb, prefixSnap+id)
+}
+
+// ListSnapshots returns one page of a session's snapshots (or of all, for an
+// empty sessionID), oldest first, and the total.
+func (s *Store) ListSnapshots(ctx context.Context, sessionID string, offset, limit int) ([]model.Snapshot, int, error) {
+	index := keySnapshots
+	if sessionID != "" {
+		index = prefixSnapOf + sessionID
+	}
+	return page[model.Snapshot](ctx, s.rdb, index, prefixSnap, offset, limit)
+}
+
+// DeleteSnapshot removes a snapshot from the index.
+func (s *Store) DeleteSnapshot(ctx context.Context, snap model.Snapshot) error {
+	var n *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.Del(ctx, prefixSnap+snap.ID)
+		p.ZRem(ctx, keySnapshots, snap.ID)
+		p.ZRem(ctx, prefixSnapOf+snap.SessionID, snap.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: delete snapshot: %w", err)
+	}
+	if n.Val() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// UseSnapshot marks a snapshot as read by a restore until the returned
+// release is called (or lease passes, should the caller die), so it cannot
+// be deleted under the restore.
+func (s *Store) UseSnapshot(ctx context.Context, id string, lease time.Duration) (release func(), err error) {
+	key := prefixSnapUse + id
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, key)
+		p.Expire(ctx, key, lease)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: use snapshot: %w", err)
+	}
+	return func() { s.rdb.Decr(context.WithoutCancel(ctx), key) }, nil
+}
+
+// SnapshotInUse reports whether a restore is reading the snapshot.
+func (s *Store) SnapshotInUse(ctx context.Context, id string) (bool, error) {
+	n, err := s.rdb.Get(ctx, prefixSnapUse+id).Int()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	return n > 0, err
 }

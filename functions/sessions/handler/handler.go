@@ -165,9 +165,19 @@ func (h *Handler) List(ctx context.Context, p httpapi.Page) (List, error) {
 	return List{Sessions: ss, Total: total, Page: p.Page, PageSize: p.Size}, err
 }
 
-// runner returns a client for the session's runner. If that runner is gone
-// and place is set, the session moves to a live runner (it has no emulator
-// to lose then).
+// Runner returns a client for the session's runner (nil if that runner is
+// gone). If it is gone and place is set, the session moves to a live runner
+// (it has no emulator to lose then).
+func (h *Handler) Runner(ctx context.Context, s *model.Session, place bool) (*runnerapi.Client, error) {
+	return h.runner(ctx, s, place)
+}
+
+// Program is what the runner needs to run programID on the session's board;
+// it refuses a program that does not fit the board's memory.
+func (h *Handler) Program(ctx context.Context, s model.Session, programID string) (runnerapi.Program, error) {
+	return h.program(ctx, s, programID)
+}
+
 func (h *Handler) runner(ctx context.Context, s *model.Session, place bool) (*runnerapi.Client, error) {
 	r, err := h.d.State.Runner(ctx, s.RunnerID)
 	if errors.Is(err, state.ErrNotFound) && place {

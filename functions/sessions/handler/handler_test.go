@@ -82,7 +82,7 @@ func setup(t *testing.T) (*Handler, *state.Store, *fakeRunner) {
 	for _, k := range board.Known {
 		machines = append(machines, k.Name)
 	}
-	caps := board.Build("7.2.0", "qemu-system-arm", machines, []string{"cortex-m3", "cortex-m4"})
+	caps := board.Build("7.2.0", "qemu-system-arm", machines, []string{"cortex-m3", "cortex-m4"}, nil)
 	if err := st.RegisterRunner(ctx, state.Runner{ID: "r1", URL: srv.URL, Capacity: 4, Capabilities: caps}, time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,277 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var seqLine = regexp.MustCompile(`seq=(\d+)\r\n`)
+
+// seqs returns the seq=N values of complete lines, in order.
+func seqs(s string) []int {
+	var out []int
+	for _, m := range seqLine.FindAllStringSubmatch(s, -1) {
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, n)
+	}
+	return out
+}
+
+// lastBefore is the last complete seq value in the first offset bytes.
+func lastBefore(t *testing.T, history string, offset int64) int {
+	t.Helper()
+	v := seqs(history[:min(int(offset), len(history))])
+	if len(v) == 0 {
+		t.Fatalf("no seq line before offset %d", offset)
+	}
+	return v[len(v)-1]
+}
+
+// resumedAt finds where the sequence jumps back (the restored machine
+// starts printing) and returns the first value after the jump.
+func resumedAt(t *testing.T, history string) int {
+	t.Helper()
+	v := seqs(history)
+	for i := 1; i < len(v); i++ {
+		if v[i] < v[i-1] {
+			return v[i]
+		}
+	}
+	t.Fatalf("the sequence never went back: %d values, last %v", len(v), v[max(0, len(v)-3):])
+	return 0
+}
+
+// continues asserts that a restored stream picks up right after the
+// snapshot: within a few lines of the last one the console had when the
+// state was taken (bytes still in flight then are the slack), and not from
+// boot or from where the source had got to since.
+func continues(t *testing.T, what string, snapAt, resumed, later int) {
+	t.Helper()
+	if resumed <= snapAt || resumed > snapAt+5 || resumed >= later {
+		t.Fatalf("%s resumed at seq=%d; snapshot was at seq=%d, the source later reached %d", what, resumed, snapAt, later)
+	}
+}
+
+func TestSnapshots(t *testing.T) {
+	for _, form := range []struct {
+		name  string
+		start func(testing.TB, ...string) *platform
+	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+		t.Run(form.name, func(t *testing.T) {
+			pl := form.start(t)
+			snapshots(t, pl)
+		})
+	}
+}
+
+func snapshots(t *testing.T, pl *platform) {
+	var caps struct {
+		Backends []struct {
+			Boards []struct {
+				Name      string
+				Snapshots bool
+			}
+		}
+	}
+	pl.must(t, 200, "GET", "/api/v1/capabilities", nil, &caps)
+	probed := map[string]bool{}
+	for _, b := range caps.Backends[0].Boards {
+		probed[b.Name] = b.Snapshots
+	}
+	if !probed["mps2-an385"] || !probed["netduino2"] || probed["lm3s6965evb"] {
+		t.Fatalf("snapshot capability per board: %v", probed)
+	}
+
+	id := runningSession(t, pl, "mps2-an385")
+	cs := pl.dialConsole(t, id, "")
+	cs.send(t, "stream\r")
+	cs.waitFor(t, "seq=200\r\n", 1)
+
+	var snap map[string]any
+	pl.must(t, 201, "POST", "/api/v1/sessions/"+id+"/snapshots", map[string]string{"name": "at-stream", "description": "streaming"}, &snap)
+	sid := snap["id"].(string)
+	for _, f := range []string{"machine", "emulator_version", "program_id", "program_sha256", "sha256", "created_at"} {
+		if snap[f] == nil || snap[f] == "" {
+			t.Fatalf("manifest lacks %s: %v", f, snap)
+		}
+	}
+	if snap["size"].(float64) < 1000 {
+		t.Fatalf("state size %v", snap["size"])
+	}
+	offset := int64(snap["console_offset"].(float64))
+
+	// The session runs on after the capture.
+	history, _, _ := pl.console(t, id, 0)
+	snapAt := lastBefore(t, history, offset)
+	cs.waitFor(t, "seq="+strconv.Itoa(snapAt+3000)+"\r\n", 1)
+	history, _, _ = pl.console(t, id, 0)
+	later := seqs(history)[len(seqs(history))-1]
+
+	var list struct{ Snapshots []map[string]any }
+	pl.must(t, 200, "GET", "/api/v1/sessions/"+id+"/snapshots", nil, &list)
+	if len(list.Snapshots) != 1 || list.Snapshots[0]["id"] != sid {
+		t.Fatalf("list: %v", list)
+	}
+	pl.must(t, 200, "GET", "/api/v1/snapshots/"+sid, nil, nil)
+
+	// Restore the running session: the console continues from the snapshot.
+	var s map[string]any
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+id+"/restore", map[string]string{"snapshot_id": sid}, &s)
+	if s["state"] != "running" || s["snapshot_id"] != sid {
+		t.Fatalf("after restore: %v", s)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		history, _, _ = pl.console(t, id, 0)
+		v := seqs(history)
+		if len(v) > 1 && v[len(v)-1] < later {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no output after restore")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	continues(t, "restored session", snapAt, resumedAt(t, history), later)
+	cs.send(t, "x")
+
+	// Restore a stopped session too.
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+id+"/poweroff", nil, nil)
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+id+"/restore", map[string]string{"snapshot_id": sid}, &s)
+	if s["state"] != "running" {
+		t.Fatalf("restore of a stopped session: %v", s)
+	}
+	cs.send(t, "x")
+
+	// Fork into three independent sessions.
+	var fork struct{ Sessions []map[string]any }
+	pl.must(t, 201, "POST", "/api/v1/snapshots/"+sid+"/sessions", map[string]any{"count": 3, "name_prefix": "fork"}, &fork)
+	if len(fork.Sessions) != 3 {
+		t.Fatalf("fork: %v", fork)
+	}
+	for i, f := range fork.Sessions {
+		fid := f["id"].(string)
+		if f["state"] != "running" || f["name"] != "fork-"+strconv.Itoa(i+1) {
+			t.Fatalf("fork %d: %v", i, f)
+		}
+		fc := pl.dialConsole(t, fid, "")
+		fc.waitFor(t, "seq=", 3)
+		continues(t, "fork", snapAt, seqs(fc.String())[0], later)
+		// Independent: stopping this one's stream leaves the others be.
+		fc.send(t, "x")
+		fc.send(t, "\rcount\r")
+		fc.waitFor(t, "count=", 1)
+		// Its own machine (and, once it used snapshots, a paused spare for
+		// the next restore).
+		if n := len(emulators(pl.socketDir + "/" + fid)); n < 1 || n > 2 {
+			t.Fatalf("fork %s has %d emulators", fid, n)
+		}
+	}
+	for _, f := range fork.Sessions {
+		pl.must(t, 204, "DELETE", "/api/v1/sessions/"+f["id"].(string), nil, nil)
+	}
+
+	snapshotBadInput(t, pl, id, sid)
+
+	pl.must(t, 204, "DELETE", "/api/v1/snapshots/"+sid, nil, nil)
+	pl.must(t, 404, "GET", "/api/v1/snapshots/"+sid, nil, nil)
+	pl.must(t, 204, "DELETE", "/api/v1/sessions/"+id, nil, nil)
+}
+
+func snapshotBadInput(t *testing.T, pl *platform, id, sid string) {
+	lm := runningSession(t, pl, "lm3s6965evb")
+	nd := runningSession(t, pl, "netduino2")
+	defer pl.must(t, 204, "DELETE", "/api/v1/sessions/"+lm, nil, nil)
+	defer pl.must(t, 204, "DELETE", "/api/v1/sessions/"+nd, nil, nil)
+	for _, c := range []struct {
+		name, method, path string
+		body               any
+		status             int
+		contains           string
+	}{
+		{"board that cannot restore", "POST", "/api/v1/sessions/" + lm + "/snapshots", map[string]string{"name": "x"}, 422, "cannot restore"},
+		{"unknown snapshot", "POST", "/api/v1/sessions/" + id + "/restore", map[string]string{"snapshot_id": "0123456789abcdef"}, 422, "does not exist"},
+		{"snapshot of another board", "POST", "/api/v1/sessions/" + nd + "/restore", map[string]string{"snapshot_id": sid}, 422, "mps2-an385"},
+		{"missing snapshot id", "POST", "/api/v1/sessions/" + id + "/restore", map[string]string{}, 400, "snapshot_id"},
+		{"snapshot of a missing session", "POST", "/api/v1/sessions/0123456789abcdef/snapshots", map[string]string{"name": "x"}, 404, "not found"},
+		{"no name", "POST", "/api/v1/sessions/" + id + "/snapshots", map[string]string{}, 400, "name"},
+		{"unknown field", "POST", "/api/v1/sessions/" + id + "/snapshots", map[string]string{"name": "x", "when": "now"}, 400, "when"},
+		{"fork count 0", "POST", "/api/v1/snapshots/" + sid + "/sessions", map[string]int{"count": 0}, 400, "count"},
+		{"fork count 17", "POST", "/api/v1/snapshots/" + sid + "/sessions", map[string]int{"count": 17}, 400, "count"},
+		{"fork of unknown", "POST", "/api/v1/snapshots/0123456789abcdef/sessions", map[string]int{"count": 1}, 404, "not found"},
+		{"get unknown", "GET", "/api/v1/snapshots/nope", nil, 404, "not found"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := pl.call(t, c.method, c.path, c.body, nil)
+			if code != c.status || !strings.Contains(string(body), c.contains) {
+				t.Fatalf("status %d (want %d): %s", code, c.status, body)
+			}
+		})
+	}
+	// Snapshot of a stopped session.
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+nd+"/poweroff", nil, nil)
+	if code, body := pl.call(t, "POST", "/api/v1/sessions/"+nd+"/snapshots", map[string]string{"name": "x"}, nil); code != 409 {
+		t.Fatalf("snapshot of a stopped session: %d %s", code, body)
+	}
+}
+
+// TestSnapshotArtifacts covers what lives in the blob store: a corrupted
+// state is refused before QEMU reads it, a state from another QEMU version is
+// refused as incompatible, and both come from manifests after a restart.
+func TestSnapshotArtifacts(t *testing.T) {
+	pl := startStandalone(t)
+	id := runningSession(t, pl, "netduino2")
+	var snap map[string]any
+	pl.must(t, 201, "POST", "/api/v1/sessions/"+id+"/snapshots", map[string]string{"name": "a"}, &snap)
+	sid := snap["id"].(string)
+	var other map[string]any
+	pl.must(t, 201, "POST", "/api/v1/sessions/"+id+"/snapshots", map[string]string{"name": "b"}, &other)
+	oid := other["id"].(string)
+
+	// Restart with the same data dir: snapshots come back from manifests.
+	old := pl.procs[0]
+	old.stop()
+	// A corrupted state (and no runner cache to hide it).
+	state := filepath.Join(pl.dataDir, "blobs", "snapshots", sid, "state")
+	b, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(state, b, 0o600)
+	cached, _ := filepath.Glob(filepath.Join(pl.dataDir, "runner", "cache", "*.state"))
+	for _, c := range cached {
+		os.Remove(c)
+	}
+	// A state from another emulator version.
+	mf := filepath.Join(pl.dataDir, "blobs", "snapshots", oid, "manifest.json")
+	m, _ := os.ReadFile(mf)
+	os.WriteFile(mf, []byte(strings.Replace(string(m), other["emulator_version"].(string), "6.2.0", 1)), 0o600)
+
+	again := startProc(t, "machineserver", addedEnv(old))
+	pl.procs[0] = again
+	waitHealthy(t, pl.base, again)
+	pl.must(t, 200, "GET", "/api/v1/snapshots/"+sid, nil, nil)
+
+	// The session is gone with the restart (live state); restore into a new one.
+	var s map[string]any
+	pl.must(t, 201, "POST", "/api/v1/sessions", map[string]any{"name": "n", "board_config": map[string]string{"board": "netduino2"}}, &s)
+	nid := s["id"].(string)
+	code, body := pl.call(t, "POST", "/api/v1/sessions/"+nid+"/restore", map[string]string{"snapshot_id": sid}, nil)
+	if code != 422 || !strings.Contains(string(body), "corrupted") {
+		t.Fatalf("corrupted state: %d %s", code, body)
+	}
+	code, body = pl.call(t, "POST", "/api/v1/sessions/"+nid+"/restore", map[string]string{"snapshot_id": oid}, nil)
+	if code != 422 || !strings.Contains(string(body), "incompatible") {
+		t.Fatalf("other version: %d %s", code, body)
+	}
+	if n := len(emulators(pl.socketDir + "/" + nid)); n != 0 {
+		t.Fatalf("a refused restore left %d emulators", n)
+	}
+	pl.must(t, 204, "DELETE", "/api/v1/sessions/"+nid, nil, nil)
+}

@@ -1,0 +1,463 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/machineserver/machineserver/events"
+	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/cmdevent"
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/runnerapi"
+	"github.com/machineserver/machineserver/shared/state"
+)
+
+// Deps are the handler's collaborators. Sessions is the sessions function's
+// handler used as a library: forks create sessions exactly as POST
+// /api/v1/sessions does.
+type Deps struct {
+	State     *state.Store
+	Blobs     blob.Store
+	Sessions  *sessions.Handler
+	Publisher events.Publisher
+	Log       *slog.Logger
+}
+
+// Handler serves the snapshots function.
+type Handler struct {
+	d      Deps
+	source string
+}
+
+// New returns the handler.
+func New(d Deps) *Handler { return &Handler{d: d, source: events.SourceSnapshots} }
+
+// CreateRequest is POST /api/v1/sessions/{id}/snapshots.
+type CreateRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// RestoreRequest is POST /api/v1/sessions/{id}/restore.
+type RestoreRequest struct {
+	SnapshotID string `json:"snapshot_id"`
+}
+
+// ForkRequest is POST /api/v1/snapshots/{sid}/sessions.
+type ForkRequest struct {
+	Count      int    `json:"count"`
+	NamePrefix string `json:"name_prefix,omitempty"`
+}
+
+// MaxFork bounds one fork request.
+const MaxFork = 16
+
+// List is a page of snapshots.
+type List struct {
+	Snapshots []model.Snapshot `json:"snapshots"`
+	Total     int              `json:"total"`
+	Page      int              `json:"page"`
+	PageSize  int              `json:"page_size"`
+}
+
+const maxBody = 64 << 10
+
+// restoreLease bounds how long a dead restore can block a delete.
+const restoreLease = 2 * time.Minute
+
+func validName(n string) error {
+	if n == "" || len(n) > 128 || strings.IndexFunc(n, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return httpapi.BadRequest("name is required: 1 to 128 printable characters")
+	}
+	return nil
+}
+
+// snapshotBoard checks up front that the session's board restores on its
+// runner's QEMU, so a request that would crash later is refused now.
+func (h *Handler) snapshotBoard(ctx context.Context, s model.Session) error {
+	caps, err := h.d.Sessions.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
+	be, _ := caps.Backend(s.Backend)
+	b, ok := be.Board(s.Machine)
+	if !ok {
+		return httpapi.Unprocessable("board %s is no longer offered", s.Machine)
+	}
+	if !b.Snapshots {
+		var ok []string
+		for _, k := range be.Boards {
+			if k.Snapshots {
+				ok = append(ok, k.Name)
+			}
+		}
+		return httpapi.Unprocessable("board %s cannot restore saved state on QEMU %s (probed), so it cannot be snapshotted; boards that can: %s",
+			s.Machine, be.Version, strings.Join(ok, ", "))
+	}
+	return nil
+}
+
+// Create captures a running session's machine state.
+func (h *Handler) Create(ctx context.Context, sessionID string, in CreateRequest) (model.Snapshot, error) {
+	if err := validName(in.Name); err != nil {
+		return model.Snapshot{}, err
+	}
+	if len(in.Description) > 1024 {
+		return model.Snapshot{}, httpapi.BadRequest("description is limited to 1024 characters")
+	}
+	t0 := time.Now()
+	s, err := h.d.Sessions.Get(ctx, sessionID)
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	if err := h.snapshotBoard(ctx, s); err != nil {
+		return model.Snapshot{}, err
+	}
+	if s.State != model.StateRunning {
+		return model.Snapshot{}, httpapi.Conflict("session %s is %s; only a running session can be snapshotted", s.ID, s.State)
+	}
+	p, err := h.d.State.GetProgram(ctx, s.ProgramID)
+	if err != nil {
+		return model.Snapshot{}, fmt.Errorf("program %s of session %s: %w", s.ProgramID, s.ID, err)
+	}
+	rc, err := h.d.Sessions.Runner(ctx, &s, false)
+	if err == nil && rc == nil {
+		err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, s.ID)
+	}
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	snap := model.Snapshot{
+		ID: model.NewID(), Name: in.Name, Description: in.Description, SessionID: s.ID,
+		Backend: s.Backend, Machine: s.Machine, ProgramID: p.ID, ProgramSHA256: p.SHA256,
+		Parent: s.SnapshotID, CreatedAt: time.Now().UTC(),
+	}
+	t1 := time.Now()
+	res, err := rc.Snapshot(ctx, s.ID, runnerapi.SnapshotRequest{SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID), Machine: s.Machine})
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	t2 := time.Now()
+	snap.Size, snap.SHA256, snap.EmulatorVersion, snap.ConsoleOffset = res.Size, res.SHA256, res.EmulatorVersion, res.ConsoleOffset
+	manifest, _ := json.MarshalIndent(snap, "", "  ")
+	if err := h.d.Blobs.Put(ctx, model.SnapshotManifestKey(snap.ID), bytes.NewReader(manifest), int64(len(manifest)), "application/json"); err != nil {
+		h.d.Blobs.Remove(context.WithoutCancel(ctx), model.SnapshotStateKey(snap.ID))
+		return model.Snapshot{}, fmt.Errorf("store snapshot manifest: %w", err)
+	}
+	if err := h.d.State.PutSnapshot(ctx, snap); err != nil {
+		return model.Snapshot{}, err
+	}
+	h.d.Log.Debug("snapshot created", "snapshot", snap.ID, "prepare_ms", ms(t1.Sub(t0)), "runner_ms", ms(t2.Sub(t1)), "record_ms", ms(time.Since(t2)))
+	h.publish(events.TypeSnapshotCreated, snap.ID, snap)
+	return snap, nil
+}
+
+// Get returns a snapshot or a 404.
+func (h *Handler) Get(ctx context.Context, id string) (model.Snapshot, error) {
+	if !model.ValidID(id) {
+		return model.Snapshot{}, httpapi.NotFound("snapshot %q not found (ids are 16 hex digits)", id)
+	}
+	snap, err := h.d.State.GetSnapshot(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return snap, httpapi.NotFound("snapshot %s not found", id)
+	}
+	return snap, err
+}
+
+// List returns a page of a session's snapshots, or of all for "".
+func (h *Handler) List(ctx context.Context, sessionID string, pg httpapi.Page) (List, error) {
+	if sessionID != "" {
+		if _, err := h.d.Sessions.Get(ctx, sessionID); err != nil {
+			return List{}, err
+		}
+	}
+	ss, total, err := h.d.State.ListSnapshots(ctx, sessionID, pg.Offset(), pg.Size)
+	return List{Snapshots: ss, Total: total, Page: pg.Page, PageSize: pg.Size}, err
+}
+
+// Delete removes a snapshot that no restore is reading.
+func (h *Handler) Delete(ctx context.Context, id string) (model.Snapshot, error) {
+	snap, err := h.Get(ctx, id)
+	if err != nil {
+		return snap, err
+	}
+	busy, err := h.d.State.SnapshotInUse(ctx, id)
+	if err != nil {
+		return snap, err
+	}
+	if busy {
+		return snap, httpapi.Conflict("snapshot %s is being restored right now; delete it when the restore is done", id)
+	}
+	if err := h.d.State.DeleteSnapshot(ctx, snap); err != nil && !errors.Is(err, state.ErrNotFound) {
+		return snap, err
+	}
+	for _, k := range []string{model.SnapshotManifestKey(id), model.SnapshotStateKey(id)} {
+		if err := h.d.Blobs.Remove(ctx, k); err != nil {
+			return snap, fmt.Errorf("remove %s: %w", k, err)
+		}
+	}
+	h.publish(events.TypeSnapshotDeleted, snap.ID, snap)
+	return snap, nil
+}
+
+// Restore brings a session back to a snapshot's state, whether it runs or
+// not, on whichever runner hosts it now.
+func (h *Handler) Restore(ctx context.Context, sessionID string, in RestoreRequest) (model.Session, error) {
+	s, err := h.d.Sessions.Get(ctx, sessionID)
+	if err != nil {
+		return s, err
+	}
+	if in.SnapshotID == "" {
+		return s, httpapi.BadRequest("snapshot_id is required")
+	}
+	snap, err := h.Get(ctx, in.SnapshotID)
+	var he *httpapi.Error
+	if errors.As(err, &he) && he.Status == http.StatusNotFound {
+		return s, httpapi.Unprocessable("snapshot %s does not exist", in.SnapshotID)
+	}
+	if err != nil {
+		return s, err
+	}
+	if snap.Machine != s.Machine || snap.Backend != s.Backend {
+		return s, httpapi.Unprocessable("snapshot %s is of a %s %s; session %s is a %s %s", snap.ID, snap.Backend, snap.Machine, s.ID, s.Backend, s.Machine)
+	}
+	if err := h.snapshotBoard(ctx, s); err != nil {
+		return s, err
+	}
+	rp, err := h.d.Sessions.Program(ctx, s, snap.ProgramID)
+	if err != nil {
+		return s, err
+	}
+	if rp.SHA256 != snap.ProgramSHA256 {
+		return s, httpapi.Unprocessable("program %s changed since snapshot %s was taken", snap.ProgramID, snap.ID)
+	}
+	release, err := h.d.State.UseSnapshot(ctx, snap.ID, restoreLease)
+	if err != nil {
+		return s, err
+	}
+	defer release()
+	rc, err := h.d.Sessions.Runner(ctx, &s, true)
+	if err != nil {
+		return s, err
+	}
+	if _, err := rc.Restore(ctx, s.ID, runnerapi.RestoreRequest{
+		Machine: s.Machine, Program: rp, SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID),
+		SHA256: snap.SHA256, EmulatorVersion: snap.EmulatorVersion,
+	}); err != nil {
+		return s, err
+	}
+	s, err = h.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
+		x.ProgramID, x.SnapshotID = snap.ProgramID, snap.ID
+		return nil
+	})
+	if err != nil {
+		return s, err
+	}
+	h.publish(events.TypeSnapshotRestored, s.ID, events.Restored{Snapshot: snap, Session: s})
+	return s, nil
+}
+
+// Fork creates count new sessions, each restored from the snapshot and
+// running independently. If one fails, those created by this call are
+// deleted again.
+func (h *Handler) Fork(ctx context.Context, id string, in ForkRequest) ([]model.Session, error) {
+	if in.Count < 1 || in.Count > MaxFork {
+		return nil, httpapi.BadRequest("count must be from 1 to %d; got %d", MaxFork, in.Count)
+	}
+	snap, err := h.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	prefix := in.NamePrefix
+	if prefix == "" {
+		prefix = snap.Name
+	}
+	if err := validName(prefix); err != nil {
+		return nil, err
+	}
+	if len(prefix) > 124 {
+		// Room for "-16": session names are limited to 128 characters.
+		return nil, httpapi.BadRequest("name_prefix is limited to 124 characters")
+	}
+	var out []model.Session
+	for i := range in.Count {
+		s, err := h.d.Sessions.Create(ctx, sessions.CreateRequest{
+			Name: fmt.Sprintf("%s-%d", prefix, i+1), Backend: snap.Backend, BoardConfig: model.BoardConfig{Board: snap.Machine},
+		})
+		if err == nil {
+			out = append(out, s)
+			s, err = h.Restore(ctx, s.ID, RestoreRequest{SnapshotID: id})
+			out[len(out)-1] = s
+		}
+		if err != nil {
+			for _, c := range out {
+				h.d.Sessions.Delete(context.WithoutCancel(ctx), c.ID)
+			}
+			return nil, err
+		}
+	}
+	h.publish(events.TypeSnapshotForked, snap.ID, events.Forked{Snapshot: snap, Sessions: out})
+	return out, nil
+}
+
+// Reindex rebuilds the Redis index from the manifests in the blob store.
+func (h *Handler) Reindex(ctx context.Context) (int, error) {
+	objs, err := h.d.Blobs.List(ctx, "snapshots/")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range objs {
+		if !strings.HasSuffix(o.Key, "/manifest.json") {
+			continue
+		}
+		b, err := blob.GetBytes(ctx, h.d.Blobs, o.Key)
+		if err != nil {
+			return n, err
+		}
+		var snap model.Snapshot
+		if err := json.Unmarshal(b, &snap); err != nil || !model.ValidID(snap.ID) {
+			h.d.Log.Warn("skipping unreadable snapshot manifest", "key", o.Key, "err", err)
+			continue
+		}
+		if err := h.d.State.PutSnapshot(ctx, snap); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (h *Handler) publish(typ, subject string, data any) {
+	if err := h.d.Publisher.Publish(context.Background(), typ, subject, data); err != nil {
+		h.d.Log.Warn("publish", "type", typ, "err", err)
+	}
+}
+
+// Routes mounts the REST API on mux.
+func (h *Handler) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/sessions/{id}/snapshots", func(w http.ResponseWriter, r *http.Request) {
+		var in CreateRequest
+		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		snap, err := h.Create(r.Context(), r.PathValue("id"), in)
+		httpapi.Reply(w, r, http.StatusCreated, snap, err)
+	})
+	list := func(sessionID func(*http.Request) string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			pg, err := httpapi.ParsePage(r)
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			l, err := h.List(r.Context(), sessionID(r), pg)
+			httpapi.Reply(w, r, http.StatusOK, l, err)
+		}
+	}
+	mux.HandleFunc("GET /api/v1/sessions/{id}/snapshots", list(func(r *http.Request) string { return r.PathValue("id") }))
+	mux.HandleFunc("GET /api/v1/snapshots", list(func(*http.Request) string { return "" }))
+	mux.HandleFunc("GET /api/v1/snapshots/{sid}", func(w http.ResponseWriter, r *http.Request) {
+		snap, err := h.Get(r.Context(), r.PathValue("sid"))
+		httpapi.Reply(w, r, http.StatusOK, snap, err)
+	})
+	mux.HandleFunc("DELETE /api/v1/snapshots/{sid}", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := h.Delete(r.Context(), r.PathValue("sid")); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /api/v1/sessions/{id}/restore", func(w http.ResponseWriter, r *http.Request) {
+		var in RestoreRequest
+		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		s, err := h.Restore(r.Context(), r.PathValue("id"), in)
+		httpapi.Reply(w, r, http.StatusOK, s, err)
+	})
+	mux.HandleFunc("POST /api/v1/snapshots/{sid}/sessions", func(w http.ResponseWriter, r *http.Request) {
+		var in ForkRequest
+		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		ss, err := h.Fork(r.Context(), r.PathValue("sid"), in)
+		httpapi.Reply(w, r, http.StatusCreated, map[string]any{"sessions": ss}, err)
+	})
+}
+
+// Events returns the CloudEvents receiver for snapshot commands.
+func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
+	return cmdevent.Handler(ctx, h.source, map[string]cmdevent.Op{
+		events.TypeSnapshotCreate: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.CreateSnapshot
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			snap, err := h.Create(ctx, in.SessionID, CreateRequest{Name: in.Name, Description: in.Description})
+			return cmdevent.Reply{Type: events.TypeSnapshotCreated, Subject: snap.ID, Data: snap}, err
+		},
+		events.TypeSnapshotRestore: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.RestoreSnapshot
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			s, err := h.Restore(ctx, in.SessionID, RestoreRequest{SnapshotID: in.SnapshotID})
+			if err != nil {
+				return cmdevent.Reply{}, err
+			}
+			snap, err := h.Get(ctx, in.SnapshotID)
+			return cmdevent.Reply{Type: events.TypeSnapshotRestored, Subject: s.ID, Data: events.Restored{Snapshot: snap, Session: s}}, err
+		},
+		events.TypeSnapshotFork: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.ForkSnapshot
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			ss, err := h.Fork(ctx, in.SnapshotID, ForkRequest{Count: in.Count, NamePrefix: in.NamePrefix})
+			if err != nil {
+				return cmdevent.Reply{}, err
+			}
+			snap, err := h.Get(ctx, in.SnapshotID)
+			return cmdevent.Reply{Type: events.TypeSnapshotForked, Subject: snap.ID, Data: events.Forked{Snapshot: snap, Sessions: ss}}, err
+		},
+		events.TypeSnapshotDelete: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			var in events.SnapshotRef
+			if err := cmdevent.Decode(e, &in); err != nil {
+				return cmdevent.Reply{}, err
+			}
+			snap, err := h.Delete(ctx, in.SnapshotID)
+			return cmdevent.Reply{Type: events.TypeSnapshotDeleted, Subject: snap.ID, Data: snap}, err
+		},
+	}, h.d.Log)
+}
+
+// Health reports what the function is connected to.
+func (h *Handler) Health(ctx context.Context) (map[string]any, error) {
+	v, err := h.d.Sessions.Health(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.d.Blobs.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	v["blobs"] = h.d.Blobs.Name()
+	return v, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,280 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// migration polls query-migrate until the migration completes or fails.
+func (p *Process) migration(ctx context.Context) error {
+	for {
+		raw, err := p.QMP.Execute(ctx, "query-migrate", nil)
+		if err != nil {
+			return fmt.Errorf("qemu: query-migrate: %w", err)
+		}
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("qemu: query-migrate: %w", err)
+		}
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("qemu: migration %s: %s", st.Status, st.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.done:
+			return fmt.Errorf("qemu: %s during migration: %s", p.ExitReason(), strings.TrimSpace(p.Output()))
+		case <-time.After(500 * time.Microsecond):
+		}
+	}
+}
+
+// Save writes the machine's full state to path with a QMP migration (QEMU
+// 7.2 has no file: target, so exec:cat). The guest is paused for the capture
+// and resumed afterwards if it was running; paused, if set, runs after the
+// state is written and before the guest resumes (to note where its output
+// stood).
+func (p *Process) Save(ctx context.Context, path string, paused func()) error {
+	if strings.ContainsAny(path, "'\"\\ ,") {
+		return fmt.Errorf("qemu: snapshot path %q has characters the exec: URI cannot carry", path)
+	}
+	st, err := p.QMP.Status(ctx)
+	if err != nil {
+		return err
+	}
+	running := st == "running"
+	if running {
+		if _, err := p.QMP.Execute(ctx, "stop", nil); err != nil {
+			return fmt.Errorf("qemu: stop: %w", err)
+		}
+	}
+	tmp := path + ".part"
+	_, err = p.QMP.Execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + tmp})
+	if err == nil {
+		err = p.migration(ctx)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	if paused != nil {
+		paused()
+	}
+	if running {
+		// After a completed migration the source sits in postmigrate; cont
+		// resumes it.
+		if _, cerr := p.QMP.Execute(ctx, "cont", nil); cerr != nil && err == nil {
+			err = fmt.Errorf("qemu: resume after snapshot: %w", cerr)
+		}
+	}
+	return err
+}
+
+// SaveTo streams the machine's full state into w over a unix socket QEMU
+// connects to (no cat process, no second pass over a file). The guest is
+// paused for the capture and resumed afterwards if it was running; paused,
+// if set, runs after the state is written and before the guest resumes.
+func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func()) error {
+	sock := filepath.Join(p.dir, MigrationSocket)
+	os.Remove(sock)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("qemu: listen for migration: %w", err)
+	}
+	defer os.Remove(sock)
+	defer ln.Close()
+	st, err := p.QMP.Status(ctx)
+	if err != nil {
+		return err
+	}
+	running := st == "running"
+	if running {
+		if _, err := p.QMP.Execute(ctx, "stop", nil); err != nil {
+			return fmt.Errorf("qemu: stop: %w", err)
+		}
+	}
+	err = p.stream(ctx, ln, w)
+	if paused != nil {
+		paused()
+	}
+	if running {
+		if _, cerr := p.QMP.Execute(ctx, "cont", nil); cerr != nil && err == nil {
+			err = fmt.Errorf("qemu: resume after snapshot: %w", cerr)
+		}
+	}
+	return err
+}
+
+// stream runs an outgoing migration into ln and copies it to w.
+func (p *Process) stream(ctx context.Context, ln *net.UnixListener, w io.Writer) error {
+	if _, err := p.QMP.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + ln.Addr().String()}); err != nil {
+		return fmt.Errorf("qemu: migrate: %w", err)
+	}
+	c, err := accept(ctx, ln)
+	if err != nil {
+		return fmt.Errorf("qemu: migration connection: %w", err)
+	}
+	defer c.Close()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(w, c)
+		copied <- err
+	}()
+	if err := p.migration(ctx); err != nil {
+		return err
+	}
+	select {
+	case err := <-copied:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// RestoreFrom feeds a saved state from r into a process started with
+// Config.Incoming, over a unix socket QEMU listens on. The guest stays
+// paused: the caller sends cont.
+func (p *Process) RestoreFrom(ctx context.Context, r io.Reader) error {
+	sock := filepath.Join(p.dir, MigrationSocket)
+	os.Remove(sock)
+	if _, err := p.QMP.Execute(ctx, "migrate-incoming", map[string]any{"uri": "unix:" + sock}); err != nil {
+		return fmt.Errorf("qemu: migrate-incoming: %w", err)
+	}
+	defer os.Remove(sock)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return fmt.Errorf("qemu: migration connection: %w", err)
+	}
+	_, err = io.Copy(c, r)
+	c.Close()
+	if err != nil {
+		return fmt.Errorf("qemu: send state: %w", err)
+	}
+	return p.migration(ctx)
+}
+
+// Restore loads a state saved by Save into a process started with
+// Config.Incoming. The guest stays paused: the caller sends cont.
+func (p *Process) Restore(ctx context.Context, path string) error {
+	if strings.ContainsAny(path, "'\"\\ ,") {
+		return fmt.Errorf("qemu: snapshot path %q has characters the exec: URI cannot carry", path)
+	}
+	if _, err := p.QMP.Execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + path}); err != nil {
+		return fmt.Errorf("qemu: migrate-incoming: %w", err)
+	}
+	return p.migration(ctx)
+}
+
+// ErrNoSnapshots means a machine cannot restore its own state on this QEMU.
+var ErrNoSnapshots = errors.New("qemu: snapshots do not restore on this machine")
+
+// ProbeSnapshot checks, for real, that machine's state can be saved and
+// restored by binary: it saves a paused machine and restores it into a
+// second process. On QEMU 7.2, lm3s6965evb aborts here (an SD card
+// assertion), which is the point of asking the binary instead of guessing.
+func ProbeSnapshot(ctx context.Context, binary, machine, dir string) error {
+	img := filepath.Join(dir, "probe.bin")
+	// A vector table whose reset handler is "b ." keeps the CPU harmless.
+	vt := []byte{0x00, 0x10, 0x00, 0x20, 0x09, 0x00, 0x00, 0x00, 0xfe, 0xe7, 0, 0}
+	if err := os.WriteFile(img, vt, 0o600); err != nil {
+		return err
+	}
+	start := func(sub string, incoming bool) (*Process, error) {
+		return Start(ctx, Config{Binary: binary, Machine: machine, Dir: filepath.Join(dir, sub), Incoming: incoming,
+			Firmware: Firmware{Path: img, Format: "bin", LoadAddress: 0}})
+	}
+	src, err := start("a", false)
+	if err != nil {
+		return err
+	}
+	defer src.Kill()
+	state := filepath.Join(dir, "probe.state")
+	if err := src.Save(ctx, state, nil); err != nil {
+		return err
+	}
+	dst, err := start("b", true)
+	if err != nil {
+		return err
+	}
+	defer dst.Kill()
+	if err := dst.Restore(ctx, state); err != nil {
+		return fmt.Errorf("%w: %v", ErrNoSnapshots, err)
+	}
+	if _, err := dst.QMP.Status(ctx); err != nil {
+		return fmt.Errorf("%w: %v", ErrNoSnapshots, err)
+	}
+	return nil
+}
+
+// ProbeSnapshots probes every machine, two at a time, and returns which
+// restore. Results are cached in cacheDir per binary (path, size, mtime), as
+// the probe takes about 100 ms per machine.
+func ProbeSnapshots(ctx context.Context, binary string, machines []string, cacheDir string) map[string]bool {
+	fi, err := os.Stat(binary)
+	if err != nil {
+		return map[string]bool{}
+	}
+	cache := filepath.Join(cacheDir, fmt.Sprintf("snapshot-probe-%x.json", hashString(fmt.Sprintf("%s|%d|%d|%s", binary, fi.Size(), fi.ModTime().UnixNano(), strings.Join(machines, ",")))))
+	out := map[string]bool{}
+	if b, err := os.ReadFile(cache); err == nil && json.Unmarshal(b, &out) == nil {
+		return out
+	}
+	type result struct {
+		m  string
+		ok bool
+	}
+	res := make(chan result)
+	sem := make(chan struct{}, 2)
+	for _, m := range machines {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			dir, err := os.MkdirTemp("", "msp")
+			if err != nil {
+				res <- result{m, false}
+				return
+			}
+			defer os.RemoveAll(dir)
+			pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			res <- result{m, ProbeSnapshot(pctx, binary, m, dir) == nil}
+		}()
+	}
+	for range machines {
+		r := <-res
+		out[r.m] = r.ok
+	}
+	if b, err := json.Marshal(out); err == nil {
+		tmp := cache + ".tmp"
+		if os.WriteFile(tmp, b, 0o600) == nil {
+			os.Rename(tmp, cache)
+		}
+	}
+	return out
+}
+
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
