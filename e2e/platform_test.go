@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/machineserver", "./runner", "./functions/sessions", "./functions/programs", "./functions/snapshots")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/machineserver", "./runner", "./functions/sessions", "./functions/programs", "./functions/snapshots", "./cmd/msctl")
 	cmd.Dir = ".."
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -83,9 +83,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startProc(t testing.TB, name string, env []string) *proc {
+func startProc(t testing.TB, name string, env []string, args ...string) *proc {
 	p := &proc{name: name, out: &syncBuffer{}}
-	p.cmd = exec.Command(filepath.Join(binDir, name))
+	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -45,7 +45,11 @@ type Endpoint struct {
 	lns    []net.Listener
 	conns  map[net.Conn]struct{} // every client connection, for Close
 	cur    *Client
-	wg     sync.WaitGroup // accept loops and ServeConn calls
+	// last and lastEnd remember the previous debugger, so an emulator exit
+	// that races its detach (gdb's kill) can still be put down to it.
+	last    *Client
+	lastEnd time.Time
+	wg      sync.WaitGroup // accept loops and ServeConn calls
 }
 
 // New returns an endpoint with no emulator behind it yet (see SetStub).
@@ -73,6 +77,19 @@ func (e *Endpoint) Attached() (Client, bool) {
 		return Client{}, false
 	}
 	return *e.cur, true
+}
+
+// Recent reports the attached debugger, or the one that detached within d.
+func (e *Endpoint) Recent(d time.Duration) (Client, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur != nil {
+		return *e.cur, true
+	}
+	if e.last != nil && time.Since(e.lastEnd) <= d {
+		return *e.last, true
+	}
+	return Client{}, false
 }
 
 // Admit decides whether a TCP client may debug. It returns the audit label
@@ -220,6 +237,9 @@ func (e *Endpoint) detach(stub net.Conn) {
 		stub.Close()
 	}
 	e.mu.Lock()
+	if e.cur != nil {
+		e.last, e.lastEnd = e.cur, time.Now()
+	}
 	e.cur = nil
 	e.mu.Unlock()
 }

@@ -101,6 +101,32 @@ func (r *Runner) Handler() http.Handler {
 		httpapi.Reply(w, req, http.StatusOK, map[string]int{"written": len(data)}, err)
 	})
 	mux.HandleFunc("GET "+p+"/sessions/{id}/stream/console", r.streamConsole)
+	mux.HandleFunc("GET "+p+"/sessions/{id}/gdb", func(w http.ResponseWriter, req *http.Request) {
+		s, err := r.slot(req.PathValue("id"), true)
+		if err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		g := runnerapi.GDB{TCP: s.gdbAddr}
+		if c, ok := s.gdb.Attached(); ok {
+			g.Attached = &runnerapi.Debugger{Who: c.Who, Since: c.Since}
+		}
+		httpapi.WriteJSON(w, http.StatusOK, g)
+	})
+	// The tunnel upgrades even when the machine is off, so gdb is told why
+	// in its own protocol instead of seeing a failed handshake.
+	mux.HandleFunc("GET "+p+"/sessions/{id}/stream/gdb", func(w http.ResponseWriter, req *http.Request) {
+		s, err := r.slot(req.PathValue("id"), true)
+		if err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		who := "websocket " + req.RemoteAddr
+		if f := req.Header.Get("X-Forwarded-For"); f != "" {
+			who = "websocket " + f
+		}
+		s.gdb.ServeWebSocket(w, req, who)
+	})
 	return r.auth(mux)
 }
 

@@ -8,15 +8,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/runner/console"
+	"github.com/machineserver/machineserver/runner/gdb"
 	"github.com/machineserver/machineserver/runner/qemu"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
@@ -39,6 +42,12 @@ type Settings struct {
 	// Prelaunch keeps a paused QEMU ready for each stopped session that has
 	// a program, so power on is a QMP cont instead of a cold start.
 	Prelaunch bool `envconfig:"MS_PRELAUNCH" default:"true"`
+	// GDBListen is the address each session's debugger port binds to (port
+	// 0: one ephemeral port per session); GDBAdvertise is the host name
+	// reported to users (default: the listen host, or the hostname when
+	// listening on all interfaces).
+	GDBListen    string `envconfig:"MS_GDB_LISTEN" default:"127.0.0.1"`
+	GDBAdvertise string `envconfig:"MS_GDB_ADVERTISE_HOST"`
 }
 
 // Config is what a runner needs.
@@ -75,8 +84,12 @@ type Runner struct {
 type session struct {
 	id   string
 	ring *console.Ring
-	mu   sync.Mutex // serialises start/stop/reset/delete
-	proc *qemu.Process
+	// gdb is the session's debugger access; it outlives processes like the
+	// ring, and points at whichever QEMU is the session's machine.
+	gdb     *gdb.Endpoint
+	gdbAddr string
+	mu      sync.Mutex // serialises start/stop/reset/delete
+	proc    *qemu.Process
 	// stopping marks a stop we asked for, so its exit is not an error.
 	stopping bool
 	pumped   chan struct{} // closed when the console pump of proc ended
@@ -232,6 +245,7 @@ func (r *Runner) Shutdown(ctx context.Context) {
 			s.mu.Lock()
 			r.dropSpares(s)
 			s.mu.Unlock()
+			s.gdb.Close()
 		}()
 	}
 	wg.Wait()
@@ -253,12 +267,30 @@ func (r *Runner) slot(id string, create bool) (*session, error) {
 	if r.closed {
 		return nil, httpapi.Unavailable("runner %s is shutting down", r.cfg.ID)
 	}
-	s = &session{id: id, ring: console.NewRing(r.cfg.ConsoleBytes)}
+	s = &session{id: id, ring: console.NewRing(r.cfg.ConsoleBytes), gdb: gdb.New(r.log.With("session", id))}
+	addr, err := s.gdb.ListenTCP(net.JoinHostPort(r.cfg.GDBListen, "0"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("debugger port for session %s: %w", id, err)
+	}
+	s.gdbAddr = net.JoinHostPort(r.gdbHost(), strconv.Itoa(addr.(*net.TCPAddr).Port))
 	r.sessions[id] = s
 	return s, nil
 }
 
 func (r *Runner) running() int { return int(r.active.Load()) }
+
+// gdbHost is the host name debuggers are told to connect to.
+func (r *Runner) gdbHost() string {
+	if r.cfg.GDBAdvertise != "" {
+		return r.cfg.GDBAdvertise
+	}
+	if ip := net.ParseIP(r.cfg.GDBListen); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			return h
+		}
+	}
+	return r.cfg.GDBListen
+}
 
 // setProc and setSpare keep the counters in step with the slots; s.mu is held.
 func (r *Runner) setProc(s *session, p *qemu.Process) {
@@ -331,6 +363,7 @@ func (r *Runner) activate(ctx context.Context, s *session, proc *qemu.Process, h
 	r.setProc(s, proc)
 	s.stopping, s.pumped = false, make(chan struct{})
 	go r.pump(s, proc, s.pumped)
+	s.gdb.SetStub(filepath.Join(proc.Dir(), qemu.GDBSocket))
 
 	now := time.Now().UTC()
 	updated, err := r.state.UpdateSession(ctx, s.id, func(sess *model.Session) error {
@@ -370,7 +403,10 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 	requested := s.stopping
 	if s.proc == p {
 		r.setProc(s, nil)
+		s.gdb.SetStub("")
 	}
+	// gdb's kill makes QEMU exit 0 while (or just as) the debugger goes.
+	debugger, debugging := s.gdb.Recent(2 * time.Second)
 	s.mu.Unlock()
 	r.removeDir(p)
 	// Whatever happens below, the next power on should find a spare.
@@ -379,6 +415,8 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 	newState, reason, typ := model.StateStopped, "", events.TypeSessionStopped
 	switch {
 	case requested:
+	case p.ExitCode() == 0 && debugging:
+		reason = "the debugger ended the emulator (gdb kill) from " + debugger.Who
 	case p.ExitCode() == 0:
 		reason = "firmware exited with status 0"
 	default:
@@ -454,6 +492,7 @@ func (r *Runner) stopLocked(s *session) {
 		return
 	}
 	s.stopping = true
+	s.gdb.SetStub("")
 	p.Stop(r.cfg.StopGrace)
 	<-s.pumped
 	r.setProc(s, nil)
@@ -509,6 +548,7 @@ func (r *Runner) Delete(id string) error {
 	s.deleted = true
 	r.dropSpares(s)
 	s.mu.Unlock()
+	s.gdb.Close()
 	s.ring.Close()
 	r.mu.Lock()
 	delete(r.sessions, id)
@@ -542,6 +582,7 @@ func (r *Runner) status(s *session) runnerapi.Status {
 	if s.cold.p != nil {
 		st.SparePid = s.cold.p.Pid()
 	}
+	st.GDB = s.gdbAddr
 	return st
 }
 
@@ -610,7 +651,7 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 	}
 	s.gen++
 	proc, err := qemu.Start(ctx, qemu.Config{
-		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming,
+		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming, GDB: true,
 		Dir:      filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen)),
 		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
 	})

@@ -67,6 +67,20 @@ type RestoreRequest struct {
 	EmulatorVersion string  `json:"emulator_version"`
 }
 
+// GDB is how a debugger reaches a session on its runner.
+type GDB struct {
+	// TCP is the runner's debugger port for the session, "host:port".
+	TCP string `json:"tcp"`
+	// Attached is who is debugging now, if anyone.
+	Attached *Debugger `json:"attached,omitempty"`
+}
+
+// Debugger is an attached debugger.
+type Debugger struct {
+	Who   string    `json:"who"`
+	Since time.Time `json:"since"`
+}
+
 // Status is a runner's view of one session.
 type Status struct {
 	SessionID string `json:"session_id"`
@@ -74,6 +88,8 @@ type Status struct {
 	Pid       int    `json:"pid,omitempty"`
 	// SparePid is the paused QEMU kept ready for the next power on.
 	SparePid int `json:"spare_pid,omitempty"`
+	// GDB is the session's debugger port, "host:port".
+	GDB string `json:"gdb,omitempty"`
 	// ConsoleEnd is the offset one past the newest console byte.
 	ConsoleEnd int64 `json:"console_end"`
 }
@@ -183,6 +199,13 @@ func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest) (St
 	return st, err
 }
 
+// GDB returns the session's debugger endpoint (opened on first use).
+func (c *Client) GDB(ctx context.Context, id string) (GDB, error) {
+	var g GDB
+	_, err := c.do(ctx, http.MethodGet, sessionPath(id)+"/gdb", nil, "", &g)
+	return g, err
+}
+
 // Delete stops the machine and forgets the console history.
 func (c *Client) Delete(ctx context.Context, id string) error {
 	_, err := c.do(ctx, http.MethodDelete, sessionPath(id), nil, "", nil)
@@ -240,6 +263,8 @@ func (c *Client) Proxy(path string) http.Handler {
 			r.Out.URL.Path = Prefix + path
 			r.Out.URL.RawPath = ""
 			r.Out.Header.Set("Authorization", "Bearer "+c.token)
+			// The runner audits who attaches a debugger: keep the client's address.
+			r.SetXForwarded()
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -452,7 +452,12 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /api/v1/sessions/{id}/console", h.console)
 	mux.HandleFunc("POST /api/v1/sessions/{id}/console", h.consoleInput)
-	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/console", h.stream)
+	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/console", h.stream("console"))
+	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/gdb", h.stream("gdb"))
+	mux.HandleFunc("GET /api/v1/sessions/{id}/gdb", func(w http.ResponseWriter, r *http.Request) {
+		g, err := h.GDB(r.Context(), r.PathValue("id"), baseURL(r))
+		httpapi.Reply(w, r, http.StatusOK, g, err)
+	})
 }
 
 // console returns the UART history from ?offset= as raw bytes; the
@@ -522,24 +527,87 @@ func (h *Handler) consoleInput(w http.ResponseWriter, r *http.Request) {
 	httpapi.Reply(w, r, http.StatusOK, map[string]int{"written": len(data)}, err)
 }
 
-// stream proxies the WebSocket console to the session's runner, which owns
-// the emulator and the console ring.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	s, err := h.Get(r.Context(), id)
+// stream proxies a WebSocket stream (the console or the gdb tunnel) to the
+// session's runner, which owns the emulator, the console ring and the
+// debugger endpoint.
+func (h *Handler) stream(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		s, err := h.Get(r.Context(), id)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		rc, err := h.runner(r.Context(), &s, false)
+		if err == nil && rc == nil {
+			err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, id)
+		}
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		rc.Proxy(runnerapi.SessionPath(id)+"/stream/"+kind).ServeHTTP(w, r)
+	}
+}
+
+// GDBInfo is GET /api/v1/sessions/{id}/gdb: how to attach a debugger.
+type GDBInfo struct {
+	SessionID string `json:"session_id"`
+	// TCP is the runner's debugger port for this session (direct path).
+	TCP string `json:"tcp"`
+	// WebSocket carries the raw RSP stream (the tunnel: no open port needed).
+	WebSocket string              `json:"websocket"`
+	Attached  *runnerapi.Debugger `json:"attached,omitempty"`
+	Snippets  GDBSnippets         `json:"snippets"`
+}
+
+// GDBSnippets are ready to paste.
+type GDBSnippets struct {
+	GDB    string         `json:"gdb"`
+	Msctl  string         `json:"msctl"`
+	VSCode map[string]any `json:"vscode_launch"`
+	// HaltedPowerOn stops the CPU at the reset vector so a debugger can
+	// attach before the first instruction.
+	HaltedPowerOn string `json:"halted_poweron"`
+}
+
+// GDB says how to debug a session: the direct port, the tunnel, snippets.
+func (h *Handler) GDB(ctx context.Context, id, base string) (GDBInfo, error) {
+	s, err := h.Get(ctx, id)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return GDBInfo{}, err
 	}
-	rc, err := h.runner(r.Context(), &s, false)
-	if err == nil && rc == nil {
-		err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, id)
-	}
+	rc, err := h.runner(ctx, &s, true)
 	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
+		return GDBInfo{}, err
 	}
-	rc.Proxy(runnerapi.SessionPath(id)+"/stream/console").ServeHTTP(w, r)
+	g, err := rc.GDB(ctx, id)
+	if err != nil {
+		return GDBInfo{}, err
+	}
+	ws := "ws" + strings.TrimPrefix(base, "http") + "/api/v1/sessions/" + id + "/stream/gdb"
+	return GDBInfo{
+		SessionID: id, TCP: g.TCP, WebSocket: ws, Attached: g.Attached,
+		Snippets: GDBSnippets{
+			GDB:   fmt.Sprintf("gdb-multiarch firmware.elf -ex 'target extended-remote %s'", g.TCP),
+			Msctl: fmt.Sprintf("msctl gdb %s --listen 127.0.0.1:3333 --server %s", id, base),
+			VSCode: map[string]any{
+				"name": "Machine Server " + s.Name, "type": "cortex-debug", "request": "attach",
+				"servertype": "external", "gdbTarget": g.TCP, "gdbPath": "gdb-multiarch",
+				"executable": "${workspaceFolder}/path/to/firmware.elf",
+			},
+			HaltedPowerOn: fmt.Sprintf("curl -X POST %s/api/v1/sessions/%s/poweron?halted=true", base, id),
+		},
+	}, nil
+}
+
+// baseURL is the API's external URL as the client sees it.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
 }
 
 // Events returns the CloudEvents receiver: each command type runs the same
