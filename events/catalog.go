@@ -69,6 +69,7 @@ var Catalog = []Spec{
 	spec(TypeSnapshotRestored, Notification, Restored{}, "A session was restored from a snapshot and runs (subject is the session)."),
 	spec(TypeSnapshotForked, Notification, Forked{}, "New sessions were created from a snapshot, each running."),
 	spec(TypeSnapshotDeleted, Notification, model.Snapshot{}, "A snapshot was deleted; data is its last state."),
+	spec(TypeCoverageReady, Notification, CoverageReport{}, "A coverage report was stored; its artifacts are in the blob store under coverage/<id>/."),
 }
 
 // Lookup returns the spec of an event type.

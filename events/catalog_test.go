@@ -15,7 +15,7 @@ import (
 	"github.com/machineserver/machineserver/shared/model"
 )
 
-var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot)\.[a-z]+\.v[0-9]+$`)
+var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage)\.[a-z]+\.v[0-9]+$`)
 
 func TestCatalogIsComplete(t *testing.T) {
 	seen := map[string]bool{}
@@ -180,6 +180,8 @@ func subjectOf(v any) string {
 		return v.Session.ID
 	case *Forked:
 		return v.Snapshot.ID
+	case *CoverageReport:
+		return v.ID
 	}
 	return ""
 }
@@ -224,6 +226,7 @@ func TestSource(t *testing.T) {
 		"sessions":        SourceSessions,
 		"programs":        SourcePrograms,
 		"snapshots":       SourceSnapshots,
+		"coverage":        SourceCoverage,
 		"runner/runner-0": "/machineserver/runner/runner-0",
 		"/sessions/":      SourceSessions,
 	} {

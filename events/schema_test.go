@@ -113,6 +113,20 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 	fork := with(restored, func(s *model.Session) {
 		s.ID, s.Name, s.BoardConfig = model.NewID(), "booted-1", model.BoardConfig{Board: "lm3s6965evb"}
 	})
+	// A report of one session that only maps to addresses (a stripped
+	// image), and a merge of two reports that lost counts in a crash.
+	rawCoverage := CoverageReport{
+		ID: model.NewID(), ProgramID: elf.ID, ProgramSHA256: elf.SHA256, Sessions: []string{started.ID},
+		Level: "address", Final: true, Artifacts: map[string]string{"counts": "coverage/x/counts.json"}, CreatedAt: later,
+	}
+	merged := CoverageReport{
+		ID: model.NewID(), ProgramID: elf.ID, ProgramSHA256: elf.SHA256, Sessions: []string{started.ID, fork.ID},
+		Parents: []string{rawCoverage.ID, model.NewID()}, Level: "source", Notes: []string{"session crashed"},
+		Totals:    CoverageTotals{LinesFound: 10, LinesHit: 7, FunctionsFound: 2, FunctionsHit: 2, BranchesFound: 4, BranchesHit: 1},
+		Artifacts: map[string]string{"lcov": "a", "json": "b", "html": "c", "counts": "d"}, CreatedAt: later,
+	}
+	byFunction := merged
+	byFunction.Level = "function"
 	for _, tc := range []struct {
 		typ  string
 		data any
@@ -150,6 +164,9 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeSnapshotDeleted, child},
 		{TypeSessionStarted, restored},
 		{TypeSessionDeleted, restored},
+		{TypeCoverageReady, rawCoverage},
+		{TypeCoverageReady, merged},
+		{TypeCoverageReady, byFunction},
 	} {
 		e, err := New(SourceSessions, tc.typ, "", tc.data)
 		if err != nil {
@@ -228,6 +245,29 @@ func TestSchemasRejectInvalid(t *testing.T) {
 			d["sessions"] = s
 		}},
 		{TypeSnapshotForked, "session not running", func(d obj) { d["sessions"].([]any)[1].(obj)["state"] = "created" }},
+		{TypeCoverageReady, "malformed id", func(d obj) { d["id"] = "C8E1F04B7A29D365" }},
+		{TypeCoverageReady, "bad program sha256", func(d obj) { d["program_sha256"] = "abc" }},
+		{TypeCoverageReady, "no sessions", func(d obj) { d["sessions"] = []any{} }},
+		{TypeCoverageReady, "null sessions", func(d obj) { d["sessions"] = nil }},
+		{TypeCoverageReady, "malformed session id", func(d obj) { d["sessions"].([]any)[0] = "../x" }},
+		{TypeCoverageReady, "same session twice", func(d obj) { d["sessions"] = []any{"6c0f2a9d4e813b57", "6c0f2a9d4e813b57"} }},
+		{TypeCoverageReady, "empty parents", func(d obj) { d["parents"] = []any{} }},
+		{TypeCoverageReady, "malformed parent", func(d obj) { d["parents"].([]any)[0] = "root" }},
+		{TypeCoverageReady, "unknown level", func(d obj) { d["level"] = "line" }},
+		{TypeCoverageReady, "no final", func(d obj) { delete(d, "final") }},
+		{TypeCoverageReady, "final not boolean", func(d obj) { d["final"] = "yes" }},
+		{TypeCoverageReady, "empty note", func(d obj) { d["notes"] = []any{""} }},
+		{TypeCoverageReady, "no totals", func(d obj) { delete(d, "totals") }},
+		{TypeCoverageReady, "negative total", func(d obj) { d["totals"].(obj)["lines_hit"] = -1 }},
+		{TypeCoverageReady, "fractional total", func(d obj) { d["totals"].(obj)["branches_found"] = 2.5 }},
+		{TypeCoverageReady, "missing total", func(d obj) { delete(d["totals"].(obj), "functions_hit") }},
+		{TypeCoverageReady, "unknown totals field", func(d obj) { d["totals"].(obj)["regions_found"] = 1 }},
+		{TypeCoverageReady, "no artifacts", func(d obj) { d["artifacts"] = obj{} }},
+		{TypeCoverageReady, "null artifacts", func(d obj) { d["artifacts"] = nil }},
+		{TypeCoverageReady, "unknown artifact format", func(d obj) { d["artifacts"].(obj)["cobertura"] = "coverage/x/cobertura.xml" }},
+		{TypeCoverageReady, "artifact key not a string", func(d obj) { d["artifacts"].(obj)["lcov"] = 7 }},
+		{TypeCoverageReady, "empty artifact key", func(d obj) { d["artifacts"].(obj)["html"] = "" }},
+		{TypeCoverageReady, "time not RFC 3339", func(d obj) { d["created_at"] = "now" }},
 	}
 	for _, s := range Catalog {
 		cases = append(cases, struct {

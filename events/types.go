@@ -2,6 +2,7 @@ package events
 
 import (
 	"strings"
+	"time"
 
 	"github.com/machineserver/machineserver/shared/model"
 )
@@ -42,6 +43,7 @@ const (
 	TypeSnapshotRestored = "io.machineserver.snapshot.restored.v1"
 	TypeSnapshotForked   = "io.machineserver.snapshot.forked.v1"
 	TypeSnapshotDeleted  = "io.machineserver.snapshot.deleted.v1"
+	TypeCoverageReady    = "io.machineserver.coverage.ready.v1"
 )
 
 // Event sources of the components that publish.
@@ -49,10 +51,13 @@ const (
 	SourceSessions  = "/machineserver/sessions"
 	SourcePrograms  = "/machineserver/programs"
 	SourceSnapshots = "/machineserver/snapshots"
+	// SourceCoverage is the source of coverage notifications; the sessions
+	// function publishes them, but a consumer filters on what they are about.
+	SourceCoverage = "/machineserver/coverage"
 )
 
 // Source returns the event source of a component: "sessions", "programs",
-// "snapshots" or "runner/<id>".
+// "snapshots", "coverage" or "runner/<id>".
 func Source(component string) string {
 	return "/machineserver/" + strings.Trim(component, "/")
 }
@@ -139,4 +144,38 @@ type Restored struct {
 type Forked struct {
 	Snapshot model.Snapshot  `json:"snapshot"`
 	Sessions []model.Session `json:"sessions"`
+}
+
+// CoverageReport is the data of TypeCoverageReady: a stored coverage report.
+// Its artifacts are in the blob store under coverage/<id>/.
+type CoverageReport struct {
+	ID            string `json:"id"`
+	ProgramID     string `json:"program_id"`
+	ProgramSHA256 string `json:"program_sha256"`
+	// Sessions are the sessions whose counts the report holds, at least one.
+	Sessions []string `json:"sessions"`
+	// Parents are the reports merged into this one.
+	Parents []string `json:"parents,omitempty"`
+	// Level is "source", "function" or "address": how far the counts could
+	// be mapped back, which depends on the debug info the program has.
+	Level string `json:"level"`
+	// Final is false when some counts may be missing: a session crashed, or
+	// the report was read while a session still ran.
+	Final  bool           `json:"final"`
+	Notes  []string       `json:"notes,omitempty"`
+	Totals CoverageTotals `json:"totals"`
+	// Artifacts maps a format ("lcov", "json", "html" or "counts") to its
+	// blob key.
+	Artifacts map[string]string `json:"artifacts"`
+	CreatedAt time.Time         `json:"created_at"`
+}
+
+// CoverageTotals are the found/hit counts of a report.
+type CoverageTotals struct {
+	LinesFound     int `json:"lines_found"`
+	LinesHit       int `json:"lines_hit"`
+	FunctionsFound int `json:"functions_found"`
+	FunctionsHit   int `json:"functions_hit"`
+	BranchesFound  int `json:"branches_found"`
+	BranchesHit    int `json:"branches_hit"`
 }

@@ -86,7 +86,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reindex programs: %w", err)
 	}
-	sh := sessions.New(sessions.Deps{State: st, Publisher: pub, RunnerToken: token, Log: log.With("component", "sessions")})
+	sh := sessions.New(sessions.Deps{State: st, Blobs: blobs, Publisher: pub, RunnerToken: token, Log: log.With("component", "sessions")})
 
 	snh := snapshots.New(snapshots.Deps{State: st, Blobs: blobs, Sessions: sh, Publisher: pub, Log: log.With("component", "snapshots")})
 	if _, err := snh.Reindex(ctx); err != nil {

@@ -16,6 +16,7 @@ import (
 // Config is read once from the environment.
 type Config struct {
 	config.Common
+	config.S3
 	Port        string `envconfig:"PORT" default:"8080"`
 	RedisURL    string `envconfig:"MS_REDIS_URL" required:"true"`
 	RunnerToken string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
@@ -34,12 +35,16 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
+	blobs, err := cfg.S3.Blob(ctx)
+	if err != nil {
+		return err
+	}
 	pub, closePub, err := cfg.Publisher("sessions", log)
 	if err != nil {
 		return err
 	}
 	defer closePub(context.Background())
 
-	h := handler.New(handler.Deps{State: st, Publisher: pub, RunnerToken: cfg.RunnerToken, Log: log})
+	h := handler.New(handler.Deps{State: st, Blobs: blobs, Publisher: pub, RunnerToken: cfg.RunnerToken, Log: log})
 	return config.ServeFunction(ctx, cfg.Port, h, log)
 }

@@ -47,7 +47,7 @@ func run(ctx context.Context) error {
 	defer closePub(context.Background())
 
 	// Forks create sessions exactly as the sessions function does.
-	sh := sessions.New(sessions.Deps{State: st, Publisher: pub, RunnerToken: cfg.RunnerToken, Log: log})
+	sh := sessions.New(sessions.Deps{State: st, Blobs: blobs, Publisher: pub, RunnerToken: cfg.RunnerToken, Log: log})
 	h := handler.New(handler.Deps{State: st, Blobs: blobs, Sessions: sh, Publisher: pub, Log: log})
 	n, err := h.Reindex(ctx)
 	if err != nil {

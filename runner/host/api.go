@@ -101,6 +101,21 @@ func (r *Runner) Handler() http.Handler {
 		httpapi.Reply(w, req, http.StatusOK, map[string]int{"written": len(data)}, err)
 	})
 	mux.HandleFunc("GET "+p+"/sessions/{id}/stream/console", r.streamConsole)
+	mux.HandleFunc("POST "+p+"/sessions/{id}/coverage/start", func(w http.ResponseWriter, req *http.Request) {
+		httpapi.Reply(w, req, http.StatusOK, map[string]bool{"collecting": true}, r.CoverageStart(req.Context(), req.PathValue("id")))
+	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/coverage/stop", func(w http.ResponseWriter, req *http.Request) {
+		httpapi.Reply(w, req, http.StatusOK, map[string]bool{"collecting": false}, r.CoverageStop(req.Context(), req.PathValue("id")))
+	})
+	mux.HandleFunc("GET "+p+"/sessions/{id}/coverage", func(w http.ResponseWriter, req *http.Request) {
+		c, err := r.Coverage(req.Context(), req.PathValue("id"))
+		if err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		c.WriteTo(w)
+	})
 	mux.HandleFunc("GET "+p+"/sessions/{id}/gdb", func(w http.ResponseWriter, req *http.Request) {
 		s, err := r.slot(req.PathValue("id"), true)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/runner/console"
+	"github.com/machineserver/machineserver/runner/coverage"
 	"github.com/machineserver/machineserver/runner/gdb"
 	"github.com/machineserver/machineserver/runner/qemu"
 	"github.com/machineserver/machineserver/shared/blob"
@@ -46,7 +47,11 @@ type Settings struct {
 	// 0: one ephemeral port per session); GDBAdvertise is the host name
 	// reported to users (default: the listen host, or the hostname when
 	// listening on all interfaces).
-	GDBListen    string `envconfig:"MS_GDB_LISTEN" default:"127.0.0.1"`
+	GDBListen string `envconfig:"MS_GDB_LISTEN" default:"127.0.0.1"`
+	// Coverage loads the coverage plugin into every emulator (found through
+	// MS_COVERAGE_PLUGIN or build/plugin); without it coverage is offered
+	// by no board.
+	Coverage     bool   `envconfig:"MS_COVERAGE" default:"true"`
 	GDBAdvertise string `envconfig:"MS_GDB_ADVERTISE_HOST"`
 }
 
@@ -70,6 +75,8 @@ type Runner struct {
 	log   *slog.Logger
 	caps  board.Capabilities
 	start time.Time
+	// plugin is the coverage plugin, "" when coverage is unavailable.
+	plugin string
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -97,6 +104,7 @@ type session struct {
 	// restorable marks a session that used snapshots, so it gets an
 	// incoming spare too.
 	cold, incoming spare
+	cov            covState
 	restorable     bool
 	last           *runnerapi.StartRequest
 	gen            int // numbers instance directories, so a spare and the active process never share sockets
@@ -141,6 +149,18 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		caps:     board.Build(probe.Version, probe.Binary, probe.Machines, probe.CPUs, probeSnapshots(ctx, probe, cfg.Dir)),
 		start:    time.Now().UTC(),
 		sessions: map[string]*session{},
+	}
+	if cfg.Coverage {
+		if r.plugin, err = coverage.Locate(); err != nil {
+			r.log.Warn("coverage unavailable", "err", err)
+		}
+	}
+	if r.plugin != "" {
+		r.caps.Features = append(slices.Clone(r.caps.Features), "coverage")
+		for i := range r.caps.Backends[0].Boards {
+			b := &r.caps.Backends[0].Boards[i]
+			b.Features = append(slices.Clone(b.Features), "coverage")
+		}
 	}
 	if err := r.reconcile(ctx); err != nil {
 		return nil, err
@@ -344,8 +364,12 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 		}
 	}
 	last := req
-	last.Halted, last.Restart = false, false
+	last.Halted, last.Restart, last.Coverage = false, false, false
 	s.last = &last
+	if req.Coverage && r.plugin != "" && !s.cov.on {
+		// From the first instruction: the new process has counted nothing.
+		s.cov = covState{on: true, started: true, acc: s.cov.acc}
+	}
 	t1 := time.Now()
 	st, err := r.activate(ctx, s, proc, req.Halted)
 	if err != nil {
@@ -402,6 +426,8 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 	s.mu.Lock()
 	requested := s.stopping
 	if s.proc == p {
+		// It ended on its own: stopLocked and replace did not see it go.
+		r.harvest(s, p)
 		r.setProc(s, nil)
 		s.gdb.SetStub("")
 	}
@@ -495,6 +521,7 @@ func (r *Runner) stopLocked(s *session) {
 	s.gdb.SetStub("")
 	p.Stop(r.cfg.StopGrace)
 	<-s.pumped
+	r.harvest(s, p)
 	r.setProc(s, nil)
 	// watch needs s.mu to finish; let it run.
 	s.mu.Unlock()
@@ -650,11 +677,17 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 		return nil, err
 	}
 	s.gen++
-	proc, err := qemu.Start(ctx, qemu.Config{
-		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming, GDB: true,
-		Dir:      filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen)),
+	dir := filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen))
+	cfg := qemu.Config{
+		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming, GDB: true, Dir: dir,
 		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
-	})
+	}
+	if r.plugin != "" {
+		// Always counted (a few percent of run time), so coverage can start
+		// on a running machine: QEMU cannot load a plugin later.
+		cfg.Plugins = []qemu.Plugin{coverage.PluginFor(r.plugin, dir, coverage.Options{Interval: time.Second})}
+	}
+	proc, err := qemu.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start session %s: %w", s.id, err)
 	}

@@ -142,6 +142,7 @@ func (r *Runner) replace(s *session) {
 		return
 	}
 	s.stopping = true
+	r.harvestLive(s, p)
 	p.Kill()
 	<-p.Done()
 	<-s.pumped

@@ -63,6 +63,8 @@ type Session struct {
 	Reason    string `json:"reason,omitempty"`
 	ProgramID string `json:"program_id,omitempty"`
 	RunnerID  string `json:"runner_id,omitempty"`
+	// Coverage is on while the session's coverage window is open.
+	Coverage bool `json:"coverage,omitempty"`
 	// SnapshotID is the snapshot the machine was last restored from.
 	SnapshotID string     `json:"snapshot_id,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	report "github.com/machineserver/machineserver/shared/coverage"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
 )
@@ -38,6 +39,9 @@ type StartRequest struct {
 	Halted bool `json:"halted,omitempty"`
 	// Restart stops a running emulator first instead of refusing.
 	Restart bool `json:"restart,omitempty"`
+	// Coverage opens the session's coverage window from the first
+	// instruction, if it is not open yet.
+	Coverage bool `json:"coverage,omitempty"`
 }
 
 // SnapshotRequest asks for the session's machine state to be saved and
@@ -125,19 +129,7 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ct
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error *httpapi.Error `json:"error"`
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-		if json.Unmarshal(b, &e) == nil && e.Error != nil {
-			e.Error.Status = resp.StatusCode
-			if resp.StatusCode >= 500 {
-				// The runner's internals are not the client's business.
-				return resp, fmt.Errorf("runner %s: %s", c.base.Host, e.Error.Message)
-			}
-			return resp, e.Error
-		}
-		return resp, fmt.Errorf("runner %s: %s %s: status %d", c.base.Host, method, path, resp.StatusCode)
+		return resp, decodeError(c.base.Host, resp)
 	}
 	if out != nil {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -158,6 +150,24 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	}
 	_, err := c.do(ctx, http.MethodPost, path, body, "application/json", out)
 	return err
+}
+
+// decodeError turns a runner's error reply into an error: its 4xx as
+// *httpapi.Error with the same status, its 5xx as an internal error.
+func decodeError(host string, resp *http.Response) error {
+	var e struct {
+		Error *httpapi.Error `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if json.Unmarshal(b, &e) == nil && e.Error != nil {
+		e.Error.Status = resp.StatusCode
+		if resp.StatusCode >= 500 {
+			// The runner's internals are not the client's business.
+			return fmt.Errorf("runner %s: %s", host, e.Error.Message)
+		}
+		return e.Error
+	}
+	return fmt.Errorf("runner %s: %s %s: status %d", host, resp.Request.Method, resp.Request.URL.Path, resp.StatusCode)
 }
 
 func sessionPath(id string) string { return "/sessions/" + url.PathEscape(id) }
@@ -197,6 +207,34 @@ func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest) (St
 	var st Status
 	err := c.post(ctx, sessionPath(id)+"/restore", req, &st)
 	return st, err
+}
+
+// CoverageStart opens the session's coverage window.
+func (c *Client) CoverageStart(ctx context.Context, id string) error {
+	return c.post(ctx, sessionPath(id)+"/coverage/start", nil, nil)
+}
+
+// CoverageStop closes the session's coverage window.
+func (c *Client) CoverageStop(ctx context.Context, id string) error {
+	return c.post(ctx, sessionPath(id)+"/coverage/stop", nil, nil)
+}
+
+// Coverage returns the counts of the session's coverage window so far.
+func (c *Client) Coverage(ctx context.Context, id string) (report.Counts, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+Prefix+sessionPath(id)+"/coverage", nil)
+	if err != nil {
+		return report.Counts{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return report.Counts{}, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return report.Counts{}, decodeError(c.base.Host, resp)
+	}
+	return report.Parse(resp.Body)
 }
 
 // GDB returns the session's debugger endpoint (opened on first use).

@@ -15,6 +15,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -25,7 +26,9 @@ import (
 
 // Deps are the handler's collaborators.
 type Deps struct {
-	State       *state.Store
+	State *state.Store
+	// Blobs holds programs (read for coverage reports) and coverage reports.
+	Blobs       blob.Store
 	Publisher   events.Publisher
 	RunnerToken string
 	Log         *slog.Logger
@@ -49,6 +52,8 @@ type CreateRequest struct {
 	Name        string            `json:"name"`
 	Backend     string            `json:"backend"`
 	BoardConfig model.BoardConfig `json:"board_config"`
+	// Coverage collects coverage from the first power on.
+	Coverage bool `json:"coverage,omitempty"`
 }
 
 // LoadRequest is POST /api/v1/sessions/{id}/program.
@@ -128,6 +133,7 @@ func (h *Handler) Create(ctx context.Context, in CreateRequest) (model.Session, 
 	s := model.Session{
 		ID: model.NewID(), Name: in.Name, Backend: in.Backend, BoardConfig: in.BoardConfig,
 		Machine: b.Name, State: model.StateCreated, RunnerID: r.ID, CreatedAt: now, UpdatedAt: now,
+		Coverage: in.Coverage,
 	}
 	if err := h.d.State.CreateSession(ctx, s); err != nil {
 		return model.Session{}, err
@@ -320,7 +326,7 @@ func (h *Handler) PowerOn(ctx context.Context, id string, halted bool) (model.Se
 	if err != nil {
 		return s, err
 	}
-	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Halted: halted}); err != nil {
+	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage}); err != nil {
 		return s, err
 	}
 	return h.Get(ctx, id)
@@ -454,6 +460,7 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/sessions/{id}/console", h.consoleInput)
 	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/console", h.stream("console"))
 	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/gdb", h.stream("gdb"))
+	h.coverageRoutes(mux)
 	mux.HandleFunc("GET /api/v1/sessions/{id}/gdb", func(w http.ResponseWriter, r *http.Request) {
 		g, err := h.GDB(r.Context(), r.PathValue("id"), baseURL(r))
 		httpapi.Reply(w, r, http.StatusOK, g, err)
