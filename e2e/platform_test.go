@@ -186,6 +186,7 @@ func startDistributed(t testing.TB, env ...string) *platform {
 	common := append([]string{
 		"MS_REDIS_URL=" + redisURL, "MS_S3_ENDPOINT=" + s3.Endpoint, "MS_S3_ACCESS_KEY=" + s3.AccessKey,
 		"MS_S3_SECRET_KEY=" + s3.SecretKey, "MS_S3_BUCKET=" + s3.Bucket, "MS_RUNNER_TOKEN=test-runner-token", "MS_LOG_LEVEL=debug",
+		"MS_RUNNER_HEARTBEAT=1s",
 	}, env...)
 	sock := shortDir(t, "msr")
 	pl := &platform{name: "distributed", socketDir: sock}

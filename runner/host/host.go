@@ -51,8 +51,11 @@ type Settings struct {
 	// Coverage loads the coverage plugin into every emulator (found through
 	// MS_COVERAGE_PLUGIN or build/plugin); without it coverage is offered
 	// by no board.
-	Coverage     bool   `envconfig:"MS_COVERAGE" default:"true"`
-	GDBAdvertise string `envconfig:"MS_GDB_ADVERTISE_HOST"`
+	Coverage bool `envconfig:"MS_COVERAGE" default:"true"`
+	// Heartbeat is how often the registration in Redis is refreshed; it
+	// expires after three missed beats, and the runner's sessions are lost.
+	Heartbeat    time.Duration `envconfig:"MS_RUNNER_HEARTBEAT" default:"5s"`
+	GDBAdvertise string        `envconfig:"MS_GDB_ADVERTISE_HOST"`
 }
 
 // Config is what a runner needs.
@@ -62,8 +65,6 @@ type Config struct {
 	URL   string // where functions reach the internal API
 	Dir   string // the program cache
 	Token string
-	// Heartbeat is how often the registration in Redis is refreshed.
-	Heartbeat time.Duration
 }
 
 // Runner hosts emulators.
@@ -172,14 +173,18 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 }
 
 // probeSnapshots asks the binary which catalog boards restore saved state.
-func probeSnapshots(ctx context.Context, probe qemu.Probe, cacheDir string) map[string]bool {
+func probeSnapshots(ctx context.Context, probe qemu.Probe, cacheDir string) map[string]board.SnapshotProbe {
 	var machines []string
 	for _, k := range board.Known {
 		if slices.Contains(probe.Machines, k.Name) {
 			machines = append(machines, k.Name)
 		}
 	}
-	return qemu.ProbeSnapshots(ctx, probe.Binary, machines, cacheDir)
+	out := map[string]board.SnapshotProbe{}
+	for m, p := range qemu.ProbeSnapshots(ctx, probe.Binary, machines, cacheDir) {
+		out[m] = board.SnapshotProbe{Restores: p.Restores, Unsaved: p.Unsaved}
+	}
+	return out
 }
 
 // Capabilities is what this runner's QEMU offers.

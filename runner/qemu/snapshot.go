@@ -8,7 +8,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"time"
 )
@@ -185,16 +188,30 @@ func (p *Process) Restore(ctx context.Context, path string) error {
 // ErrNoSnapshots means a machine cannot restore its own state on this QEMU.
 var ErrNoSnapshots = errors.New("qemu: snapshots do not restore on this machine")
 
+// SnapshotProbe is what the binary says about one machine's snapshots.
+type SnapshotProbe struct {
+	// Restores is true if a saved state loads into a new process.
+	Restores bool `json:"restores"`
+	// Unsaved are the machine's device types that have no migration state
+	// in this binary: a restored machine has them back at their reset state.
+	Unsaved []string `json:"unsaved,omitempty"`
+}
+
+// stateless device types hold no guest-visible state worth saving.
+var stateless = map[string]bool{"ARM-bitband-memory": true, "unimplemented-device": true}
+
 // ProbeSnapshot checks, for real, that machine's state can be saved and
 // restored by binary: it saves a paused machine and restores it into a
 // second process. On QEMU 7.2, lm3s6965evb aborts here (an SD card
 // assertion), which is the point of asking the binary instead of guessing.
-func ProbeSnapshot(ctx context.Context, binary, machine, dir string) error {
+// saved are the device types that have migration state (see VMStates).
+func ProbeSnapshot(ctx context.Context, binary, machine, dir string, saved map[string]bool) (SnapshotProbe, error) {
+	var res SnapshotProbe
 	img := filepath.Join(dir, "probe.bin")
 	// A vector table whose reset handler is "b ." keeps the CPU harmless.
 	vt := []byte{0x00, 0x10, 0x00, 0x20, 0x09, 0x00, 0x00, 0x00, 0xfe, 0xe7, 0, 0}
 	if err := os.WriteFile(img, vt, 0o600); err != nil {
-		return err
+		return res, err
 	}
 	start := func(sub string, incoming bool) (*Process, error) {
 		return Start(ctx, Config{Binary: binary, Machine: machine, Dir: filepath.Join(dir, sub), Incoming: incoming,
@@ -202,43 +219,90 @@ func ProbeSnapshot(ctx context.Context, binary, machine, dir string) error {
 	}
 	src, err := start("a", false)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer src.Kill()
+	tree, err := src.QMP.HumanCommand(ctx, "info qtree")
+	if err != nil {
+		return res, err
+	}
+	seen := map[string]bool{}
+	for _, m := range qtreeDev.FindAllStringSubmatch(tree, -1) {
+		t := m[1]
+		if !saved[t] && !stateless[t] && !strings.HasSuffix(t, "-soc") && !seen[t] {
+			seen[t] = true
+			res.Unsaved = append(res.Unsaved, t)
+		}
+	}
+	sort.Strings(res.Unsaved)
 	state := filepath.Join(dir, "probe.state")
 	if err := src.Save(ctx, state, nil); err != nil {
-		return err
+		return res, err
 	}
 	dst, err := start("b", true)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer dst.Kill()
 	if err := dst.Restore(ctx, state); err != nil {
-		return fmt.Errorf("%w: %v", ErrNoSnapshots, err)
+		return res, fmt.Errorf("%w: %v", ErrNoSnapshots, err)
 	}
 	if _, err := dst.QMP.Status(ctx); err != nil {
-		return fmt.Errorf("%w: %v", ErrNoSnapshots, err)
+		return res, fmt.Errorf("%w: %v", ErrNoSnapshots, err)
 	}
-	return nil
+	res.Restores = true
+	return res, nil
 }
 
-// ProbeSnapshots probes every machine, two at a time, and returns which
-// restore. Results are cached in cacheDir per binary (path, size, mtime), as
-// the probe takes about 100 ms per machine.
-func ProbeSnapshots(ctx context.Context, binary string, machines []string, cacheDir string) map[string]bool {
+var qtreeDev = regexp.MustCompile(`dev: ([A-Za-z0-9_.-]+),`)
+
+// VMStates lists the device types of binary that have migration state
+// (-dump-vmstate).
+func VMStates(ctx context.Context, binary, dir string) (map[string]bool, error) {
+	out := filepath.Join(dir, "vmstate.json")
+	if b, err := exec.CommandContext(ctx, binary, "-M", "none", "-display", "none", "-dump-vmstate", out).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("qemu: -dump-vmstate: %w: %s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("qemu: -dump-vmstate: %w", err)
+	}
+	saved := map[string]bool{}
+	for k := range m {
+		saved[k] = true
+	}
+	return saved, nil
+}
+
+// ProbeSnapshots probes every machine, two at a time. Results are cached in
+// cacheDir per binary (path, size, mtime), as the probe takes about 100 ms
+// per machine.
+func ProbeSnapshots(ctx context.Context, binary string, machines []string, cacheDir string) map[string]SnapshotProbe {
+	out := map[string]SnapshotProbe{}
 	fi, err := os.Stat(binary)
 	if err != nil {
-		return map[string]bool{}
+		return out
 	}
-	cache := filepath.Join(cacheDir, fmt.Sprintf("snapshot-probe-%x.json", hashString(fmt.Sprintf("%s|%d|%d|%s", binary, fi.Size(), fi.ModTime().UnixNano(), strings.Join(machines, ",")))))
-	out := map[string]bool{}
+	cache := filepath.Join(cacheDir, fmt.Sprintf("snapshot-probe-v2-%x.json", hashString(fmt.Sprintf("%s|%d|%d|%s", binary, fi.Size(), fi.ModTime().UnixNano(), strings.Join(machines, ",")))))
 	if b, err := os.ReadFile(cache); err == nil && json.Unmarshal(b, &out) == nil {
 		return out
 	}
+	tmp, err := os.MkdirTemp("", "msp")
+	if err != nil {
+		return out
+	}
+	defer os.RemoveAll(tmp)
+	saved, err := VMStates(ctx, binary, tmp)
+	if err != nil {
+		return out
+	}
 	type result struct {
-		m  string
-		ok bool
+		m string
+		p SnapshotProbe
 	}
 	res := make(chan result)
 	sem := make(chan struct{}, 2)
@@ -248,18 +312,19 @@ func ProbeSnapshots(ctx context.Context, binary string, machines []string, cache
 			defer func() { <-sem }()
 			dir, err := os.MkdirTemp("", "msp")
 			if err != nil {
-				res <- result{m, false}
+				res <- result{m, SnapshotProbe{}}
 				return
 			}
 			defer os.RemoveAll(dir)
 			pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
-			res <- result{m, ProbeSnapshot(pctx, binary, m, dir) == nil}
+			p, _ := ProbeSnapshot(pctx, binary, m, dir, saved)
+			res <- result{m, p}
 		}()
 	}
 	for range machines {
 		r := <-res
-		out[r.m] = r.ok
+		out[r.m] = r.p
 	}
 	if b, err := json.Marshal(out); err == nil {
 		tmp := cache + ".tmp"

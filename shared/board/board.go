@@ -30,9 +30,19 @@ type Board struct {
 	UARTs       []UART   `json:"uarts"`
 	Peripherals []string `json:"peripherals"`
 	Features    []string `json:"features"`
-	// Snapshots says whether this emulator restores the board's state, from
-	// a probe of the installed binary.
+	// Snapshots says whether this emulator saves and restores the board's
+	// state, from a probe of the installed binary: the restore must work and
+	// the console UART must be among the devices whose state is saved.
 	Snapshots bool `json:"snapshots"`
+	// SnapshotUnsaved are device types of the board whose state the
+	// emulator does not save: a restored machine has them at reset state.
+	SnapshotUnsaved []string `json:"snapshot_unsaved,omitempty"`
+}
+
+// SnapshotProbe is what a probe of the emulator found for one board.
+type SnapshotProbe struct {
+	Restores bool
+	Unsaved  []string
 }
 
 // Regions are the memory ranges firmware may be loaded into.
@@ -126,7 +136,7 @@ var Features = []string{"power", "reset", "console-http", "console-websocket", "
 // Build makes the capabilities document from what a QEMU binary reported.
 // Only boards that the binary lists and whose CPU it knows are offered;
 // snapshots, from the probe, say which of them restore saved state.
-func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[string]bool) Capabilities {
+func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[string]SnapshotProbe) Capabilities {
 	b := Backend{Name: "qemu", Version: qemuVersion, Binary: binary, Machines: machines, Processors: cpus}
 	periph := map[string]bool{}
 	for _, k := range Known {
@@ -134,9 +144,12 @@ func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[st
 			continue
 		}
 		k.Features = Features
-		if snapshots[k.Name] {
-			k.Snapshots = true
-			k.Features = append(slices.Clone(Features), "snapshot")
+		if p, ok := snapshots[k.Name]; ok {
+			k.SnapshotUnsaved = p.Unsaved
+			if p.Restores && len(k.UARTs) > 0 && !slices.Contains(p.Unsaved, k.UARTs[0].Kind) {
+				k.Snapshots = true
+				k.Features = append(slices.Clone(Features), "snapshot")
+			}
 		}
 		b.Boards = append(b.Boards, k)
 		for _, p := range k.Peripherals {

@@ -162,8 +162,37 @@ func (h *Handler) Get(ctx context.Context, id string) (model.Session, error) {
 	if errors.Is(err, state.ErrNotFound) {
 		return s, httpapi.NotFound("session %s not found", id)
 	}
+	if err == nil && s.State == model.StateRunning {
+		s, err = h.checkRunner(ctx, s)
+	}
 	return s, err
 }
+
+// checkRunner turns a running session whose runner stopped heartbeating
+// into an error: its emulator died with the runner (or is unreachable), and
+// a session is never silently kept as running. A runner that restarts with
+// the same identity does the same for its own sessions.
+func (h *Handler) checkRunner(ctx context.Context, s model.Session) (model.Session, error) {
+	if _, err := h.d.State.Runner(ctx, s.RunnerID); !errors.Is(err, state.ErrNotFound) {
+		return s, nil
+	}
+	lost, err := h.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
+		if x.State != model.StateRunning || x.RunnerID != s.RunnerID {
+			return errStale
+		}
+		x.State, x.Reason = model.StateError, "lost: runner "+s.RunnerID+" stopped heartbeating and its emulator is gone"
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		return h.d.State.GetSession(ctx, s.ID)
+	}
+	if err == nil {
+		h.publish(events.TypeSessionFailed, lost)
+	}
+	return lost, err
+}
+
+var errStale = errors.New("stale")
 
 // List returns one page of sessions.
 func (h *Handler) List(ctx context.Context, p httpapi.Page) (List, error) {

@@ -103,8 +103,12 @@ func (h *Handler) snapshotBoard(ctx context.Context, s model.Session) error {
 				ok = append(ok, k.Name)
 			}
 		}
-		return httpapi.Unprocessable("board %s cannot restore saved state on QEMU %s (probed), so it cannot be snapshotted; boards that can: %s",
-			s.Machine, be.Version, strings.Join(ok, ", "))
+		why := "its state does not restore"
+		if len(b.SnapshotUnsaved) > 0 {
+			why = "it does not save the state of " + strings.Join(b.SnapshotUnsaved, ", ") + " (its console UART among them), or its state does not restore"
+		}
+		return httpapi.Unprocessable("board %s cannot restore saved state on QEMU %s (probed: %s), so it cannot be snapshotted; boards that can: %s",
+			s.Machine, be.Version, why, strings.Join(ok, ", "))
 	}
 	return nil
 }
