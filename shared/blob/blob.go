@@ -3,9 +3,11 @@ package blob
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -62,4 +64,33 @@ func GetBytes(ctx context.Context, s Store, key string) ([]byte, error) {
 // PutBytes stores b under key.
 func PutBytes(ctx context.Context, s Store, key string, b []byte, contentType string) error {
 	return s.Put(ctx, key, bytes.NewReader(b), int64(len(b)), contentType)
+}
+
+// Manifests decodes every "<prefix>.../manifest.json" object into a T and
+// passes it to fn: how an index is rebuilt from the artifacts' own
+// manifests. An undecodable manifest goes to bad instead (it is skipped);
+// an error from the store or from fn stops the walk.
+func Manifests[T any](ctx context.Context, s Store, prefix string, fn func(T) error, bad func(key string, err error)) error {
+	objs, err := s.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if !strings.HasSuffix(o.Key, "/manifest.json") {
+			continue
+		}
+		b, err := GetBytes(ctx, s, o.Key)
+		if err != nil {
+			return err
+		}
+		var v T
+		if err := json.Unmarshal(b, &v); err != nil {
+			bad(o.Key, err)
+			continue
+		}
+		if err := fn(v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -177,30 +177,18 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Program, error) 
 
 // Reindex rebuilds the Redis index from the manifests in the blob store.
 func (h *Handler) Reindex(ctx context.Context) (int, error) {
-	objs, err := h.d.Blobs.List(ctx, "programs/")
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, o := range objs {
-		if !strings.HasSuffix(o.Key, "/manifest.json") {
-			continue
-		}
-		b, err := blob.GetBytes(ctx, h.d.Blobs, o.Key)
-		if err != nil {
-			return n, err
-		}
-		var p model.Program
-		if err := json.Unmarshal(b, &p); err != nil || !model.ValidID(p.ID) {
-			h.d.Log.Warn("skipping unreadable program manifest", "key", o.Key, "err", err)
-			continue
-		}
-		if err := h.d.State.PutProgram(ctx, p); err != nil {
-			return n, err
+	err := blob.Manifests(ctx, h.d.Blobs, "programs/", func(v model.Program) error {
+		if !model.ValidID(v.ID) {
+			h.d.Log.Warn("skipping program manifest without a valid id", "id", v.ID)
+			return nil
 		}
 		n++
-	}
-	return n, nil
+		return h.d.State.PutProgram(ctx, v)
+	}, func(key string, err error) {
+		h.d.Log.Warn("skipping unreadable program manifest", "key", key, "err", err)
+	})
+	return n, err
 }
 
 func (h *Handler) publish(typ string, p model.Program) {

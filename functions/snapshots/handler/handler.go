@@ -318,30 +318,18 @@ func (h *Handler) Fork(ctx context.Context, id string, in ForkRequest) ([]model.
 
 // Reindex rebuilds the Redis index from the manifests in the blob store.
 func (h *Handler) Reindex(ctx context.Context) (int, error) {
-	objs, err := h.d.Blobs.List(ctx, "snapshots/")
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, o := range objs {
-		if !strings.HasSuffix(o.Key, "/manifest.json") {
-			continue
-		}
-		b, err := blob.GetBytes(ctx, h.d.Blobs, o.Key)
-		if err != nil {
-			return n, err
-		}
-		var snap model.Snapshot
-		if err := json.Unmarshal(b, &snap); err != nil || !model.ValidID(snap.ID) {
-			h.d.Log.Warn("skipping unreadable snapshot manifest", "key", o.Key, "err", err)
-			continue
-		}
-		if err := h.d.State.PutSnapshot(ctx, snap); err != nil {
-			return n, err
+	err := blob.Manifests(ctx, h.d.Blobs, "snapshots/", func(v model.Snapshot) error {
+		if !model.ValidID(v.ID) {
+			h.d.Log.Warn("skipping snapshot manifest without a valid id", "id", v.ID)
+			return nil
 		}
 		n++
-	}
-	return n, nil
+		return h.d.State.PutSnapshot(ctx, v)
+	}, func(key string, err error) {
+		h.d.Log.Warn("skipping unreadable snapshot manifest", "key", key, "err", err)
+	})
+	return n, err
 }
 
 func (h *Handler) publish(typ, subject string, data any) {
