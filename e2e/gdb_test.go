@@ -93,6 +93,27 @@ func debugSession(t *testing.T, pl *platform) {
 	// detach resumes the firmware, which reports what gdb set.
 	countAtLeast(t, pl, id, 1234)
 
+	// Loading the program through the stub works: gdb writes the ELF and
+	// puts the PC at its entry; after detach the firmware boots again and
+	// its banner reaches the console.
+	before, _, _ := pl.console(t, id, 0)
+	banners := strings.Count(before, "ready")
+	out, err = gdbtest.GDB(context.Background(), t, info.TCP, "load", "detach")
+	if !strings.Contains(out, "Transfer rate") || !strings.Contains(out, "detached") {
+		t.Fatalf("gdb load (err %v):\n%s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		after, _, _ := pl.console(t, id, 0)
+		if strings.Count(after, "ready") > banners {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no banner after load and detach:\n%s\nconsole: %q", out, after)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	// The tunnel: msctl opens a local port and carries RSP over WebSocket.
 	local := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	startProc(t, "msctl", []string{"MS_SERVER=" + pl.base}, "gdb", id, "--listen", local)
