@@ -55,7 +55,11 @@ func (r *Runner) Handler() http.Handler {
 			httpapi.WriteError(w, req, err)
 			return
 		}
-		res, err := r.Snapshot(req.Context(), req.PathValue("id"), in)
+		// The guest is paused during the capture: a client that goes away
+		// must not leave it paused, so the capture is not tied to the request.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), 60*time.Second)
+		defer cancel()
+		res, err := r.Snapshot(ctx, req.PathValue("id"), in)
 		httpapi.Reply(w, req, http.StatusOK, res, err)
 	})
 	mux.HandleFunc("POST "+p+"/sessions/{id}/restore", func(w http.ResponseWriter, req *http.Request) {

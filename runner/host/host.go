@@ -304,6 +304,22 @@ func (r *Runner) slot(id string, create bool) (*session, error) {
 
 func (r *Runner) running() int { return int(r.active.Load()) }
 
+// usable refuses a slot that was deleted, or a runner shutting down, once
+// the caller holds s.mu (the slot was looked up before the lock). s.mu is
+// held.
+func (r *Runner) usable(s *session) error {
+	if s.deleted {
+		return httpapi.NotFound("session %s was deleted", s.id)
+	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return httpapi.Unavailable("runner %s is shutting down", r.cfg.ID)
+	}
+	return nil
+}
+
 // gdbHost is the host name debuggers are told to connect to.
 func (r *Runner) gdbHost() string {
 	if r.cfg.GDBAdvertise != "" {
@@ -352,11 +368,21 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := r.usable(s); err != nil {
+		return runnerapi.Status{}, err
+	}
 	if s.proc != nil {
 		if !req.Restart {
 			return runnerapi.Status{}, httpapi.Conflict("session %s is already running; power it off first or reset it", id)
 		}
 		r.stopLocked(s)
+		// stopLocked let go of s.mu: the slot may have changed meanwhile.
+		if err := r.usable(s); err != nil {
+			return runnerapi.Status{}, err
+		}
+		if s.proc != nil {
+			return runnerapi.Status{}, httpapi.Conflict("session %s was started by another request meanwhile", id)
+		}
 	}
 	if r.running() >= r.cfg.Capacity {
 		return runnerapi.Status{}, httpapi.Errorf(429, "capacity", "runner %s is full (%d emulators)", r.cfg.ID, r.cfg.Capacity)
@@ -392,6 +418,9 @@ func (r *Runner) activate(ctx context.Context, s *session, proc *qemu.Process, h
 	r.setProc(s, proc)
 	s.stopping, s.pumped = false, make(chan struct{})
 	go r.pump(s, proc, s.pumped)
+	// Watched from now on, so even a failure below is recorded and cleaned
+	// up (watch waits for s.mu, which the caller holds until we return).
+	go r.watch(s, proc)
 	s.gdb.SetStub(filepath.Join(proc.Dir(), qemu.GDBSocket))
 
 	now := time.Now().UTC()
@@ -412,7 +441,6 @@ func (r *Runner) activate(ctx context.Context, s *session, proc *qemu.Process, h
 			return runnerapi.Status{}, fmt.Errorf("start session %s: cont: %w", s.id, err)
 		}
 	}
-	go r.watch(s, proc)
 	r.publish(events.TypeSessionStarted, updated)
 	return r.status(s), nil
 }

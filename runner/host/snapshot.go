@@ -38,6 +38,10 @@ func (r *Runner) Snapshot(ctx context.Context, id string, req runnerapi.Snapshot
 		return runnerapi.SnapshotResult{}, httpapi.Conflict("session %s is not running; only a running machine can be snapshotted", id)
 	}
 	s.mu.Lock()
+	if err := r.usable(s); err != nil {
+		s.mu.Unlock()
+		return runnerapi.SnapshotResult{}, err
+	}
 	p := s.proc
 	if p == nil {
 		s.mu.Unlock()
@@ -66,7 +70,9 @@ func (r *Runner) Snapshot(ctx context.Context, id string, req runnerapi.Snapshot
 	err = p.SaveTo(ctx, io.MultiWriter(f, h, pw), func() { offset = s.ring.End() })
 	pw.CloseWithError(err)
 	t1 := time.Now()
-	s.restorable = true
+	if err == nil {
+		s.restorable = true
+	}
 	s.mu.Unlock()
 	if serr := <-stored; err == nil && serr != nil {
 		err = fmt.Errorf("store snapshot %s: %w", req.SnapshotID, serr)
@@ -108,6 +114,12 @@ func (r *Runner) Restore(ctx context.Context, id string, req runnerapi.RestoreRe
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := r.usable(s); err != nil {
+		return runnerapi.Status{}, err
+	}
+	if s.proc == nil && r.running() >= r.cfg.Capacity {
+		return runnerapi.Status{}, httpapi.Errorf(429, "capacity", "runner %s is full (%d emulators)", r.cfg.ID, r.cfg.Capacity)
+	}
 	// The new machine is built and loaded while the old one still runs, so
 	// the switch itself is only a kill and a cont.
 	start := runnerapi.StartRequest{Machine: req.Machine, Program: req.Program}

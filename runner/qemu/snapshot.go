@@ -117,7 +117,10 @@ func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func()) error 
 		paused()
 	}
 	if running {
-		if _, cerr := p.QMP.Execute(ctx, "cont", nil); cerr != nil && err == nil {
+		// Resume even when ctx is done: a paused guest must not be left behind.
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, cerr := p.QMP.Execute(rctx, "cont", nil); cerr != nil && err == nil {
 			err = fmt.Errorf("qemu: resume after snapshot: %w", cerr)
 		}
 	}
@@ -137,16 +140,35 @@ func (p *Process) stream(ctx context.Context, ln *net.UnixListener, w io.Writer)
 	copied := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(w, c)
+		if err != nil {
+			// Nobody takes the stream: unblock QEMU instead of letting the
+			// migration hang with the guest paused.
+			c.Close()
+		}
 		copied <- err
 	}()
-	if err := p.migration(ctx); err != nil {
-		return err
-	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	migrated := make(chan error, 1)
+	go func() { migrated <- p.migration(mctx) }()
 	select {
 	case err := <-copied:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+		if err != nil {
+			cancel()
+			<-migrated
+			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+			p.QMP.Execute(cctx, "migrate_cancel", nil)
+			ccancel()
+			return fmt.Errorf("qemu: migration stream: %w", err)
+		}
+		return <-migrated
+	case err := <-migrated:
+		if err != nil {
+			c.Close()
+			<-copied
+			return err
+		}
+		return <-copied
 	}
 }
 
