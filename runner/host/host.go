@@ -81,6 +81,9 @@ type Runner struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// deleted remembers recently deleted session ids (ids are random and
+	// never reused), pruned after an hour.
+	deleted map[string]time.Time
 	// active and spares count emulators without taking every session's lock.
 	active, spares atomic.Int32
 	closed         bool
@@ -150,6 +153,7 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		caps:     board.Build(probe.Version, probe.Binary, probe.Machines, probe.CPUs, probeSnapshots(ctx, probe, cfg.Dir)),
 		start:    time.Now().UTC(),
 		sessions: map[string]*session{},
+		deleted:  map[string]time.Time{},
 	}
 	if cfg.Coverage {
 		if r.plugin, err = coverage.Locate(); err != nil {
@@ -291,6 +295,10 @@ func (r *Runner) slot(id string, create bool) (*session, error) {
 	}
 	if r.closed {
 		return nil, httpapi.Unavailable("runner %s is shutting down", r.cfg.ID)
+	}
+	if _, gone := r.deleted[id]; gone {
+		// A request that raced the delete must not bring the slot back.
+		return nil, httpapi.NotFound("session %s was deleted", id)
 	}
 	s = &session{id: id, ring: console.NewRing(r.cfg.ConsoleBytes), gdb: gdb.New(r.log.With("session", id))}
 	addr, err := s.gdb.ListenTCP(net.JoinHostPort(r.cfg.GDBListen, "0"), nil)
@@ -597,10 +605,20 @@ func (r *Runner) Reset(ctx context.Context, id string) error {
 	return nil
 }
 
-// Delete stops the machine and drops the console history.
+// Delete stops the machine and drops the console history. The id is
+// remembered, so a request racing the delete cannot bring the slot back.
 func (r *Runner) Delete(id string) error {
-	s, err := r.slot(id, false)
-	if err != nil {
+	r.mu.Lock()
+	now := time.Now()
+	r.deleted[id] = now
+	for k, t := range r.deleted {
+		if now.Sub(t) > time.Hour {
+			delete(r.deleted, k)
+		}
+	}
+	s, ok := r.sessions[id]
+	r.mu.Unlock()
+	if !ok {
 		return nil
 	}
 	r.stop(s)

@@ -106,6 +106,9 @@ func (c Config) Args() []string {
 	a := []string{
 		"-M", c.Machine,
 		"-display", "none", "-monitor", "none",
+		// No default user-mode network: firmware must not reach the
+		// runner's network through QEMU's NAT.
+		"-nic", "none",
 		"-S",
 		"-qmp", "unix:" + filepath.Join(c.Dir, QMPSocket),
 		"-chardev", "socket,id=ser0,path=" + filepath.Join(c.Dir, ConsoleSocket),

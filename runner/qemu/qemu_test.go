@@ -188,7 +188,7 @@ func TestArgsPerFormat(t *testing.T) {
 		t.Fatalf("hex args: %s", a)
 	}
 	c.Firmware = Firmware{Path: "/f.elf", Format: model.FormatELF}
-	if a := strings.Join(c.Args(), " "); !strings.Contains(a, "-kernel /f.elf") || !strings.Contains(a, " -S ") {
+	if a := strings.Join(c.Args(), " "); !strings.Contains(a, "-kernel /f.elf") || !strings.Contains(a, " -S ") || !strings.Contains(a, "-nic none") {
 		t.Fatalf("elf args: %s", a)
 	}
 }
