@@ -131,7 +131,7 @@ type Capabilities struct {
 }
 
 // Features are what every session offers, whatever the board.
-var Features = []string{"power", "reset", "console-http", "console-websocket", "semihosting-exit"}
+var Features = []string{"power", "reset", "halted-poweron", "console-http", "console-websocket", "gdb", "gdb-websocket", "semihosting-exit"}
 
 // Build makes the capabilities document from what a QEMU binary reported.
 // Only boards that the binary lists and whose CPU it knows are offered;
