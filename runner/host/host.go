@@ -729,8 +729,9 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 	}
 	s.gen++
 	dir := filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen))
+	b, _ := r.caps.Backends[0].Board(req.Machine)
 	cfg := qemu.Config{
-		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming, GDB: true, Dir: dir,
+		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming, GDB: true, Dir: dir, Ethernet: b.Ethernet,
 		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
 	}
 	if r.plugin != "" {

@@ -55,6 +55,8 @@ type Config struct {
 	GDB bool
 	// Plugins are TCG plugins (coverage).
 	Plugins []Plugin
+	// Ethernet is set for boards with a NIC, so it can be isolated.
+	Ethernet bool
 	// Incoming starts QEMU waiting for a migration stream (-incoming defer),
 	// to be fed with QMP migrate-incoming: a restore target.
 	Incoming bool
@@ -106,14 +108,18 @@ func (c Config) Args() []string {
 	a := []string{
 		"-M", c.Machine,
 		"-display", "none", "-monitor", "none",
-		// No default user-mode network: firmware must not reach the
-		// runner's network through QEMU's NAT.
-		"-nic", "none",
 		"-S",
 		"-qmp", "unix:" + filepath.Join(c.Dir, QMPSocket),
 		"-chardev", "socket,id=ser0,path=" + filepath.Join(c.Dir, ConsoleSocket),
 		"-serial", "chardev:ser0",
 		"-semihosting-config", "enable=on,target=native",
+	}
+	if c.Ethernet {
+		// A board with a NIC gets QEMU's default user-mode network, which
+		// NATs the guest onto the runner's network. Restricted, the guest is
+		// isolated; slirp stays (without it, QEMU 7.2's main loop can sleep
+		// through UART input on mps2 boards).
+		a = append(a, "-nic", "user,restrict=on")
 	}
 	if c.GDB {
 		a = append(a, "-chardev", "socket,id=gdb0,path="+filepath.Join(c.Dir, GDBSocket)+",server=on,wait=off", "-gdb", "chardev:gdb0")

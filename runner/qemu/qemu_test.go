@@ -188,7 +188,10 @@ func TestArgsPerFormat(t *testing.T) {
 		t.Fatalf("hex args: %s", a)
 	}
 	c.Firmware = Firmware{Path: "/f.elf", Format: model.FormatELF}
-	if a := strings.Join(c.Args(), " "); !strings.Contains(a, "-kernel /f.elf") || !strings.Contains(a, " -S ") || !strings.Contains(a, "-nic none") {
+	if a := strings.Join(Config{Machine: "mps2-an385", Dir: "/tmp/d", Ethernet: true}.Args(), " "); !strings.Contains(a, "-nic user,restrict=on") {
+		t.Fatalf("a board with a NIC is not isolated: %s", a)
+	}
+	if a := strings.Join(c.Args(), " "); !strings.Contains(a, "-kernel /f.elf") || !strings.Contains(a, " -S ") || strings.Contains(a, "-nic") {
 		t.Fatalf("elf args: %s", a)
 	}
 }

@@ -26,8 +26,10 @@ type Board struct {
 	Flash       model.Region `json:"flash"`
 	RAM         model.Region `json:"ram"`
 	// FlashAlias is where flash is mirrored so the vector table is found at 0.
-	FlashAlias  *uint64  `json:"flash_alias,omitempty"`
-	UARTs       []UART   `json:"uarts"`
+	FlashAlias *uint64 `json:"flash_alias,omitempty"`
+	UARTs      []UART  `json:"uarts"`
+	// Ethernet: the board has a NIC (its network is isolated, see qemu.Config).
+	Ethernet    bool     `json:"ethernet,omitempty"`
 	Peripherals []string `json:"peripherals"`
 	Features    []string `json:"features"`
 	// Snapshots says whether this emulator saves and restores the board's
@@ -94,6 +96,7 @@ var Known = []Board{
 	{Name: "lm3s6965evb", Backend: "qemu", Description: "Stellaris LM3S6965EVB (Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0, Size: 256 << 10}, RAM: model.Region{Base: 0x20000000, Size: 64 << 10},
 		UARTs:       []UART{{"uart0", "pl011", 0x4000C000}, {"uart1", "pl011", 0x4000D000}, {"uart2", "pl011", 0x4000E000}},
+		Ethernet:    true,
 		Peripherals: []string{"uart0", "uart1", "uart2", "gptm0", "gptm1", "gptm2", "gptm3", "i2c0", "ssi0", "adc", "ethernet"}},
 	{Name: "lm3s811evb", Backend: "qemu", Description: "Stellaris LM3S811EVB (Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0, Size: 64 << 10}, RAM: model.Region{Base: 0x20000000, Size: 8 << 10},
@@ -102,10 +105,12 @@ var Known = []Board{
 	{Name: "mps2-an385", Backend: "qemu", Description: "ARM MPS2 with AN385 FPGA image (Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0, Size: 4 << 20}, RAM: model.Region{Base: 0x20000000, Size: 4 << 20},
 		UARTs:       []UART{{"uart0", "cmsdk-apb-uart", 0x40004000}, {"uart1", "cmsdk-apb-uart", 0x40005000}, {"uart2", "cmsdk-apb-uart", 0x40006000}},
+		Ethernet:    true,
 		Peripherals: []string{"uart0", "uart1", "uart2", "uart3", "uart4", "timer0", "timer1", "dualtimer", "watchdog", "scc", "fpgaio", "ethernet"}},
 	{Name: "mps2-an386", Backend: "qemu", Description: "ARM MPS2 with AN386 FPGA image (Cortex-M4)", CPU: "cortex-m4",
 		Flash: model.Region{Base: 0, Size: 4 << 20}, RAM: model.Region{Base: 0x20000000, Size: 4 << 20},
 		UARTs:       []UART{{"uart0", "cmsdk-apb-uart", 0x40004000}, {"uart1", "cmsdk-apb-uart", 0x40005000}, {"uart2", "cmsdk-apb-uart", 0x40006000}},
+		Ethernet:    true,
 		Peripherals: []string{"uart0", "uart1", "uart2", "uart3", "uart4", "timer0", "timer1", "dualtimer", "watchdog", "scc", "fpgaio", "ethernet"}},
 }
 
