@@ -6,9 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/machineserver/machineserver/runner/qemu"
 	"github.com/machineserver/machineserver/shared/board"
@@ -67,7 +71,10 @@ func (r *Runner) Snapshot(ctx context.Context, id string, req runnerapi.Snapshot
 	h := sha256.New()
 	var offset int64
 	t0 := time.Now()
-	err = p.SaveTo(ctx, io.MultiWriter(f, h, pw), func() { offset = s.ring.End() })
+	err = p.SaveTo(ctx, io.MultiWriter(f, h, pw), func() {
+		drainConsole(s, p.Console)
+		offset = s.ring.End()
+	})
 	pw.CloseWithError(err)
 	t1 := time.Now()
 	if err == nil {
@@ -168,4 +175,31 @@ func restoreFile(ctx context.Context, p *qemu.Process, path string) error {
 	}
 	defer f.Close()
 	return p.RestoreFrom(ctx, f)
+}
+
+// drainConsole waits (briefly) until the pump has moved every byte QEMU
+// wrote to the console socket into the ring, so the offset recorded with a
+// snapshot is where the paused guest's output really stands. The guest is
+// paused, so nothing new arrives.
+func drainConsole(s *session, c net.Conn) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(200 * time.Millisecond)
+	last := int64(-1)
+	for time.Now().Before(deadline) {
+		pending := 0
+		raw.Control(func(fd uintptr) { pending, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+		end := s.ring.End()
+		if pending == 0 && end == last {
+			return
+		}
+		last = end
+		time.Sleep(500 * time.Microsecond)
+	}
 }
