@@ -114,7 +114,9 @@ func NewClient(baseURL, token string) (*Client, error) {
 	return &Client{base: u, token: token, hc: &http.Client{Timeout: 60 * time.Second}}, nil
 }
 
-func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ctype string, out any) (*http.Response, error) {
+// send makes one call to the runner and returns the response of a success
+// with its body open; a failure is an error and its body is closed.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader, ctype string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+Prefix+path, body)
 	if err != nil {
 		return nil, err
@@ -127,16 +129,26 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ct
 	if err != nil {
 		return nil, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return resp, decodeError(c.base.Host, resp)
-	}
-	if out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			return resp, fmt.Errorf("runner %s: decode: %w", c.base.Host, err)
-		}
+		defer resp.Body.Close()
+		return nil, decodeError(c.base.Host, resp)
 	}
 	return resp, nil
+}
+
+// do is send for JSON replies, decoded into out when it is set.
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ctype string, out any) error {
+	resp, err := c.send(ctx, method, path, body, ctype)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("runner %s: decode: %w", c.base.Host, err)
+		}
+	}
+	return nil
 }
 
 func (c *Client) post(ctx context.Context, path string, in, out any) error {
@@ -148,8 +160,7 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	_, err := c.do(ctx, http.MethodPost, path, body, "application/json", out)
-	return err
+	return c.do(ctx, http.MethodPost, path, body, "application/json", out)
 }
 
 // decodeError turns a runner's error reply into an error: its 4xx as
@@ -221,59 +232,41 @@ func (c *Client) CoverageStop(ctx context.Context, id string) error {
 
 // Coverage returns the counts of the session's coverage window so far.
 func (c *Client) Coverage(ctx context.Context, id string) (report.Counts, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+Prefix+sessionPath(id)+"/coverage", nil)
+	resp, err := c.send(ctx, http.MethodGet, sessionPath(id)+"/coverage", nil, "")
 	if err != nil {
 		return report.Counts{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return report.Counts{}, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return report.Counts{}, decodeError(c.base.Host, resp)
-	}
 	return report.Parse(resp.Body)
 }
 
 // GDB returns the session's debugger endpoint (opened on first use).
 func (c *Client) GDB(ctx context.Context, id string) (GDB, error) {
 	var g GDB
-	_, err := c.do(ctx, http.MethodGet, sessionPath(id)+"/gdb", nil, "", &g)
+	err := c.do(ctx, http.MethodGet, sessionPath(id)+"/gdb", nil, "", &g)
 	return g, err
 }
 
 // Delete stops the machine and forgets the console history.
 func (c *Client) Delete(ctx context.Context, id string) error {
-	_, err := c.do(ctx, http.MethodDelete, sessionPath(id), nil, "", nil)
-	return err
+	return c.do(ctx, http.MethodDelete, sessionPath(id), nil, "", nil)
 }
 
 // Status reports the runner's view of a session.
 func (c *Client) Status(ctx context.Context, id string) (Status, error) {
 	var st Status
-	_, err := c.do(ctx, http.MethodGet, sessionPath(id), nil, "", &st)
+	err := c.do(ctx, http.MethodGet, sessionPath(id), nil, "", &st)
 	return st, err
 }
 
 // Console reads console history from offset; from is where data starts (past
 // offset if the ring overwrote bytes) and next is where to continue.
 func (c *Client) Console(ctx context.Context, id string, offset int64, limit int) (data []byte, from, next int64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		fmt.Sprintf("%s%s%s/console?offset=%d&limit=%d", c.base, Prefix, sessionPath(id), offset, limit), nil)
+	resp, err := c.send(ctx, http.MethodGet, fmt.Sprintf("%s/console?offset=%d&limit=%d", sessionPath(id), offset, limit), nil, "")
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, 0, 0, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, 0, 0, httpapi.Errorf(resp.StatusCode, "runner", "runner console: status %d", resp.StatusCode)
-	}
 	data, err = io.ReadAll(resp.Body)
 	from, _ = strconv.ParseInt(resp.Header.Get(HeaderOffset), 10, 64)
 	next, _ = strconv.ParseInt(resp.Header.Get(HeaderNextOffset), 10, 64)
@@ -282,8 +275,7 @@ func (c *Client) Console(ctx context.Context, id string, offset int64, limit int
 
 // Input writes bytes to the session's UART RX.
 func (c *Client) Input(ctx context.Context, id string, data []byte) error {
-	_, err := c.do(ctx, http.MethodPost, sessionPath(id)+"/console", bytes.NewReader(data), "application/octet-stream", nil)
-	return err
+	return c.do(ctx, http.MethodPost, sessionPath(id)+"/console", bytes.NewReader(data), "application/octet-stream", nil)
 }
 
 // Console headers: where the returned bytes start and where to read next.
