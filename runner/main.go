@@ -12,20 +12,17 @@ import (
 	"github.com/machineserver/machineserver/runner/host"
 	"github.com/machineserver/machineserver/shared/config"
 	"github.com/machineserver/machineserver/shared/httpapi"
-	"github.com/machineserver/machineserver/shared/state"
 )
 
 // Config is read once from the environment.
 type Config struct {
-	config.Common
-	config.S3
+	config.Distributed
 	host.Settings
-	Port     string `envconfig:"PORT" default:"8081"`
-	RedisURL string `envconfig:"MS_REDIS_URL" required:"true"`
-	Token    string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
-	ID       string `envconfig:"MS_RUNNER_ID"`
-	URL      string `envconfig:"MS_RUNNER_URL"`
-	Dir      string `envconfig:"MS_RUNNER_DIR" default:"/var/lib/machineserver/runner"`
+	Port  string `envconfig:"PORT" default:"8081"`
+	Token string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
+	ID    string `envconfig:"MS_RUNNER_ID"`
+	URL   string `envconfig:"MS_RUNNER_URL"`
+	Dir   string `envconfig:"MS_RUNNER_DIR" default:"/var/lib/machineserver/runner"`
 }
 
 func main() { config.Run("runner", run) }
@@ -41,21 +38,13 @@ func run(ctx context.Context) error {
 	if cfg.URL == "" {
 		cfg.URL = "http://127.0.0.1:" + cfg.Port
 	}
-	log := cfg.Logger().With("component", "runner")
-	st, err := state.Open(ctx, cfg.RedisURL)
+	// The component is the event source: runner/<id>.
+	svc, err := cfg.Open(ctx, "runner/"+cfg.ID)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	blobs, err := cfg.S3.Blob(ctx)
-	if err != nil {
-		return err
-	}
-	pub, closePub, err := cfg.Publisher("runner/"+cfg.ID, log)
-	if err != nil {
-		return err
-	}
-	defer closePub(context.Background())
+	defer svc.Close()
+	log := svc.Log
 
 	ln, err := config.Listen(cfg.Port)
 	if err != nil {
@@ -63,7 +52,7 @@ func run(ctx context.Context) error {
 	}
 	r, err := host.New(ctx, host.Config{
 		Settings: cfg.Settings, ID: cfg.ID, URL: cfg.URL, Dir: cfg.Dir, Token: cfg.Token,
-	}, st, blobs, pub, log)
+	}, svc.State, svc.Blobs, svc.Publisher, log)
 	if err != nil {
 		ln.Close()
 		return err

@@ -10,15 +10,12 @@ import (
 
 	"github.com/machineserver/machineserver/functions/sessions/handler"
 	"github.com/machineserver/machineserver/shared/config"
-	"github.com/machineserver/machineserver/shared/state"
 )
 
 // Config is read once from the environment.
 type Config struct {
-	config.Common
-	config.S3
+	config.Distributed
 	Port        string `envconfig:"PORT" default:"8080"`
-	RedisURL    string `envconfig:"MS_REDIS_URL" required:"true"`
 	RunnerToken string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
 }
 
@@ -29,22 +26,11 @@ func run(ctx context.Context) error {
 	if err := envconfig.Process("", &cfg); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	log := cfg.Logger().With("component", "sessions")
-	st, err := state.Open(ctx, cfg.RedisURL)
+	svc, err := cfg.Open(ctx, "sessions")
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	blobs, err := cfg.S3.Blob(ctx)
-	if err != nil {
-		return err
-	}
-	pub, closePub, err := cfg.Publisher("sessions", log)
-	if err != nil {
-		return err
-	}
-	defer closePub(context.Background())
-
-	h := handler.New(handler.Deps{State: st, Blobs: blobs, Publisher: pub, RunnerToken: cfg.RunnerToken, Log: log})
-	return config.ServeFunction(ctx, cfg.Port, h, log)
+	defer svc.Close()
+	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log})
+	return config.ServeFunction(ctx, cfg.Port, h, svc.Log)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/state"
 )
 
 // S3 is the artifact bucket.
@@ -141,4 +142,48 @@ func ServeFunction(ctx context.Context, port string, fn Function, log *slog.Logg
 	}
 	log.Info("serving", "addr", ln.Addr().String())
 	return Serve(ctx, Server(httpapi.Middleware(log, mux)), ln)
+}
+
+// Distributed is what every binary of the distributed form reads: logging,
+// the event sink, Redis and the S3 bucket.
+type Distributed struct {
+	Common
+	S3
+	RedisURL string `envconfig:"MS_REDIS_URL" required:"true"`
+}
+
+// Services are the connected backing services of a distributed binary.
+type Services struct {
+	Log       *slog.Logger
+	State     *state.Store
+	Blobs     *blob.S3
+	Publisher events.Publisher
+	closePub  func(context.Context)
+}
+
+// Open connects Redis, the bucket and the event sink for component (also
+// its log component and event source); Close releases them.
+func (d Distributed) Open(ctx context.Context, component string) (*Services, error) {
+	log := d.Logger().With("component", component)
+	st, err := state.Open(ctx, d.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	blobs, err := d.S3.Blob(ctx)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	pub, closePub, err := d.Publisher(component, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Services{Log: log, State: st, Blobs: blobs, Publisher: pub, closePub: closePub}, nil
+}
+
+// Close drains the event sink and closes Redis.
+func (s *Services) Close() {
+	s.closePub(context.Background())
+	s.State.Close()
 }
