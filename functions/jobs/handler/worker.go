@@ -1,0 +1,544 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/machineserver/machineserver/events"
+	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/shared/auth"
+	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/metrics"
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/queue"
+	"github.com/machineserver/machineserver/shared/quota"
+	"github.com/machineserver/machineserver/shared/state"
+)
+
+const (
+	// claimBlock is how long an idle worker waits on the stream before it
+	// looks for lapsed leases again.
+	claimBlock = time.Second
+	// poll is how often a running job's console and session are read: the
+	// console is read from an offset, so nothing is missed between polls.
+	poll     = 5 * time.Millisecond
+	slowPoll = 20 * time.Millisecond
+	// maxConsole bounds the console log kept per job.
+	maxConsole = 4 << 20
+	// sessionWait bounds how long a job waits for a runner with free
+	// capacity before it ends in error.
+	sessionWait = time.Minute
+	// deferPause keeps a worker from spinning on jobs that all wait for
+	// their tenant's running-job slot.
+	deferPause = 200 * time.Millisecond
+)
+
+// Start runs n workers until Stop (or ctx's end). Each worker takes one job
+// at a time from the queue.
+func (h *Handler) Start(ctx context.Context, n int) {
+	ctx, cancel := context.WithCancel(ctx)
+	h.mu.Lock()
+	h.stop = cancel
+	h.running = n
+	h.mu.Unlock()
+	host, _ := os.Hostname()
+	for i := range n {
+		consumer := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), i)
+		h.workers.Add(1)
+		go func() {
+			defer h.workers.Done()
+			h.work(ctx, consumer)
+		}()
+	}
+	metrics.JobsQueuedFrom(func() int {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := h.d.Queue.Stats(sctx)
+		if err != nil {
+			return 0
+		}
+		return int(st.Depth)
+	})
+	h.d.Log.Info("job workers started", "workers", n, "lease", h.d.Queue.Lease())
+}
+
+// Stop stops the workers and waits for them. A job that was running goes
+// back to queued (its session deleted) and runs again once its lease lapses.
+func (h *Handler) Stop() {
+	h.mu.Lock()
+	stop := h.stop
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	h.workers.Wait()
+	h.mu.Lock()
+	h.running = 0
+	h.mu.Unlock()
+}
+
+func (h *Handler) work(ctx context.Context, consumer string) {
+	for ctx.Err() == nil {
+		m, err := h.d.Queue.Claim(ctx, consumer, claimBlock)
+		if errors.Is(err, queue.ErrEmpty) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				h.d.Log.Warn("claim", "worker", consumer, "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		h.execute(ctx, consumer, m)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// execute runs one delivery of a job to its end and acks it; a worker
+// stopping mid-job leaves it unacked for another worker.
+func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message) {
+	// Session and store calls must outlive a stopping worker: it still
+	// cleans up after itself.
+	bg := context.WithoutCancel(ctx)
+	log := h.d.Log.With("job", m.JobID, "worker", consumer, "attempt", m.Attempt)
+	ack := func() {
+		if err := h.d.Queue.Ack(bg, m); err != nil {
+			log.Error("ack", "err", err)
+		}
+	}
+	j, err := h.d.State.GetJob(bg, m.JobID)
+	// The job's session and program belong to its tenant.
+	bg = tenantContext(bg, j.Tenant, "worker/"+consumer)
+	if errors.Is(err, state.ErrNotFound) || (err == nil && j.State.Final()) {
+		// Cancelled while queued, a stale duplicate, or a worker died
+		// between recording the result and deleting the session.
+		if j.SessionID != "" {
+			h.dropSession(bg, j.SessionID)
+		}
+		ack()
+		return
+	}
+	if err != nil {
+		log.Error("load job", "err", err)
+		return // the lease lapses and it is tried again
+	}
+	if j.SessionID != "" {
+		// A previous attempt's worker died mid-job: its emulator may
+		// still run on the runner.
+		h.dropSession(bg, j.SessionID)
+	}
+	switch {
+	case m.Exhausted:
+		h.finish(bg, j, verdict{state: model.JobError, reason: fmt.Sprintf("gave up after %d attempts: every worker running it stopped before it ended", m.Attempt-1)}, nil)
+		ack()
+		return
+	case j.CancelRequested:
+		h.finish(bg, j, verdict{state: model.JobCancelled, reason: "cancelled while running"}, nil)
+		ack()
+		return
+	}
+
+	tenant := auth.Tenant(bg)
+	if err := h.d.Quota.Acquire(bg, tenant, quota.Jobs, j.ID, 1); err != nil {
+		var qe *quota.ExceededError
+		if !errors.As(err, &qe) {
+			log.Error("job quota", "err", err)
+			return // the lease lapses and it is tried again
+		}
+		// The tenant runs as many jobs as it may: back of the queue, so
+		// other tenants' jobs are not held up behind it.
+		h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
+			x.Reason = "waiting for a running-job slot: " + qe.Error()
+			return nil
+		})
+		if err := h.d.Queue.Defer(bg, m); err != nil {
+			log.Error("defer job", "err", err)
+		}
+		sleep(ctx, deferPause)
+		return
+	}
+	// Released however the job ends, also when it is handed back; a
+	// crashed worker's holding is the same member, so the retry reuses it.
+	defer h.d.Quota.Release(bg, tenant, quota.Jobs, j.ID)
+
+	lctx, stopLease := context.WithCancel(ctx)
+	defer stopLease()
+	go h.keepLease(lctx, consumer, m)
+
+	now := time.Now().UTC()
+	j, err = h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
+		if x.State.Final() {
+			return errFinal // cancelled since it was read
+		}
+		x.State, x.Reason, x.Attempts, x.StartedAt, x.SessionID = model.JobRunning, "", m.Attempt, &now, ""
+		x.Worker = consumer
+		return nil
+	})
+	if errors.Is(err, errFinal) {
+		ack()
+		return
+	}
+	if err != nil {
+		log.Error("mark running", "err", err)
+		return
+	}
+	h.publish(events.TypeJobStarted, j)
+	h.emitStarted(j)
+	log.Info("job started")
+
+	v, console, sid := h.run(ctx, bg, j)
+	if ctx.Err() != nil && v.state == "" {
+		if sid != "" {
+			h.dropSession(bg, sid)
+		}
+		// Stopped mid-job: hand it back. It keeps its attempt count, and
+		// the next worker reclaims it once the lease lapses.
+		h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
+			x.State, x.Reason = model.JobQueued, "its worker stopped; it runs again"
+			return nil
+		})
+		log.Info("job handed back")
+		return
+	}
+	j, _ = h.d.State.GetJob(bg, j.ID)
+	h.finish(bg, j, v, console)
+	if sid != "" {
+		h.dropSession(bg, sid)
+	}
+	ack()
+}
+
+// keepLease extends the job's lease while it runs.
+func (h *Handler) keepLease(ctx context.Context, consumer string, m queue.Message) {
+	t := time.NewTicker(h.d.Queue.Lease() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := h.d.Queue.Extend(ctx, consumer, m); err != nil && ctx.Err() == nil {
+				h.d.Log.Warn("extend lease", "job", m.JobID, "err", err)
+			}
+		}
+	}
+}
+
+// verdict is how a run ended.
+type verdict struct {
+	state    model.JobState
+	reason   string
+	exitCode *int
+	duration time.Duration
+	// loaded and poweredOn time the run's phases, for the debug log.
+	loaded, poweredOn time.Time
+}
+
+// finish stores the console log and the manifest, records the final state
+// and publishes it.
+func (h *Handler) finish(ctx context.Context, j model.Job, v verdict, console []byte) {
+	arts := map[string]string{}
+	consoleKey := ""
+	if console != nil {
+		consoleKey = model.JobConsoleKey(j.ID)
+		if err := blob.PutBytes(ctx, h.d.Blobs, consoleKey, console, "text/plain"); err != nil {
+			h.d.Log.Error("store console", "job", j.ID, "err", err)
+			consoleKey = ""
+		} else {
+			arts["console"] = consoleKey
+		}
+	}
+	arts["manifest"] = model.JobManifestKey(j.ID)
+	// FinishedAt is when the result is stored: the manifest written with
+	// it is the last artifact.
+	now := time.Now().UTC()
+	apply := func(x *model.Job) {
+		x.State, x.Reason, x.ExitCode, x.FinishedAt = v.state, v.reason, v.exitCode, &now
+		x.DurationMS = float64(v.duration.Microseconds()) / 1000
+		x.ConsoleKey, x.Artifacts = consoleKey, arts
+	}
+	final := j
+	apply(&final)
+	final.UpdatedAt = now
+	manifest, _ := json.MarshalIndent(final, "", "  ")
+	if err := blob.PutBytes(ctx, h.d.Blobs, model.JobManifestKey(j.ID), manifest, "application/json"); err != nil {
+		h.d.Log.Error("store manifest", "job", j.ID, "err", err)
+	}
+	j, err := h.d.State.UpdateJob(ctx, j.ID, func(x *model.Job) error {
+		apply(x)
+		return nil
+	})
+	if err != nil {
+		h.d.Log.Error("record job result", "job", j.ID, "err", err)
+		return
+	}
+	typ := events.TypeJobFinished
+	if j.State == model.JobCancelled {
+		typ = events.TypeJobCancelled
+	}
+	h.publish(typ, j)
+	h.emitFinished(j)
+	h.d.Log.Info("job ended", "job", j.ID, "state", j.State, "reason", j.Reason, "duration_ms", j.DurationMS)
+}
+
+func (h *Handler) dropSession(ctx context.Context, id string) {
+	if _, err := h.d.Sessions.Delete(ctx, id); err != nil {
+		var he *httpapi.Error
+		if !errors.As(err, &he) || he.Status != http.StatusNotFound {
+			h.d.Log.Warn("delete job session", "session", id, "err", err)
+		}
+	}
+}
+
+// newSession creates the job's session, waiting while every runner is full.
+func (h *Handler) newSession(ctx, bg context.Context, j model.Job) (model.Session, error) {
+	deadline := time.Now().Add(sessionWait)
+	for {
+		s, err := h.d.Sessions.Create(bg, sessions.CreateRequest{Name: "job-" + j.ID, BoardConfig: j.BoardConfig, Coverage: j.Coverage})
+		var he *httpapi.Error
+		if err == nil || !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return s, err
+		}
+		sleep(ctx, 100*time.Millisecond)
+		if ctx.Err() != nil {
+			return s, ctx.Err()
+		}
+	}
+}
+
+var exitStatus = regexp.MustCompile(`firmware exited with status (\d+)`)
+
+// run drives the job's session: create, load, power on, then follow the
+// console and the session until the job's verdict. The caller deletes the
+// session (sid) after recording the verdict: deleting it stops QEMU, which
+// the result need not wait for. An empty verdict means the worker is
+// stopping.
+func (h *Handler) run(ctx, bg context.Context, j model.Job) (v verdict, console []byte, sid string) {
+	fail := func(format string, args ...any) (verdict, []byte, string) {
+		return verdict{state: model.JobError, reason: fmt.Sprintf(format, args...)}, nil, sid
+	}
+	t0 := time.Now()
+	s, err := h.newSession(ctx, bg, j)
+	if err != nil {
+		if ctx.Err() != nil {
+			return verdict{}, nil, ""
+		}
+		return fail("create session: %v", err)
+	}
+	sid = s.ID
+	var tLoad time.Time
+	defer func() {
+		h.d.Log.Debug("job timing", "job", j.ID, "create_ms", ms(tLoad.Sub(t0)), "load_ms", ms(v.loaded.Sub(tLoad)),
+			"poweron_ms", ms(v.poweredOn.Sub(v.loaded)), "run_ms", ms(time.Since(v.poweredOn)))
+	}()
+	if _, err := h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error { x.SessionID = s.ID; return nil }); err != nil {
+		return fail("record session: %v", err)
+	}
+	tLoad = time.Now()
+	if _, err := h.d.Sessions.LoadProgram(bg, s.ID, sessions.LoadRequest{ProgramID: j.ProgramID}); err != nil {
+		return fail("load program %s: %v", j.ProgramID, err)
+	}
+	j2 := j
+	j2.SessionID = s.ID
+	v, console = h.follow(ctx, bg, j2, s)
+	return v, console, sid
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// follow powers the session on and judges its console and exit.
+func (h *Handler) follow(ctx, bg context.Context, j model.Job, s model.Session) (verdict, []byte) {
+	timeout, _ := time.ParseDuration(j.Timeout)
+	var pass, failRe *regexp.Regexp
+	if j.PassPattern != "" {
+		pass = regexp.MustCompile(j.PassPattern) // validated at create
+	}
+	if j.FailPattern != "" {
+		failRe = regexp.MustCompile(j.FailPattern)
+	}
+	steps := make([]*regexp.Regexp, len(j.UARTScript))
+	for i, st := range j.UARTScript {
+		if st.WaitFor != "" {
+			steps[i] = regexp.MustCompile(st.WaitFor)
+		}
+	}
+
+	loaded := time.Now()
+	if _, err := h.d.Sessions.PowerOn(bg, s.ID, false); err != nil {
+		return verdict{state: model.JobError, reason: fmt.Sprintf("power on: %v", err)}, nil
+	}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	rc, err := h.d.Sessions.Runner(bg, &s, false)
+	if err == nil && rc == nil {
+		err = errors.New("the session's runner is gone")
+	}
+	if err != nil {
+		return verdict{state: model.JobError, reason: fmt.Sprintf("runner: %v", err)}, nil
+	}
+
+	console := []byte{} // stored even if the firmware printed nothing
+	var off int64
+	step, cursor := 0, 0 // script position; cursor is where wait_for searches from
+	var stepDeadline time.Time
+	passed := false
+	lastCancelCheck := start
+	done := func(st model.JobState, format string, args ...any) verdict {
+		return verdict{state: st, reason: fmt.Sprintf(format, args...), duration: time.Since(start), loaded: loaded, poweredOn: start}
+	}
+	// read appends new console output; fresh says whether there was any,
+	// so the patterns are matched again only when the output grew.
+	fresh := true
+	read := func() error {
+		data, _, next, err := rc.Console(bg, s.ID, off, 0)
+		if err != nil {
+			return err
+		}
+		fresh = fresh || len(data) > 0
+		off = next
+		if room := maxConsole - len(console); room > 0 {
+			console = append(console, data[:min(len(data), room)]...)
+		}
+		return nil
+	}
+	for {
+		// The session's state first, then the console: output printed
+		// before an exit is read before the exit is judged.
+		sess, err := h.d.State.GetSession(bg, s.ID)
+		if err != nil {
+			return done(model.JobError, "read session: %v", err), console
+		}
+		if err := read(); err != nil {
+			return done(model.JobError, "read console: %v", err), console
+		}
+		if failRe != nil && fresh {
+			if loc := failRe.FindIndex(console); loc != nil {
+				return done(model.JobFailed, "console matched fail_pattern %q: %q", j.FailPattern, console[loc[0]:loc[1]]), console
+			}
+		}
+		for step < len(j.UARTScript) {
+			st := j.UARTScript[step]
+			if st.Send != "" {
+				if sess.State != model.StateRunning {
+					break
+				}
+				if err := rc.Input(bg, s.ID, []byte(st.Send)); err != nil {
+					return done(model.JobError, "uart_script[%d] send: %v", step, err), console
+				}
+				step, cursor, stepDeadline = step+1, len(console), time.Time{}
+				continue
+			}
+			if loc := steps[step].FindIndex(console[cursor:]); loc != nil {
+				step, cursor, stepDeadline = step+1, cursor+loc[1], time.Time{}
+				continue
+			}
+			if stepDeadline.IsZero() && st.Timeout != "" {
+				d, _ := time.ParseDuration(st.Timeout)
+				stepDeadline = time.Now().Add(d)
+			}
+			break
+		}
+		scriptDone := step == len(j.UARTScript)
+		passed = passed || (pass != nil && fresh && pass.Match(console))
+		fresh = false
+		var code *int
+		if sess.State != model.StateRunning {
+			if m := exitStatus.FindStringSubmatch(sess.Reason); m != nil {
+				n, _ := strconv.Atoi(m[1])
+				code = &n
+			}
+		}
+		if code != nil && j.ExpectExitCode != nil && *code != *j.ExpectExitCode {
+			v := done(model.JobFailed, "firmware exited with status %d, expected %d", *code, *j.ExpectExitCode)
+			v.exitCode = code
+			return v, console
+		}
+		if scriptDone && (pass == nil || passed) && (j.ExpectExitCode == nil || code != nil) {
+			var why []string
+			if pass != nil {
+				why = append(why, fmt.Sprintf("console matched pass_pattern %q", j.PassPattern))
+			}
+			if code != nil && j.ExpectExitCode != nil {
+				why = append(why, fmt.Sprintf("firmware exited with status %d as expected", *code))
+			}
+			if len(j.UARTScript) > 0 {
+				why = append(why, fmt.Sprintf("uart_script completed (%d steps)", len(j.UARTScript)))
+			}
+			v := done(model.JobPassed, "%s", join(why))
+			v.exitCode = code
+			return v, console
+		}
+		if sess.State != model.StateRunning {
+			v := done(model.JobFailed, "the emulator ended before the job passed (%s): %s", sess.State, pending(j, step, passed))
+			if sess.Reason != "" {
+				v.reason = fmt.Sprintf("the emulator ended before the job passed (%s): %s; waiting for %s", sess.State, sess.Reason, pending(j, step, passed))
+			}
+			v.exitCode = code
+			return v, console
+		}
+		now := time.Now()
+		if now.After(deadline) {
+			return done(model.JobTimedOut, "timeout %s passed waiting for %s", j.Timeout, pending(j, step, passed)), console
+		}
+		if !stepDeadline.IsZero() && now.After(stepDeadline) {
+			return done(model.JobTimedOut, "uart_script[%d] wait_for %q: its timeout %s passed", step, j.UARTScript[step].WaitFor, j.UARTScript[step].Timeout), console
+		}
+		if now.Sub(lastCancelCheck) > 50*time.Millisecond {
+			lastCancelCheck = now
+			if cur, err := h.d.State.GetJob(bg, j.ID); err == nil && cur.CancelRequested {
+				return done(model.JobCancelled, "cancelled while running"), console
+			}
+		}
+		interval := poll
+		if now.Sub(start) > 2*time.Second {
+			interval = slowPoll
+		}
+		sleep(ctx, interval)
+		if ctx.Err() != nil {
+			return verdict{}, console
+		}
+	}
+}
+
+// pending says what a job still waited for, for timeout and failure reasons.
+func pending(j model.Job, step int, passed bool) string {
+	switch {
+	case step < len(j.UARTScript):
+		st := j.UARTScript[step]
+		return fmt.Sprintf("uart_script[%d] wait_for %q", step, st.WaitFor)
+	case j.PassPattern != "" && !passed:
+		return fmt.Sprintf("pass_pattern %q", j.PassPattern)
+	case j.ExpectExitCode != nil:
+		return fmt.Sprintf("the firmware to exit with status %d", *j.ExpectExitCode)
+	}
+	return "the end"
+}
+
+func join(parts []string) string {
+	var b bytes.Buffer
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}

@@ -1,0 +1,104 @@
+package model
+
+import "time"
+
+// JobState is a test job's lifecycle state.
+type JobState string
+
+const (
+	JobQueued    JobState = "queued"
+	JobRunning   JobState = "running"
+	JobPassed    JobState = "passed"
+	JobFailed    JobState = "failed"
+	JobTimedOut  JobState = "timed_out"
+	JobError     JobState = "error"
+	JobCancelled JobState = "cancelled"
+)
+
+// JobStates lists every state, for validation messages.
+var JobStates = []JobState{JobQueued, JobRunning, JobPassed, JobFailed, JobTimedOut, JobError, JobCancelled}
+
+// Final reports whether a job in state s is done for good.
+func (s JobState) Final() bool {
+	return s != JobQueued && s != JobRunning && s != ""
+}
+
+// Step is one UART script step: Send writes bytes to the UART's RX, WaitFor
+// waits until the console output after the step began matches a regular
+// expression. Exactly one of them is set.
+type Step struct {
+	Send    string `json:"send,omitempty"`
+	WaitFor string `json:"wait_for,omitempty"`
+	// Timeout bounds a wait_for step (a duration such as "2s"); the job's
+	// timeout bounds it anyway.
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// JobSpec is what a job request says: which program, on which board, and
+// how to judge the run. It has Wokwi CI's semantics: PassPattern is the
+// expected text, FailPattern the failure text, and a timeout is its own state.
+type JobSpec struct {
+	Name string `json:"name,omitempty"`
+	// ProgramID is the program run; ProgramKey is a programs-bucket object
+	// key resolved to the program registered from it.
+	ProgramID   string      `json:"program_id,omitempty"`
+	ProgramKey  string      `json:"program_key,omitempty"`
+	BoardConfig BoardConfig `json:"board_config"`
+	// Timeout bounds the run from power on, as a Go duration ("20s").
+	Timeout        string `json:"timeout,omitempty"`
+	UARTScript     []Step `json:"uart_script,omitempty"`
+	PassPattern    string `json:"pass_pattern,omitempty"`
+	FailPattern    string `json:"fail_pattern,omitempty"`
+	ExpectExitCode *int   `json:"expect_exit_code,omitempty"`
+	Coverage       bool   `json:"coverage,omitempty"`
+}
+
+// Job is one test run of a program on a board and its outcome.
+type Job struct {
+	ID string `json:"id"`
+	// Tenant owns the job; no other tenant can see it.
+	Tenant string `json:"tenant,omitempty"`
+	JobSpec
+	// RuleID is the job rule that created the job from a stored program.
+	RuleID string   `json:"rule_id,omitempty"`
+	State  JobState `json:"state"`
+	Reason string   `json:"reason,omitempty"`
+	// ExitCode is the firmware's semihosting exit status, if it exited.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Attempts counts the runs started; more than one means a worker died
+	// mid-job and the job was reclaimed.
+	Attempts int `json:"attempts"`
+	// Worker is the queue consumer (host-pid-n) running or last running
+	// the job.
+	Worker string `json:"worker,omitempty"`
+	// DurationMS is the run's wall time from power on to the verdict.
+	DurationMS float64 `json:"duration_ms,omitempty"`
+	// CancelRequested asks the worker running the job to stop it.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// ConsoleKey is the blob key of the stored console log.
+	ConsoleKey string `json:"console_key,omitempty"`
+	// Artifacts maps an artifact name ("console", "manifest") to its blob key.
+	Artifacts map[string]string `json:"artifacts,omitempty"`
+	// SessionID is the session the job runs (or ran) in; it is deleted
+	// once the result is stored.
+	SessionID  string     `json:"session_id,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Blob keys of a job's artifacts.
+func JobConsoleKey(id string) string  { return "jobs/" + id + "/console.log" }
+func JobManifestKey(id string) string { return "jobs/" + id + "/manifest.json" }
+
+// JobRule runs a job template for every program stored from a bucket key
+// under Prefix.
+type JobRule struct {
+	ID string `json:"id"`
+	// Tenant owns the rule: it runs for that tenant's programs only.
+	Tenant    string    `json:"tenant,omitempty"`
+	Prefix    string    `json:"prefix"`
+	Template  JobSpec   `json:"template"`
+	CreatedAt time.Time `json:"created_at"`
+}
