@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"reflect"
+	"strings"
 
 	"github.com/machineserver/machineserver/shared/model"
 )
@@ -65,11 +66,32 @@ var Catalog = []Spec{
 	spec(TypeSessionProgramLoaded, Notification, model.Session{}, "A program was loaded into a session (program_id set)."),
 	spec(TypeProgramStored, Notification, model.Program{}, "A firmware image was validated and stored."),
 	spec(TypeProgramDeleted, Notification, model.Program{}, "A program was deleted; data is its last state."),
+	spec(TypeProgramRejected, Notification, model.Program{}, "A bucket object failed validation; it is registered as a program with state rejected and the reason, and has no image."),
 	spec(TypeSnapshotCreated, Notification, model.Snapshot{}, "A session's machine state was saved and stored as a snapshot."),
 	spec(TypeSnapshotRestored, Notification, Restored{}, "A session was restored from a snapshot and runs (subject is the session)."),
 	spec(TypeSnapshotForked, Notification, Forked{}, "New sessions were created from a snapshot, each running."),
 	spec(TypeSnapshotDeleted, Notification, model.Snapshot{}, "A snapshot was deleted; data is its last state."),
 	spec(TypeCoverageReady, Notification, CoverageReport{}, "A coverage report was stored; its artifacts are in the blob store under coverage/<id>/."),
+	s3spec(TypeS3ObjectCreatedPut, "A bucket notification (AWS S3 CloudEvents adapter form): an object was written with PUT; the programs function registers it."),
+	s3spec(TypeS3ObjectCreatedPost, "A bucket notification: an object was written with a POST form upload; the programs function registers it."),
+	s3spec(TypeS3ObjectCreatedCopy, "A bucket notification: an object was written by a copy; the programs function registers it."),
+	s3spec(TypeS3ObjectCreatedMultipart, "A bucket notification: a multipart upload completed; the programs function registers the object."),
+	spec(TypeCDArtifactPublished, Command, ArtifactPublished{}, "CDEvents: a firmware artifact (subject.id, a purl naming its bucket key) was published; the job rules of that key run it."),
+	spec(TypeCDTestSuiteRunQueued, Command, TestSuiteRunQueued{}, "CDEvents: a pipeline queued a test suite run; customData is the job spec, and a test job is queued for it."),
+	spec(TypeCDTestSuiteRunStarted, Notification, TestSuiteRunStarted{}, "CDEvents: a test job started running (subject.id is the job id)."),
+	spec(TypeCDTestSuiteRunFinished, Notification, TestSuiteRunFinished{}, "CDEvents: a test job ended with outcome pass, fail (also a timeout), error or cancel."),
+	spec(TypeJobCreate, Command, model.JobSpec{}, "Queue a test job: run a program on a board and judge it by console patterns, UART script and exit code."),
+	spec(TypeJobQueued, Notification, model.Job{}, "A test job was queued (state queued)."),
+	spec(TypeJobStarted, Notification, model.Job{}, "A worker started a test job (state running; attempts counts the runs)."),
+	spec(TypeJobFinished, Notification, model.Job{}, "A test job ended: passed, failed, timed_out or error, with the reason and its console log in the blob store."),
+	spec(TypeJobCancelled, Notification, model.Job{}, "A test job was cancelled before it ended."),
+	spec(TypeJobTriggered, Notification, JobsTriggered{}, "The job rules matching a stored program's bucket key queued these jobs."),
+}
+
+// s3spec describes a bucket notification type. The type has a colon, which
+// file names in a Go module may not, so its files use a dot instead.
+func s3spec(typ, desc string) Spec {
+	return Spec{Type: typ, Direction: Command, Payload: S3Record{}, Schema: strings.ReplaceAll(typ, ":", ".") + ".json", Description: desc}
 }
 
 // Lookup returns the spec of an event type.

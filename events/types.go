@@ -21,6 +21,9 @@ const (
 	TypeSnapshotRestore    = "io.machineserver.snapshot.restore.v1"
 	TypeSnapshotFork       = "io.machineserver.snapshot.fork.v1"
 	TypeSnapshotDelete     = "io.machineserver.snapshot.delete.v1"
+	// TypeJobCreate queues a test job (POST /api/v1/jobs); the event id
+	// makes it idempotent.
+	TypeJobCreate = "io.machineserver.job.create.v1"
 )
 
 // Notifications the platform publishes.
@@ -37,6 +40,9 @@ const (
 	TypeSessionRebooted = "io.machineserver.session.rebooted.v1"
 	TypeProgramStored   = "io.machineserver.program.stored.v1"
 	TypeProgramDeleted  = "io.machineserver.program.deleted.v1"
+	// TypeProgramRejected reports a bucket object that failed validation:
+	// registered with state rejected and the reason, without an image.
+	TypeProgramRejected = "io.machineserver.program.rejected.v1"
 	TypeSnapshotCreated = "io.machineserver.snapshot.created.v1"
 	// TypeSnapshotRestored is published with the session as subject: the
 	// session is what changed.
@@ -44,6 +50,13 @@ const (
 	TypeSnapshotForked   = "io.machineserver.snapshot.forked.v1"
 	TypeSnapshotDeleted  = "io.machineserver.snapshot.deleted.v1"
 	TypeCoverageReady    = "io.machineserver.coverage.ready.v1"
+	TypeJobQueued        = "io.machineserver.job.queued.v1"
+	TypeJobStarted       = "io.machineserver.job.started.v1"
+	TypeJobFinished      = "io.machineserver.job.finished.v1"
+	TypeJobCancelled     = "io.machineserver.job.cancelled.v1"
+	// TypeJobTriggered answers a program.stored notification with the jobs
+	// its bucket key's rules queued.
+	TypeJobTriggered = "io.machineserver.job.triggered.v1"
 )
 
 // Event sources of the components that publish.
@@ -178,4 +191,12 @@ type CoverageTotals struct {
 	FunctionsHit   int `json:"functions_hit"`
 	BranchesFound  int `json:"branches_found"`
 	BranchesHit    int `json:"branches_hit"`
+}
+
+// JobsTriggered is the data of TypeJobTriggered: the jobs that the job rules
+// matching a stored program's bucket key queued (none if no rule matched).
+type JobsTriggered struct {
+	ProgramID string   `json:"program_id"`
+	SourceKey string   `json:"source_key,omitempty"`
+	Jobs      []string `json:"jobs"`
 }

@@ -43,6 +43,7 @@ var images = map[string]string{
 	"functions/sessions":  "sessions",
 	"functions/programs":  "programs",
 	"functions/snapshots": "snapshots",
+	"functions/jobs":      "jobs",
 	"runner":              "runner",
 }
 
@@ -56,6 +57,8 @@ var envNames = map[string]bool{
 	"MS_RUNNER_ID":        true, "MS_RUNNER_URL": true, "MS_RUNNER_DIR": true,
 	"MS_QEMU_BINARY": true, "MS_RUNNER_CAPACITY": true,
 	"POD_NAME": true, "POD_NAMESPACE": true, "K_SINK": true,
+	"MS_JOB_WORKERS": true, "MS_JOB_LEASE": true, "MS_JOB_MAX_ATTEMPTS": true,
+	"MS_PROGRAMS_BUCKET": true, "MS_SESSION_TOKEN_SECRET": true, "MS_BOOTSTRAP_API_KEY": true,
 }
 
 // doc is one YAML document of one file.
@@ -258,10 +261,13 @@ func TestManifests(t *testing.T) {
 				var n corev1.Namespace
 				decodeStrict(t, d, &n)
 			case "eventing.knative.dev/v1 Broker":
+				validateEventing(t, d, "broker.json")
 				checkBroker(t, d)
 			case "eventing.knative.dev/v1 Trigger":
+				validateEventing(t, d, "trigger.json")
 				checkTrigger(t, c, d)
 			case "sources.knative.dev/v1 SinkBinding":
+				validateEventing(t, d, "sinkbinding.json")
 				checkSinkBinding(t, c, d)
 			case "gateway.networking.k8s.io/v1 HTTPRoute":
 				checkHTTPRoute(t, c, d)
@@ -477,7 +483,8 @@ func checkEnv(t *testing.T, c *cluster, d *doc, ct corev1.Container) {
 		if e.ValueFrom == nil {
 			continue
 		}
-		if r := e.ValueFrom.SecretKeyRef; r != nil && (r.Name != secretName || !c.secretKeys[r.Key]) {
+		// An optional key may be absent: the binary then runs without it.
+		if r := e.ValueFrom.SecretKeyRef; r != nil && (r.Name != secretName || !c.secretKeys[r.Key] && (r.Optional == nil || !*r.Optional)) {
 			t.Errorf("%s: container %s: env %s: no key %q in Secret %q", d, ct.Name, e.Name, r.Key, r.Name)
 		}
 		if r := e.ValueFrom.ConfigMapKeyRef; r != nil && (r.Name != configName || !c.configKeys[r.Key]) {
@@ -661,11 +668,31 @@ var commandTargets = map[string]string{
 	"session":  "sessions",
 	"program":  "programs",
 	"snapshot": "snapshots",
+	"job":      "jobs",
+}
+
+// foreignTargets maps the prefixes of the command types other specs name to
+// the function that takes them: CDEvents from pipelines start jobs, bucket
+// notifications (AWS S3 adapter form) register programs.
+var foreignTargets = map[string]string{
+	"dev.cdevents.":     "jobs",
+	"com.amazonaws.s3.": "programs",
+}
+
+// subscriptions are the notifications a function consumes, and which one:
+// a stored program runs the job rules of its bucket key.
+var subscriptions = map[string]string{
+	events.TypeProgramStored: "jobs",
 }
 
 // commandTarget is the function that owns a command type, or "" for a noun
 // no function owns.
 func commandTarget(eventType string) string {
+	for prefix, fn := range foreignTargets {
+		if strings.HasPrefix(eventType, prefix) {
+			return fn
+		}
+	}
 	rest, _ := strings.CutPrefix(eventType, "io.machineserver.")
 	noun, _, _ := strings.Cut(rest, ".")
 	return commandTargets[noun]
@@ -687,10 +714,17 @@ func checkTrigger(t *testing.T, c *cluster, d *doc) {
 		t.Fatalf("%s: a Trigger without a type filter would deliver every event", d)
 	}
 	typ := tr.Spec.Filter.Attributes["type"]
-	if spec, ok := events.Lookup(typ); !ok || spec.Direction != events.Command {
-		t.Errorf("%s: %s is not a command in the events catalog", d, typ)
+	spec, ok := events.Lookup(typ)
+	if !ok {
+		t.Fatalf("%s: %s is not in the events catalog", d, typ)
 	}
-	if want := commandTarget(typ); r.Name != want {
+	want := commandTarget(typ)
+	if spec.Direction != events.Command {
+		if want, ok = subscriptions[typ]; !ok {
+			t.Errorf("%s: %s is a notification no function subscribes to", d, typ)
+		}
+	}
+	if r.Name != want {
 		t.Errorf("%s: %s goes to %s, want %s", d, typ, r.Name, want)
 	}
 }

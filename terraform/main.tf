@@ -54,10 +54,11 @@ locals {
 
   # ko:// references replaced by the pushed images.
   rendered = {
-    for f in local.manifest_files : f => replace(replace(replace(replace(file(f),
+    for f in local.manifest_files : f => replace(replace(replace(replace(replace(file(f),
       "${local.ko}functions/sessions", var.images.sessions),
       "${local.ko}functions/programs", var.images.programs),
       "${local.ko}functions/snapshots", var.images.snapshots),
+      "${local.ko}functions/jobs", var.images.jobs),
     "${local.ko}runner", var.images.runner)
   }
 
@@ -98,6 +99,7 @@ resource "kubernetes_secret_v1" "machineserver" {
     "s3-access-key" = var.s3_access_key
     "s3-secret-key" = var.s3_secret_key
     "runner-token"  = var.runner_token
+    "session-token-secret" = var.session_token_secret
   }
 }
 

@@ -16,6 +16,7 @@ variable "images" {
     sessions  = string
     programs  = string
     snapshots = string
+    jobs      = string
     runner    = string
   })
 
@@ -86,6 +87,17 @@ variable "runner_token" {
   validation {
     condition     = length(var.runner_token) >= 32
     error_message = "runner_token must be at least 32 characters."
+  }
+}
+
+variable "session_token_secret" {
+  description = "Signs the short-lived console and gdb tokens; shared by every function."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = length(var.session_token_secret) >= 32
+    error_message = "session_token_secret must be at least 32 characters."
   }
 }
 

@@ -10,13 +10,19 @@ import (
 
 	"github.com/machineserver/machineserver/functions/programs/handler"
 	"github.com/machineserver/machineserver/shared/config"
+	"github.com/machineserver/machineserver/shared/quota"
 )
 
 // Config is read once from the environment.
 type Config struct {
 	config.Distributed
+	config.Security
 	Port      string `envconfig:"PORT" default:"8080"`
 	MaxUpload int64  `envconfig:"MS_MAX_UPLOAD_BYTES" default:"16777216"`
+	// Watch is the bucket trigger (MS_PROGRAMS_BUCKET on the same endpoint).
+	Watch handler.WatchConfig
+	// Quota is the per-tenant limits (MS_QUOTA_*); programs count storage.
+	Quota quota.Config
 }
 
 func main() { config.Run("programs", run) }
@@ -31,12 +37,23 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer svc.Close()
-	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, MaxUpload: cfg.MaxUpload, Log: svc.Log})
+	watches, err := cfg.Watch.Open(ctx)
+	if err != nil {
+		return err
+	}
+	// Jobs for stored programs are queued by the jobs function, which gets
+	// program.stored through the Broker; no OnStored here.
+	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, MaxUpload: cfg.MaxUpload, Log: svc.Log, Watches: watches,
+		Quota: quota.New(svc.State.Client(), cfg.Quota)})
 	// Redis holds only an index: rebuild it from the manifests in the bucket.
 	n, err := h.Reindex(ctx)
 	if err != nil {
 		return fmt.Errorf("reindex programs: %w", err)
 	}
 	svc.Log.Info("program index rebuilt", "programs", n)
-	return config.ServeFunction(ctx, cfg.Port, h, svc.Log)
+	guard, err := cfg.Authenticator(ctx, svc.State.Client(), true, svc.Log)
+	if err != nil {
+		return err
+	}
+	return config.ServeFunction(ctx, cfg.Port, h, guard, svc.Log)
 }

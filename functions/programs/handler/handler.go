@@ -19,11 +19,14 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/fwimage"
 	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/quota"
 	"github.com/machineserver/machineserver/shared/state"
 )
 
@@ -35,6 +38,16 @@ type Deps struct {
 	// MaxUpload bounds an image's size in bytes.
 	MaxUpload int64
 	Log       *slog.Logger
+	// Watches are the buckets whose new objects become programs (bucket
+	// notifications); none means notifications are refused.
+	Watches []Watch
+	// OnStored, when set, is called with every newly stored program, besides
+	// the program.stored event: the standalone server starts the jobs of
+	// matching job rules this way. It must not block for long.
+	OnStored func(ctx context.Context, p model.Program)
+	// Quota counts stored image bytes against the tenant's storage quota;
+	// nil is unlimited.
+	Quota *quota.Quota
 }
 
 // Handler serves the programs function.
@@ -97,23 +110,58 @@ func (h *Handler) Store(ctx context.Context, in Upload) (model.Program, error) {
 		return model.Program{}, invalid(err)
 	}
 	p := model.Program{
-		ID: model.NewID(), Name: name, Format: format, LoadAddress: in.LoadAddress,
+		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: name, Format: format, LoadAddress: in.LoadAddress,
 		Size: info.Size, SHA256: info.SHA256, Entry: info.Entry, Segments: info.Segments,
-		CreatedAt: time.Now().UTC(),
+		CreatedAt: time.Now().UTC(), State: StateStored,
 	}
-	if err := h.d.Blobs.Put(ctx, model.ProgramImageKey(p.ID), bytes.NewReader(in.Data), int64(len(in.Data)), "application/octet-stream"); err != nil {
-		return model.Program{}, fmt.Errorf("store image: %w", err)
+	if err := h.save(ctx, p, in.Data); err != nil {
+		return model.Program{}, err
+	}
+	metrics.ProgramUploaded()
+	h.announce(ctx, p)
+	return p, nil
+}
+
+// save writes the image (when there is one: a rejected program has none),
+// then the manifest, then the index entry, so a crash leaves at worst an
+// orphan image, never a manifest or an index entry without its bytes.
+func (h *Handler) save(ctx context.Context, p model.Program, image []byte) (err error) {
+	if image != nil {
+		// The bytes are reserved before they are written, so concurrent
+		// uploads cannot together pass the tenant's storage quota.
+		if err := h.d.Quota.Acquire(ctx, p.Tenant, quota.Storage, quota.ProgramKey(p.ID), int64(len(image))); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				h.d.Quota.Release(context.WithoutCancel(ctx), p.Tenant, quota.Storage, quota.ProgramKey(p.ID))
+			}
+		}()
+		if err := h.d.Blobs.Put(ctx, model.ProgramImageKey(p.ID), bytes.NewReader(image), int64(len(image)), "application/octet-stream"); err != nil {
+			return fmt.Errorf("store image: %w", err)
+		}
 	}
 	manifest, _ := json.MarshalIndent(p, "", "  ")
 	if err := h.d.Blobs.Put(ctx, model.ProgramManifestKey(p.ID), bytes.NewReader(manifest), int64(len(manifest)), "application/json"); err != nil {
-		h.d.Blobs.Remove(context.WithoutCancel(ctx), model.ProgramImageKey(p.ID))
-		return model.Program{}, fmt.Errorf("store manifest: %w", err)
+		if image != nil {
+			h.d.Blobs.Remove(context.WithoutCancel(ctx), model.ProgramImageKey(p.ID))
+		}
+		return fmt.Errorf("store manifest: %w", err)
 	}
-	if err := h.d.State.PutProgram(ctx, p); err != nil {
-		return model.Program{}, err
+	return h.d.State.PutProgram(ctx, p)
+}
+
+// announce publishes a new program (stored or rejected) and hands stored
+// ones to OnStored.
+func (h *Handler) announce(ctx context.Context, p model.Program) {
+	if p.State == StateRejected {
+		h.publish(events.TypeProgramRejected, p)
+		return
 	}
 	h.publish(events.TypeProgramStored, p)
-	return p, nil
+	if h.d.OnStored != nil {
+		h.d.OnStored(context.WithoutCancel(ctx), p)
+	}
 }
 
 // invalid turns a validation error into a 4xx; anything else stays internal.
@@ -131,16 +179,30 @@ func (h *Handler) Get(ctx context.Context, id string) (model.Program, error) {
 		return model.Program{}, httpapi.NotFound("program %q not found (ids are 16 hex digits)", id)
 	}
 	p, err := h.d.State.GetProgram(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return p, httpapi.NotFound("program %s not found", id)
+	// Another tenant's program is answered like a missing one, so ids do
+	// not leak.
+	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, p.Tenant)) {
+		return model.Program{}, httpapi.NotFound("program %s not found", id)
 	}
 	return p, err
 }
 
-// List returns one page of programs.
+// List returns one page of the caller's tenant's programs, oldest first.
 func (h *Handler) List(ctx context.Context, pg httpapi.Page) (List, error) {
-	ps, total, err := h.d.State.ListPrograms(ctx, pg.Offset(), pg.Size)
-	return List{Programs: ps, Total: total, Page: pg.Page, PageSize: pg.Size}, err
+	// The index is not per tenant, so the page is cut after filtering.
+	all, _, err := h.d.State.ListPrograms(ctx, 0, 1<<30)
+	if err != nil {
+		return List{}, err
+	}
+	ps := []model.Program{}
+	for _, p := range all {
+		if auth.Owns(ctx, p.Tenant) {
+			ps = append(ps, p)
+		}
+	}
+	total := len(ps)
+	ps = ps[min(pg.Offset(), total):min(pg.Offset()+pg.Size, total)]
+	return List{Programs: ps, Total: total, Page: pg.Page, PageSize: pg.Size}, nil
 }
 
 // Delete removes a program that no session uses: index first (it disappears
@@ -166,29 +228,65 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Program, error) 
 	if err := h.d.State.DeleteProgram(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
 		return p, err
 	}
+	if p.SourceKey != "" {
+		// Only if it still points here: a newer version may have replaced it.
+		h.d.State.Client().Eval(ctx, `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`, []string{keyIndex(p.SourceKey)}, id)
+	}
 	for _, k := range []string{model.ProgramManifestKey(id), model.ProgramImageKey(id)} {
 		if err := h.d.Blobs.Remove(ctx, k); err != nil {
 			return p, fmt.Errorf("remove %s: %w", k, err)
 		}
 	}
+	if err := h.d.Quota.Release(ctx, tenantOf(p), quota.Storage, quota.ProgramKey(id)); err != nil {
+		h.d.Log.Warn("release storage quota", "program", id, "err", err)
+	}
 	h.publish(events.TypeProgramDeleted, p)
 	return p, nil
 }
 
-// Reindex rebuilds the Redis index from the manifests in the blob store.
+// tenantOf is a program's tenant; programs stored before tenants existed
+// belong to the default one.
+func tenantOf(p model.Program) string {
+	if p.Tenant == "" {
+		return auth.DefaultTenant
+	}
+	return p.Tenant
+}
+
+// Reindex rebuilds the Redis index from the manifests in the blob store,
+// and recounts each tenant's stored program bytes for the storage quota.
 func (h *Handler) Reindex(ctx context.Context) (int, error) {
 	n := 0
+	held := map[string]map[string]int64{}
 	err := blob.Manifests(ctx, h.d.Blobs, "programs/", func(v model.Program) error {
 		if !model.ValidID(v.ID) {
 			h.d.Log.Warn("skipping program manifest without a valid id", "id", v.ID)
 			return nil
 		}
 		n++
+		if v.State != StateRejected {
+			t := tenantOf(v)
+			if held[t] == nil {
+				held[t] = map[string]int64{}
+			}
+			held[t][quota.ProgramKey(v.ID)] = v.Size
+		}
+		if v.SourceKey != "" && v.State == StateStored {
+			h.reindexKey(ctx, v)
+		}
 		return h.d.State.PutProgram(ctx, v)
 	}, func(key string, err error) {
 		h.d.Log.Warn("skipping unreadable program manifest", "key", key, "err", err)
 	})
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	for t, truth := range held {
+		if _, err := h.d.Quota.ReconcileScope(ctx, t, quota.Storage, quota.ProgramKey(""), truth, time.Minute); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (h *Handler) publish(typ string, p model.Program) {
@@ -288,8 +386,9 @@ func (h *Handler) readPart(part *multipart.Part, in *Upload, haveFile *bool) err
 	return nil
 }
 
-// Routes mounts the REST API on mux.
+// Routes mounts the REST API and the bucket notification webhook on mux.
 func (h *Handler) Routes(mux *http.ServeMux) {
+	h.notificationRoutes(mux)
 	mux.HandleFunc("POST /api/v1/programs", func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, h.d.MaxUpload+64<<10)
 		in, err := h.readUpload(r)
@@ -324,7 +423,7 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 
 // Events returns the CloudEvents receiver for program commands.
 func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
-	return cmdevent.Handler(ctx, h.source, map[string]cmdevent.Op{
+	ops := map[string]cmdevent.Op{
 		events.TypeProgramUpload: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
 			var in events.UploadProgram
 			if err := cmdevent.Decode(e, &in); err != nil {
@@ -344,7 +443,23 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 			p, err := h.Delete(ctx, in.ProgramID)
 			return cmdevent.Reply{Type: events.TypeProgramDeleted, Subject: p.ID, Data: p}, err
 		},
-	}, h.d.Log)
+	}
+	h.s3Ops(ops)
+	ce, err := cmdevent.Handler(ctx, h.source, ops, h.d.Log)
+	if err != nil {
+		return nil, err
+	}
+	// A request that is no CloudEvent at all is a store's webhook POST: the
+	// in-cluster stores send bucket notifications to this root, which the
+	// cluster ingress reaches without an API key (versitygw cannot send
+	// one); outside callers use NotificationsPath with a credential.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Ce-Specversion") == "" && !strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents") {
+			h.serveNotification(w, r)
+			return
+		}
+		ce.ServeHTTP(w, r)
+	}), nil
 }
 
 // Health reports what the function is connected to.
