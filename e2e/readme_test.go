@@ -28,12 +28,12 @@ func TestReadmeWalkthrough(t *testing.T) {
 	fw, _ := filepath.Abs(firmware(t, "netduino2", "fw.elf"))
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "BASE="+pl.base, "FW="+fw)
+	cmd.Env = append(os.Environ(), "BASE="+pl.base, "FW="+fw, "MS_API_KEY="+apiKey)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("walkthrough failed: %v\n%s", err, out)
 	}
-	for _, want := range []string{"netduino2\n", "MS-TEST-FW netduino2 ready", "running\n", "count=", "stopped\n", "204\n"} {
+	for _, want := range []string{"netduino2\n", "MS-TEST-FW netduino2 ready", "running\n", "count=", "stopped\n", "204\n", "401\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("walkthrough output lacks %q:\n%s", want, out)
 		}

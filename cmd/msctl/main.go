@@ -32,7 +32,10 @@ Commands:
 Flags:
   --listen ADDR   local address to listen on (default 127.0.0.1:3333)
   --server URL    Machine Server base URL (default $MS_SERVER or http://localhost:8080)
-  --token TOKEN   credentials, sent as "Authorization: Bearer TOKEN" (default $MS_TOKEN)
+  --token TOKEN   credentials (default $MS_TOKEN): an API key (ms_...), sent as
+                  "Authorization: ApiKey TOKEN", or a JWT or a gdb session token
+                  (POST /api/v1/sessions/SESSION/tokens {"purpose":"gdb"}), sent as
+                  "Authorization: Bearer TOKEN"
 `
 
 func main() {
@@ -92,7 +95,7 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	header := http.Header{}
 	if *token != "" {
-		header.Set("Authorization", "Bearer "+*token)
+		header.Set("Authorization", authorization(*token))
 	}
 
 	ln, err := net.Listen("tcp", *listen)
@@ -103,6 +106,15 @@ func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		ln.Addr(), tunnel, ln.Addr())
 	serve(ctx, ln, tunnel, header, stderr)
 	return nil
+}
+
+// authorization is the header value for token: API keys have their own
+// scheme, everything else is a bearer token.
+func authorization(token string) string {
+	if strings.HasPrefix(token, "ms_") {
+		return "ApiKey " + token
+	}
+	return "Bearer " + token
 }
 
 func envOr(name, def string) string {

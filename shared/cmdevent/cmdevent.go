@@ -3,16 +3,18 @@ package cmdevent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sort"
 	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/cloudevents/sdk-go/v2/protocol"
+	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/httpapi"
 )
 
@@ -37,39 +39,61 @@ func Decode(e cloudevents.Event, v any) error {
 	return httpapi.DecodeBytes(e.Data(), v)
 }
 
-// Handler returns an http.Handler accepting CloudEvents for ops.
-func Handler(ctx context.Context, source string, ops map[string]Op, log *slog.Logger) (http.Handler, error) {
-	p, err := cloudevents.NewHTTP()
-	if err != nil {
-		return nil, err
-	}
+// Handler returns an http.Handler accepting CloudEvents for ops, in binary
+// or structured mode. Each request is decoded on its own goroutine with its
+// own context rather than through the SDK's receive handler, which hands
+// messages over a shared channel and can run an event with another
+// request's context (cloudevents/sdk-go#1224): that context carries the
+// caller's tenant. The command acts as the authenticated caller, or, on the
+// in-cluster ingress, as the tenant its extension attribute names.
+func Handler(_ context.Context, source string, ops map[string]Op, log *slog.Logger) (http.Handler, error) {
 	var types []string
 	for t := range ops {
 		types = append(types, t)
 	}
 	sort.Strings(types)
-	fn := func(ctx context.Context, e cloudevents.Event) (*cloudevents.Event, protocol.Result) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		r.Body = http.MaxBytesReader(w, r.Body, MaxData+64<<10)
+		m := cehttp.NewMessageFromHttpRequest(r)
+		defer m.Finish(nil)
+		e, err := binding.ToEvent(ctx, m)
+		if err == nil {
+			err = e.Validate()
+		}
+		if err != nil {
+			httpapi.WriteError(w, r, httpapi.BadRequest("not a valid CloudEvent (required attributes: specversion, id, source, type): %v", err))
+			return
+		}
 		op, ok := ops[e.Type()]
 		if !ok {
-			return nil, cehttp.NewResult(http.StatusBadRequest, "unknown event type %q; accepted: %s", e.Type(), strings.Join(types, ", "))
+			httpapi.WriteError(w, r, httpapi.BadRequest("unknown event type %q; accepted: %s", e.Type(), strings.Join(types, ", ")))
+			return
 		}
 		if len(e.Data()) > MaxData {
-			return nil, cehttp.NewResult(http.StatusRequestEntityTooLarge, "event data is larger than %d bytes", MaxData)
+			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusRequestEntityTooLarge, "too_large", "event data is larger than %d bytes", MaxData))
+			return
 		}
-		rep, err := op(ctx, e)
+		if ctx, err = auth.EventContext(ctx, *e); err != nil {
+			httpapi.WriteError(w, r, httpapi.BadRequest("%v", err))
+			return
+		}
+		rep, err := op(ctx, *e)
 		if err != nil {
 			var he *httpapi.Error
-			if errors.As(err, &he) {
-				return nil, cehttp.NewResult(he.Status, "%s", he.Message)
+			if !errors.As(err, &he) {
+				log.ErrorContext(ctx, "event failed", "type", e.Type(), "id", e.ID(), "err", err)
 			}
-			log.ErrorContext(ctx, "event failed", "type", e.Type(), "id", e.ID(), "err", err)
-			return nil, cehttp.NewResult(http.StatusInternalServerError, "internal error")
+			httpapi.WriteError(w, r, err)
+			return
 		}
 		out, err := events.New(source, rep.Type, rep.Subject, rep.Data)
 		if err != nil {
-			return nil, cehttp.NewResult(http.StatusInternalServerError, "building reply: %v", err)
+			httpapi.WriteError(w, r, fmt.Errorf("building reply: %w", err))
+			return
 		}
-		return &out, cehttp.NewResult(http.StatusOK, "")
-	}
-	return cloudevents.NewHTTPReceiveHandler(ctx, p, fn)
+		if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(&out), http.StatusOK, w); err != nil {
+			log.WarnContext(ctx, "writing reply event", "type", rep.Type, "err", err)
+		}
+	}), nil
 }

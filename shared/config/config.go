@@ -13,9 +13,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/state"
 )
 
@@ -120,8 +124,9 @@ type Function interface {
 }
 
 // ServeFunction serves fn the way Knative runs it: the REST routes, the
-// CloudEvents receiver at POST /, and GET /health.
-func ServeFunction(ctx context.Context, port string, fn Function, log *slog.Logger) error {
+// CloudEvents receiver at POST /, and GET /health, behind a's
+// authentication and audit log (see Guard; POST / and /health are open).
+func ServeFunction(ctx context.Context, port string, fn Function, a *auth.Authenticator, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	fn.Routes(mux)
 	ev, err := fn.Events(ctx)
@@ -136,12 +141,37 @@ func ServeFunction(ctx context.Context, port string, fn Function, log *slog.Logg
 		}
 		httpapi.Reply(w, r, http.StatusOK, v, err)
 	})
+	mux.Handle("GET /metrics", metrics.Handler())
 	ln, err := Listen(port)
 	if err != nil {
 		return err
 	}
 	log.Info("serving", "addr", ln.Addr().String())
-	return Serve(ctx, Server(httpapi.Middleware(log, mux)), ln)
+	return Serve(ctx, Server(httpapi.Middleware(log, metrics.Middleware(mux)(Guard(a, mux)))), ln)
+}
+
+// Security is the authentication and audit configuration (MS_AUTH,
+// MS_JWT_*, MS_SESSION_TOKEN_SECRET, MS_BOOTSTRAP_API_KEY, MS_METRICS_AUTH,
+// MS_AUDIT_MAX_ENTRIES) of every binary that serves the API.
+type Security struct {
+	auth.Config
+}
+
+// Authenticator builds the authenticator on rdb (API keys and the audit
+// stream live there) and installs the bootstrap key. distributed requires a
+// shared MS_SESSION_TOKEN_SECRET.
+func (s Security) Authenticator(ctx context.Context, rdb redis.UniversalClient, distributed bool, log *slog.Logger) (*auth.Authenticator, error) {
+	return auth.New(ctx, auth.Options{Config: s.Config, Redis: rdb, Log: log, Distributed: distributed})
+}
+
+// Guard mounts the admin API (keys) and GET /api/v1/audit on mux and
+// returns mux behind a: every route but /health, an open /metrics and the
+// in-cluster CloudEvents ingress (POST /) needs a credential with the
+// route's scope, and mutating calls, stream attaches and refusals are
+// audited. Every binary serving the API goes through it.
+func Guard(a *auth.Authenticator, mux *http.ServeMux) http.Handler {
+	a.Routes(mux)
+	return a.Middleware(mux)
 }
 
 // Distributed is what every binary of the distributed form reads: logging,

@@ -1,0 +1,491 @@
+package auth
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/machineserver/machineserver/shared/audit"
+	"github.com/machineserver/machineserver/shared/httpapi"
+)
+
+// Options build an Authenticator.
+type Options struct {
+	Config Config
+	// Redis holds the API keys and the audit stream.
+	Redis redis.UniversalClient
+	Log   *slog.Logger
+	// Distributed requires MS_SESSION_TOKEN_SECRET: every replica must
+	// accept the session tokens any replica issued.
+	Distributed bool
+}
+
+// Authenticator authenticates requests, enforces scopes and writes the
+// audit log.
+type Authenticator struct {
+	off         bool
+	metricsAuth bool
+	keys        *KeyStore
+	jwt         *JWTVerifier
+	tokens      *SessionTokens
+	audit       *audit.Log
+	log         *slog.Logger
+	// bootstrap is MS_BOOTSTRAP_API_KEY, reinstalled if Redis loses it.
+	bootstrap string
+}
+
+type authenticatorKey struct{}
+
+// anonymous is everyone when authentication is off.
+var anonymous = Principal{Actor: "anonymous", Tenant: DefaultTenant, Scopes: []Scope{ScopeAdmin}}
+
+// New checks the configuration, loads the JWT keys and installs the
+// bootstrap key.
+func New(ctx context.Context, o Options) (*Authenticator, error) {
+	c := o.Config
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	a := &Authenticator{
+		off: !c.Enabled(), metricsAuth: c.MetricsAuth, keys: NewKeyStore(o.Redis),
+		audit: audit.New(o.Redis, c.AuditMaxEntries, o.Log), log: o.Log,
+	}
+	var err error
+	a.jwt, err = NewJWTVerifier(JWTOptions{
+		HS256Secret: []byte(c.JWTSecret), PublicKeyFiles: c.JWTPublicKeys, JWKSFile: c.JWKSFile,
+		Issuer: c.JWTIssuer, Audience: c.JWTAudience, Algorithms: c.JWTAlgorithms, TenantClaim: c.TenantClaim,
+	})
+	if err != nil {
+		return nil, err
+	}
+	secret := []byte(c.SessionTokenSecret)
+	if len(secret) == 0 {
+		if o.Distributed && !a.off {
+			return nil, errors.New("MS_SESSION_TOKEN_SECRET is required in the distributed form (at least 32 bytes, the same for every function), so any replica accepts the console and gdb tokens another issued")
+		}
+		secret = make([]byte, 32)
+		rand.Read(secret)
+	}
+	if a.tokens, err = NewSessionTokens(secret); err != nil {
+		return nil, err
+	}
+	if c.BootstrapKey != "" {
+		a.bootstrap = string(c.BootstrapKey)
+		k, err := a.keys.EnsureKey(ctx, a.bootstrap, "bootstrap", DefaultTenant, []Scope{ScopeAdmin})
+		if err != nil {
+			return nil, fmt.Errorf("MS_BOOTSTRAP_API_KEY: %w", err)
+		}
+		if k.RevokedAt != nil {
+			o.Log.Warn("the bootstrap API key is revoked; it stays revoked", "key_id", k.ID)
+		} else {
+			o.Log.Info("bootstrap API key installed", "key_id", k.ID, "tenant", k.Tenant, "scopes", k.Scopes)
+		}
+	}
+	if a.off {
+		o.Log.Warn("AUTHENTICATION IS OFF (MS_AUTH=off): every request is served as an admin of the default tenant; never expose this server")
+	} else {
+		o.Log.Info("authentication on", "config", c, "jwt_algorithms", a.jwtAlgorithms())
+	}
+	return a, nil
+}
+
+func (a *Authenticator) jwtAlgorithms() []string {
+	if a.jwt == nil {
+		return nil
+	}
+	return a.jwt.Algorithms()
+}
+
+// Enabled reports whether requests are authenticated.
+func (a *Authenticator) Enabled() bool { return !a.off }
+
+// Keys is the API key store.
+func (a *Authenticator) Keys() *KeyStore { return a.keys }
+
+// Audit is the audit log.
+func (a *Authenticator) Audit() *audit.Log { return a.audit }
+
+// SessionTokens is the session token signer.
+func (a *Authenticator) SessionTokens() *SessionTokens { return a.tokens }
+
+// authError is a refused credential: status 401 or 403 with the reason.
+type authError struct {
+	status int
+	reason string
+	// actor and tenant, as far as known, for the audit record.
+	actor, tenant string
+}
+
+func (e *authError) Error() string { return e.reason }
+
+func unauthorized(reason string) *authError {
+	return &authError{status: http.StatusUnauthorized, reason: reason, actor: "anonymous"}
+}
+
+// authenticate finds the request's principal.
+func (a *Authenticator) authenticate(r *http.Request) (Principal, *authError) {
+	if a.off {
+		return anonymous, nil
+	}
+	h := r.Header.Get("Authorization")
+	qtok := r.URL.Query().Get("token")
+	sid, purpose, stream := streamOf(r.URL.Path)
+	stream = stream && r.Method == http.MethodGet
+	if h == "" && qtok != "" {
+		// Browsers cannot set headers on a WebSocket: a session token may
+		// come as ?token=, on stream paths only, and nothing else may.
+		if !stream {
+			return Principal{}, unauthorized("?token= is accepted only on console and gdb stream paths")
+		}
+		if len(qtok) > MaxCredentialBytes {
+			return Principal{}, unauthorized("malformed token")
+		}
+		if !isSessionToken(qtok) {
+			return Principal{}, unauthorized("?token= must be a session token (POST /api/v1/sessions/{id}/tokens)")
+		}
+		return a.sessionToken(qtok, sid, purpose, stream)
+	}
+	c, err := ParseAuthorization(h)
+	if err != nil {
+		return Principal{}, unauthorized(err.Error())
+	}
+	// An API key is also accepted as a bearer token, for webhook senders
+	// that can only send Bearer (MinIO's auth_token); JWTs never start
+	// with "ms_".
+	switch {
+	case c.Kind == KindAPIKey || strings.HasPrefix(c.Value, keyPrefix):
+		k, err := a.keys.Verify(r.Context(), c.Value)
+		if errors.Is(err, ErrUnknownKey) && a.bootstrap != "" && subtle.ConstantTimeCompare([]byte(c.Value), []byte(a.bootstrap)) == 1 {
+			// Redis was flushed or replaced since start: the configured
+			// bootstrap key is still the operator's way in.
+			k, err = a.keys.EnsureKey(r.Context(), a.bootstrap, "bootstrap", DefaultTenant, []Scope{ScopeAdmin})
+			if err == nil && k.RevokedAt != nil {
+				err = keyErr{k: k, err: ErrRevokedKey}
+			} else if err == nil {
+				a.log.WarnContext(r.Context(), "bootstrap API key was missing from Redis; reinstalled", "key_id", k.ID)
+			}
+		}
+		if err != nil {
+			e := unauthorized(err.Error())
+			var ke keyErr
+			if errors.As(err, &ke) {
+				e.actor, e.tenant = "key:"+ke.k.ID, ke.k.Tenant
+			} else if id, _, perr := ParseKey(c.Value); perr == nil {
+				e.actor = "key:" + id
+			}
+			if !errors.Is(err, ErrKeyFormat) && !errors.Is(err, ErrUnknownKey) && !errors.Is(err, ErrRevokedKey) {
+				a.log.ErrorContext(r.Context(), "api key lookup failed", "err", err)
+				e = &authError{status: http.StatusServiceUnavailable, reason: "credentials cannot be checked now; retry", actor: e.actor}
+			}
+			return Principal{}, e
+		}
+		return k.Principal(), nil
+	default:
+		if isSessionToken(c.Value) {
+			return a.sessionToken(c.Value, sid, purpose, stream)
+		}
+		if a.jwt == nil {
+			return Principal{}, unauthorized("JWT authentication is not configured; use an API key")
+		}
+		p, err := a.jwt.Verify(c.Value)
+		if err != nil {
+			return Principal{}, unauthorized(err.Error())
+		}
+		return p, nil
+	}
+}
+
+func (a *Authenticator) sessionToken(tok, sid, purpose string, stream bool) (Principal, *authError) {
+	p, err := a.tokens.Verify(tok)
+	if err != nil {
+		return Principal{}, unauthorized(err.Error())
+	}
+	if !stream || p.Session != sid || p.Purpose != purpose {
+		e := unauthorized(fmt.Sprintf("this session token opens only the %s stream of session %s", p.Purpose, p.Session))
+		e.actor, e.tenant = p.Actor, p.Tenant
+		return Principal{}, e
+	}
+	return p, nil
+}
+
+// Required returns the scope a request needs: admin for /api/v1/admin/*,
+// /api/v1/audit and a protected /metrics; debug for console input, the
+// console and gdb streams, gdb info and session tokens; read for GET and
+// HEAD; write for everything else.
+func Required(method, path string) Scope {
+	if strings.HasPrefix(path, "/api/v1/admin/") || path == "/api/v1/audit" || path == "/metrics" {
+		return ScopeAdmin
+	}
+	if rest, ok := strings.CutPrefix(path, "/api/v1/sessions/"); ok {
+		if _, tail, ok := strings.Cut(rest, "/"); ok {
+			switch {
+			case tail == "console" && method == http.MethodPost,
+				tail == "stream/console", tail == "stream/gdb", tail == "gdb", tail == "tokens":
+				return ScopeDebug
+			}
+		}
+	}
+	if method == http.MethodGet || method == http.MethodHead {
+		return ScopeRead
+	}
+	return ScopeWrite
+}
+
+// notificationsPath is the programs function's bucket webhook
+// (programs.NotificationsPath; auth cannot import the function).
+const notificationsPath = "/api/v1/programs/notifications"
+
+// open reports whether a path is served without credentials: /health, an
+// unprotected /metrics, a function's CloudEvents ingress (POST /), which
+// only the in-cluster Broker reaches (the HTTPRoute exposes /api/v1 paths
+// only), and the bucket-notification webhook: S3 stores (versitygw, AWS)
+// cannot send a credential, and a notification only names objects that the
+// programs function then reads from its watched buckets with its own
+// credentials, so a forged one can register nothing that is not there.
+func (a *Authenticator) open(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/health":
+		return true
+	case "/metrics":
+		return !a.metricsAuth
+	case "/", notificationsPath:
+		return r.Method == http.MethodPost
+	}
+	return false
+}
+
+// audited reports whether a request goes to the audit log when it passes:
+// every mutating call and every console or gdb attach.
+func audited(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
+		return true
+	}
+	_, _, stream := streamOf(r.URL.Path)
+	return stream
+}
+
+// Middleware authenticates every request to next except the open paths,
+// checks the scope, puts the principal in the request context and writes
+// the audit log. When next is an *http.ServeMux the audit action is the
+// route pattern, never the raw path.
+func (a *Authenticator) Middleware(next http.Handler) http.Handler {
+	router, _ := next.(interface {
+		Handler(*http.Request) (http.Handler, string)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.open(r) {
+			if r.Method == http.MethodPost && r.URL.Path == "/" {
+				// In-cluster commands are not authenticated but still audited.
+				a.serveAudited(w, r, next, brokerRecord(r))
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		pattern := ""
+		if router != nil {
+			_, pattern = router.Handler(r)
+		}
+		rec := audit.Record{Action: action(r, pattern), Resource: resource(pattern, r.URL.Path), RequestID: r.Header.Get("X-Request-Id")}
+		p, aerr := a.authenticate(r)
+		if aerr == nil && !p.Has(Required(r.Method, r.URL.Path)) {
+			need := Required(r.Method, r.URL.Path)
+			aerr = &authError{status: http.StatusForbidden, actor: p.Actor, tenant: p.Tenant,
+				reason: fmt.Sprintf("%s %s needs the %q scope; this credential has %v", r.Method, r.URL.Path, need, p.Scopes)}
+		}
+		if aerr != nil {
+			rec.Actor, rec.Tenant, rec.Result, rec.Error = aerr.actor, aerr.tenant, aerr.status, aerr.reason
+			a.audit.Write(r.Context(), rec)
+			writeAuthError(w, r, aerr)
+			return
+		}
+		if p.Session != "" {
+			// The token is spent on this path; it need not travel on to the runner.
+			q := r.URL.Query()
+			q.Del("token")
+			r.URL.RawQuery = q.Encode()
+		}
+		ctx := context.WithValue(WithPrincipal(r.Context(), p), authenticatorKey{}, a)
+		r = r.WithContext(ctx)
+		if !audited(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec.Actor, rec.Tenant = p.Actor, p.Tenant
+		a.serveAudited(w, r, next, rec)
+	})
+}
+
+// serveAudited serves r and writes rec with the outcome.
+func (a *Authenticator) serveAudited(w http.ResponseWriter, r *http.Request, next http.Handler, rec audit.Record) {
+	rw := &recorder{ResponseWriter: w}
+	write := func(status int) {
+		rec.Result = status
+		rec.Error = rw.errorMessage()
+		if rec.Resource == "" {
+			// A create names its resource only in the answer.
+			rec.Resource = rw.createdID()
+		}
+		a.audit.Write(r.Context(), rec)
+	}
+	// A stream is audited when it attaches (the upgrade hijacks the
+	// connection), not when it ends hours later.
+	rw.onHijack = func() { rw.once.Do(func() { write(http.StatusSwitchingProtocols) }) }
+	next.ServeHTTP(rw, r)
+	rw.once.Do(func() { write(rw.statusOr200()) })
+}
+
+// brokerRecord is the audit record of an in-cluster command event, from its
+// binary-mode headers (a structured event is recorded as "broker").
+func brokerRecord(r *http.Request) audit.Record {
+	rec := audit.Record{Actor: "broker", Tenant: DefaultTenant, Action: "POST /", RequestID: r.Header.Get("X-Request-Id")}
+	if src := r.Header.Get("Ce-Source"); src != "" {
+		rec.Actor = "event:" + src
+	}
+	if t := r.Header.Get("Ce-Tenant"); ValidTenant(t) == nil {
+		rec.Tenant = t
+	}
+	if typ := r.Header.Get("Ce-Type"); typ != "" {
+		rec.Action += " " + typ
+	}
+	return rec
+}
+
+func action(r *http.Request, pattern string) string {
+	if pattern != "" {
+		if !strings.Contains(pattern, " ") {
+			pattern = r.Method + " " + pattern
+		}
+		return pattern
+	}
+	p := r.URL.Path
+	if len(p) > 200 {
+		p = p[:200] + "..."
+	}
+	return r.Method + " " + p + " (no route)"
+}
+
+// resource is the path's values of pattern's wildcards, "/"-joined.
+func resource(pattern, path string) string {
+	if _, p, ok := strings.Cut(pattern, " "); ok {
+		pattern = p
+	}
+	if i := strings.Index(pattern, "/"); i > 0 {
+		pattern = pattern[i:] // drop a host
+	}
+	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	var ids []string
+	for i, s := range ps {
+		if !strings.HasPrefix(s, "{") || s == "{$}" || i >= len(xs) {
+			continue
+		}
+		if strings.HasSuffix(s, "...}") {
+			ids = append(ids, strings.Join(xs[i:], "/"))
+			break
+		}
+		ids = append(ids, xs[i])
+	}
+	return strings.Join(ids, "/")
+}
+
+func writeAuthError(w http.ResponseWriter, r *http.Request, e *authError) {
+	code := "unauthorized"
+	switch e.status {
+	case http.StatusUnauthorized:
+		desc := strings.ReplaceAll(e.reason, `"`, "'")
+		w.Header().Add("WWW-Authenticate", `ApiKey realm="machineserver"`)
+		w.Header().Add("WWW-Authenticate", fmt.Sprintf(`Bearer realm="machineserver", error="invalid_token", error_description=%q`, desc))
+	case http.StatusForbidden:
+		code = "forbidden"
+	default:
+		code = "unavailable"
+	}
+	httpapi.WriteError(w, r, httpapi.Errorf(e.status, code, "%s", e.reason))
+}
+
+// recorder captures the status and the start of an error body for the
+// audit record, and forwards Hijack (WebSocket upgrades, proxied or not)
+// and Flush.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	// body is the answer's first 2 KiB: the error message or created id.
+	body     []byte
+	once     sync.Once
+	onHijack func()
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if len(w.body) < 2048 {
+		w.body = append(w.body, b[:min(len(b), 2048-len(w.body))]...)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *recorder) statusOr200() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// errorMessage is the error JSON's message, if the response was one.
+func (w *recorder) errorMessage() string {
+	if w.status < 400 {
+		return ""
+	}
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(w.body, &e) == nil && e.Error.Message != "" {
+		return e.Error.Message
+	}
+	return http.StatusText(w.status)
+}
+
+// createdID is the "id" of a 201 answer's JSON object.
+func (w *recorder) createdID() string {
+	if w.status != http.StatusCreated {
+		return ""
+	}
+	// The body may be cut at 2 KiB; answers put the id first.
+	if m := leadingID.FindSubmatch(w.body); m != nil {
+		return string(m[1])
+	}
+	return ""
+}
+
+var leadingID = regexp.MustCompile(`^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9._-]{1,128})"`)
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.onHijack()
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *recorder) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }

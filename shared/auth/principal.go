@@ -1,0 +1,77 @@
+package auth
+
+import (
+	"context"
+	"slices"
+)
+
+// Scope is a permission a credential carries.
+type Scope string
+
+const (
+	// ScopeRead lists and reads resources and console output.
+	ScopeRead Scope = "read"
+	// ScopeWrite creates, changes and deletes resources.
+	ScopeWrite Scope = "write"
+	// ScopeDebug writes to consoles and attaches debuggers.
+	ScopeDebug Scope = "debug"
+	// ScopeAdmin manages keys, quotas and reads the audit log; it implies
+	// every other scope.
+	ScopeAdmin Scope = "admin"
+)
+
+// Scopes lists every scope, for error messages.
+var Scopes = []Scope{ScopeRead, ScopeWrite, ScopeDebug, ScopeAdmin}
+
+// DefaultTenant owns what is created without authentication (auth off, or
+// in-cluster events without a tenant attribute).
+const DefaultTenant = "default"
+
+// Principal is who made a request: the actor (for the audit log), the tenant
+// whose resources it may touch, and what it may do there.
+type Principal struct {
+	// Actor is "key:<id>" for API keys and "jwt:<sub>" for JWTs.
+	Actor  string  `json:"actor"`
+	Tenant string  `json:"tenant"`
+	Scopes []Scope `json:"scopes"`
+	// Session, when set, restricts the principal to that one session's
+	// stream named by Purpose (a session-scoped console or gdb token).
+	Session string `json:"session,omitempty"`
+	Purpose string `json:"purpose,omitempty"`
+}
+
+// Has reports whether p carries scope s (admin implies all).
+func (p Principal) Has(s Scope) bool {
+	return slices.Contains(p.Scopes, s) || slices.Contains(p.Scopes, ScopeAdmin)
+}
+
+type ctxKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+// FromContext returns the request's principal, if authentication ran.
+func FromContext(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(ctxKey{}).(Principal)
+	return p, ok
+}
+
+// Tenant is the tenant new resources are created for.
+func Tenant(ctx context.Context) string {
+	if p, ok := FromContext(ctx); ok && p.Tenant != "" {
+		return p.Tenant
+	}
+	return DefaultTenant
+}
+
+// Owns reports whether the request's tenant owns a resource of tenant t.
+// Resources stored before tenants existed (t empty) belong to the default
+// tenant. Callers answer 404, not 403, when it does not, so ids do not leak.
+func Owns(ctx context.Context, t string) bool {
+	if t == "" {
+		t = DefaultTenant
+	}
+	return Tenant(ctx) == t
+}
