@@ -13,6 +13,8 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/machineserver/machineserver/shared/metrics"
 )
 
 const (
@@ -96,6 +98,7 @@ func (s *Sink) Publish(ctx context.Context, eventType, subject string, data any)
 	case s.queue <- e:
 	default:
 		n := s.dropped.Add(1)
+		metrics.EventPublished(eventType, "dropped")
 		s.log.WarnContext(ctx, "event queue full, event dropped", "type", eventType, "subject", subject, "dropped", n)
 	}
 	return nil
@@ -134,14 +137,17 @@ func (s *Sink) run() {
 	for e := range s.queue {
 		if s.ctx.Err() != nil {
 			s.dropped.Add(1)
+			metrics.EventPublished(e.Type(), "dropped")
 			continue
 		}
 		if err := s.deliver(e); err != nil {
 			s.failed.Add(1)
+			metrics.EventPublished(e.Type(), "failed")
 			s.log.Warn("event not delivered", "type", e.Type(), "id", e.ID(), "subject", e.Subject(), "err", err)
 			continue
 		}
 		s.sent.Add(1)
+		metrics.EventPublished(e.Type(), "sent")
 	}
 }
 

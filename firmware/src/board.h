@@ -13,6 +13,13 @@ extern const uint32_t board_cpu_hz;
 /* NVIC interrupt number of the UART's receive interrupt. */
 extern const uint32_t board_uart_irq;
 
+/*
+ * RAM the firmware never uses, which "fill" writes to make the emulator's
+ * host memory grow (0 size: the board has none to spare).
+ */
+extern const uint32_t board_fill_base;
+extern const uint32_t board_fill_size;
+
 /* Enables TX, RX and the RX interrupt at the peripheral (not in the NVIC). */
 void uart_init(void);
 void uart_putc(char c);

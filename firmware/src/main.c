@@ -26,6 +26,8 @@
 #define COUNTS_PER_LINE 10u /* "tick N" once per second */
 
 static volatile uint32_t counter;
+/* Set by the RX interrupt, for loops that must not touch the UART. */
+static volatile uint32_t rx_seen;
 
 void systick_handler(void)
 {
@@ -39,6 +41,7 @@ void systick_handler(void)
 void uart_irq_handler(void)
 {
 	NVIC_ICER[board_uart_irq / 32] = 1u << (board_uart_irq % 32);
+	rx_seen = 1;
 }
 
 /*
@@ -143,6 +146,41 @@ static void stream(void)
 	}
 }
 
+/*
+ * "spin" busy-loops without output or device access until any byte
+ * arrives (the RX interrupt ends it): the worst case for the host, a guest
+ * that never sleeps pins a host core. For the CPU limit tests.
+ */
+static void spin(void)
+{
+	uint32_t bit = 1u << (board_uart_irq % 32);
+
+	puts_raw("spinning\r\n");
+	rx_seen = 0;
+	NVIC_ICPR[board_uart_irq / 32] = bit;
+	NVIC_ISER[board_uart_irq / 32] = bit;
+	while (!rx_seen) {
+		seq++;
+	}
+}
+
+/*
+ * "fill" writes one word per 4 KiB page of the board's spare RAM, so the
+ * emulator's host memory grows by that much (the memory limit tests).
+ */
+static void fill(void)
+{
+	volatile uint32_t *p = (volatile uint32_t *)board_fill_base;
+	uint32_t i;
+
+	for (i = 0; i < board_fill_size / 4; i += 1024) {
+		p[i] = i;
+	}
+	puts_raw("filled ");
+	put_uint(board_fill_size >> 10);
+	puts_raw(" KiB\r\n");
+}
+
 static void run_line(const char *line)
 {
 	uint32_t n;
@@ -155,6 +193,10 @@ static void run_line(const char *line)
 		puts_raw("\r\n");
 	} else if (equal(line, "stream")) {
 		stream();
+	} else if (equal(line, "spin")) {
+		spin();
+	} else if (equal(line, "fill")) {
+		fill();
 	}
 }
 

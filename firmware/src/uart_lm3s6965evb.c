@@ -25,6 +25,8 @@ const char board_name[] = "lm3s6965evb";
  */
 const uint32_t board_cpu_hz = 12500000;
 const uint32_t board_uart_irq = 5;
+const uint32_t board_fill_base = 0;
+const uint32_t board_fill_size = 0;
 
 void uart_init(void)
 {

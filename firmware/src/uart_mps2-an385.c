@@ -17,6 +17,8 @@ const char board_name[] = "mps2-an385";
 /* QEMU's MPS2 boards clock the CPU at 25 MHz. */
 const uint32_t board_cpu_hz = 25000000;
 const uint32_t board_uart_irq = 0;
+const uint32_t board_fill_base = 0x21000000u;
+const uint32_t board_fill_size = (16u << 20) /* PSRAM */;
 
 void uart_init(void)
 {

@@ -15,6 +15,8 @@ const char board_name[] = "netduino2";
 /* QEMU's STM32F205 SoC runs SYSCLK at a fixed 120 MHz. */
 const uint32_t board_cpu_hz = 120000000;
 const uint32_t board_uart_irq = 37;
+const uint32_t board_fill_base = 0;
+const uint32_t board_fill_size = 0;
 
 void uart_init(void)
 {

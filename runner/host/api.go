@@ -14,6 +14,7 @@ import (
 
 	"github.com/machineserver/machineserver/runner/console"
 	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/runnerapi"
 )
 
@@ -26,6 +27,8 @@ func (r *Runner) Handler() http.Handler {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "runner": r.cfg.ID, "running": r.running(), "capacity": r.cfg.Capacity})
 	})
+	// Outside the runner token, like /health; the runner's port is internal.
+	mux.Handle("GET /metrics", metrics.Handler())
 	mux.HandleFunc("GET "+p+"/capabilities", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, r.caps)
 	})
@@ -146,7 +149,20 @@ func (r *Runner) Handler() http.Handler {
 		}
 		s.gdb.ServeWebSocket(w, req, who)
 	})
-	return r.auth(mux)
+	return metrics.Middleware(mux)(r.auth(r.activity(mux)))
+}
+
+// activity touches the session of every internal API call about one (see
+// session.touch), for the idle timeout.
+func (r *Runner) activity(h http.Handler) http.Handler {
+	prefix := runnerapi.Prefix + "/sessions/"
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if rest, ok := strings.CutPrefix(req.URL.Path, prefix); ok {
+			id, _, _ := strings.Cut(rest, "/")
+			r.touch(id)
+		}
+		h.ServeHTTP(w, req)
+	})
 }
 
 func (r *Runner) auth(h http.Handler) http.Handler {
@@ -222,6 +238,10 @@ func (r *Runner) streamConsole(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer c.CloseNow()
+	// An attached console keeps the session from idling out.
+	s.watchers.Add(1)
+	defer s.watchers.Add(-1)
+	defer s.touch()
 	c.SetReadLimit(maxInputBytes)
 	ctx, cancel := context.WithCancel(req.Context())
 	defer cancel()

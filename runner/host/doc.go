@@ -3,5 +3,8 @@
 // UART into the session's console ring, turns process exits into session state
 // and events, registers the runner in Redis with a heartbeat, reconciles after
 // a restart, and serves the internal API the functions call (start, stop,
-// reset, delete, console read/write/stream).
+// reset, delete, console read/write/stream). It puts every emulator into
+// a cgroup with the session's CPU and memory caps (limits.go), powers off
+// sessions idle past MS_IDLE_TIMEOUT, and reports its emulators to
+// /metrics.
 package host

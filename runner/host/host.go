@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/runner/cgroup"
 	"github.com/machineserver/machineserver/runner/console"
 	"github.com/machineserver/machineserver/runner/coverage"
 	"github.com/machineserver/machineserver/runner/gdb"
@@ -25,6 +26,7 @@ import (
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/runnerapi"
 	"github.com/machineserver/machineserver/shared/state"
@@ -56,6 +58,13 @@ type Settings struct {
 	// expires after three missed beats, and the runner's sessions are lost.
 	Heartbeat    time.Duration `envconfig:"MS_RUNNER_HEARTBEAT" default:"5s"`
 	GDBAdvertise string        `envconfig:"MS_GDB_ADVERTISE_HOST"`
+	// CPUPercent (of one core) and MemoryMB cap each emulator through
+	// cgroups unless the session sets its own limits; 0 is unlimited.
+	CPUPercent int `envconfig:"MS_SESSION_CPU_PERCENT" default:"100"`
+	MemoryMB   int `envconfig:"MS_SESSION_MEMORY_MB" default:"256"`
+	// IdleTimeout powers off a running session nobody used for that long
+	// (see session.touch for what counts); 0 never does.
+	IdleTimeout time.Duration `envconfig:"MS_IDLE_TIMEOUT" default:"30m"`
 }
 
 // Config is what a runner needs.
@@ -88,6 +97,15 @@ type Runner struct {
 	active, spares atomic.Int32
 	closed         bool
 	fetchMu        sync.Mutex
+
+	// cg caps emulators; procs are the live emulators with their groups,
+	// and exitedCPU the CPU time of those gone (for metrics).
+	cg          *cgroup.Manager
+	procMu      sync.Mutex
+	procs       map[*qemu.Process]tracked
+	exitedCPU   time.Duration
+	dropMetrics func()
+	idleDone    chan struct{}
 }
 
 // session is one session's emulator slot. ring outlives processes: the UART
@@ -113,6 +131,14 @@ type session struct {
 	last           *runnerapi.StartRequest
 	gen            int // numbers instance directories, so a spare and the active process never share sockets
 	deleted        bool
+	// limits are the session's own caps (from start or prepare), kept for
+	// restores, whose requests carry none.
+	limits *model.Limits
+	// stopReason is the reason recorded for a stop the runner decided on
+	// (the idle timeout); active (unix ns) and watchers feed that timeout.
+	stopReason string
+	active     atomic.Int64
+	watchers   atomic.Int32
 }
 
 // imageKey says whether a spare can serve a start request.
@@ -154,7 +180,10 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		start:    time.Now().UTC(),
 		sessions: map[string]*session{},
 		deleted:  map[string]time.Time{},
+		procs:    map[*qemu.Process]tracked{},
+		idleDone: make(chan struct{}),
 	}
+	r.openLimits()
 	if cfg.Coverage {
 		if r.plugin, err = coverage.Locate(); err != nil {
 			r.log.Warn("coverage unavailable", "err", err)
@@ -172,6 +201,10 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 	}
 	if err := r.register(ctx); err != nil {
 		return nil, err
+	}
+	r.dropMetrics = metrics.AddRunner(r.stats)
+	if cfg.IdleTimeout > 0 {
+		go r.idleLoop(r.idleDone)
 	}
 	return r, nil
 }
@@ -278,6 +311,9 @@ func (r *Runner) Shutdown(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	close(r.idleDone)
+	r.dropMetrics()
+	r.cg.Close()
 	if err := r.state.UnregisterRunner(ctx, r.cfg.ID); err != nil {
 		r.log.Warn("unregister", "err", err)
 	}
@@ -395,8 +431,22 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	if r.running() >= r.cfg.Capacity {
 		return runnerapi.Status{}, httpapi.Errorf(429, "capacity", "runner %s is full (%d emulators)", r.cfg.ID, r.cfg.Capacity)
 	}
+	if req.Limits != nil {
+		s.limits = req.Limits
+	}
+	lim, err := r.limitsFor(s, req)
+	if err != nil {
+		return runnerapi.Status{}, err
+	}
 	t0 := time.Now()
 	proc := r.take(&s.cold, imageKey(req))
+	if t, ok := r.trackedOf(proc); proc != nil && (!ok || t.limits != lim) {
+		// Prelaunched under other limits: not this machine.
+		proc.Kill()
+		<-proc.Done()
+		r.removeDir(proc)
+		proc = nil
+	}
 	if proc == nil {
 		if proc, err = r.launch(ctx, s, req, false); err != nil {
 			return runnerapi.Status{}, err
@@ -424,7 +474,8 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 // halted) and watches for its end. s.mu is held.
 func (r *Runner) activate(ctx context.Context, s *session, proc *qemu.Process, halted bool) (runnerapi.Status, error) {
 	r.setProc(s, proc)
-	s.stopping, s.pumped = false, make(chan struct{})
+	s.stopping, s.pumped, s.stopReason = false, make(chan struct{}), ""
+	s.touch()
 	go r.pump(s, proc, s.pumped)
 	// Watched from now on, so even a failure below is recorded and cleaned
 	// up (watch waits for s.mu, which the caller holds until we return).
@@ -464,8 +515,9 @@ func (r *Runner) pump(s *session, p *qemu.Process, done chan struct{}) {
 // status, anything else is "error" with the reason.
 func (r *Runner) watch(s *session, p *qemu.Process) {
 	<-p.Done()
+	oom := r.oomReason(p)
 	s.mu.Lock()
-	requested := s.stopping
+	requested, stopReason := s.stopping, s.stopReason
 	if s.proc == p {
 		// It ended on its own: stopLocked and replace did not see it go.
 		r.harvest(s, p)
@@ -482,6 +534,9 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 	newState, reason, typ := model.StateStopped, "", events.TypeSessionStopped
 	switch {
 	case requested:
+		reason = stopReason
+	case oom != "":
+		newState, typ, reason = model.StateError, events.TypeSessionFailed, oom
 	case p.ExitCode() == 0 && debugging:
 		reason = "the debugger ended the emulator (gdb kill) from " + debugger.Who
 	case p.ExitCode() == 0:
@@ -646,6 +701,7 @@ func (r *Runner) Input(id string, data []byte) error {
 	if p == nil {
 		return httpapi.Conflict("session %s is not running; console input needs a running machine", id)
 	}
+	s.touch()
 	if _, err := p.Console.Write(data); err != nil {
 		return httpapi.Conflict("session %s: console write failed: %v", id, err)
 	}
@@ -727,6 +783,10 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 	if err != nil {
 		return nil, err
 	}
+	lim, err := r.limitsFor(s, req)
+	if err != nil {
+		return nil, err
+	}
 	s.gen++
 	dir := filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen))
 	b, _ := r.caps.Backends[0].Board(req.Machine)
@@ -739,14 +799,31 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 		// on a running machine: QEMU cannot load a plugin later.
 		cfg.Plugins = []qemu.Plugin{coverage.PluginFor(r.plugin, dir, coverage.Options{Interval: time.Second})}
 	}
+	g, err := r.group(s, lim)
+	if err != nil {
+		return nil, err
+	}
+	// Into the group before the guest runs a single instruction.
+	cfg.Started = g.Add
 	proc, err := qemu.Start(ctx, cfg)
 	if err != nil {
+		oom := g.OOMKilled()
+		g.Remove()
+		if oom {
+			return nil, httpapi.Unprocessable("the session's memory limit (%d MB, limits.memory_mb) is below what the emulator needs: the kernel's OOM killer ended it during start-up", lim.MemoryBytes>>20)
+		}
 		return nil, fmt.Errorf("start session %s: %w", s.id, err)
 	}
+	r.track(proc, tracked{group: g, limits: lim})
 	return proc, nil
 }
 
-func (r *Runner) removeDir(p *qemu.Process) { os.RemoveAll(p.Dir()) }
+// removeDir cleans up after an exited emulator: its instance directory
+// and its cgroup.
+func (r *Runner) removeDir(p *qemu.Process) {
+	os.RemoveAll(p.Dir())
+	r.retire(p)
+}
 
 // spare is a paused QEMU kept ready for one image: cold ones boot it on
 // power on, incoming ones (-incoming defer) take a snapshot on restore.
@@ -802,9 +879,15 @@ func (r *Runner) Prepare(id string, req runnerapi.StartRequest) error {
 	if err != nil {
 		return err
 	}
+	if err := runnerapi.CheckLimits(req.Limits); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	req.Halted, req.Restart = false, false
 	s.last = &req
+	if req.Limits != nil {
+		s.limits = req.Limits
+	}
 	s.mu.Unlock()
 	r.prepare(s)
 	return nil

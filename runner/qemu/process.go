@@ -60,6 +60,10 @@ type Config struct {
 	// Incoming starts QEMU waiting for a migration stream (-incoming defer),
 	// to be fed with QMP migrate-incoming: a restore target.
 	Incoming bool
+	// Started, when set, runs right after exec with QEMU's pid, before the
+	// guest can run (it starts paused): the runner puts the process into
+	// its cgroup here. An error kills QEMU and fails Start.
+	Started func(pid int) error `json:"-"`
 }
 
 // Validate checks the config before anything is executed.
@@ -195,6 +199,13 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		p.waitErr = p.cmd.Wait()
 		close(p.done)
 	}()
+	if cfg.Started != nil {
+		if err := cfg.Started(p.cmd.Process.Pid); err != nil {
+			p.Kill()
+			<-p.done
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+	}
 
 	// Abort the connects as soon as QEMU dies (bad arguments, missing board).
 	sctx, cancel := context.WithCancel(ctx)
@@ -285,6 +296,38 @@ func (p *Process) ExitReason() string {
 		return "emulator killed by signal " + ws.Signal().String()
 	}
 	return fmt.Sprintf("emulator exited with status %d", ps.ExitCode())
+}
+
+// Usage is the CPU time (user+system) QEMU has used and its resident
+// memory: from /proc while it runs, from its rusage once it has exited
+// (resident memory is then 0).
+func (p *Process) Usage() (cpu time.Duration, rss int64) {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime(), 0
+	default:
+	}
+	pid := p.cmd.Process.Pid
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// Fields after the parenthesised command name; utime and stime are
+		// the 14th and 15th fields of the line, in clock ticks (100 Hz on
+		// Linux, as USER_HZ is fixed for /proc).
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 {
+			f := strings.Fields(string(b[i+1:]))
+			if len(f) > 12 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				cpu = time.Duration(ut+st) * (time.Second / 100)
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid)); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 1 {
+			pages, _ := strconv.ParseInt(f[1], 10, 64)
+			rss = pages * int64(os.Getpagesize())
+		}
+	}
+	return cpu, rss
 }
 
 // Output is the tail of QEMU's own stdout and stderr (never the UART).

@@ -133,6 +133,23 @@ type Capabilities struct {
 	BusTypes    []string  `json:"bus_types"`
 	Features    []string  `json:"features"`
 	Peripherals []string  `json:"peripherals"`
+	// Limits says which per-session resource limits the runner enforces;
+	// nil from a runner that predates them.
+	Limits *LimitSupport `json:"limits,omitempty"`
+}
+
+// LimitSupport is how a runner caps each emulator: CPU and memory through
+// cgroups (Cgroup is "v1", "v2" or "none", with Reason saying why a limit
+// is not enforced), and the idle timeout.
+type LimitSupport struct {
+	CPU               bool   `json:"cpu"`
+	Memory            bool   `json:"memory"`
+	Cgroup            string `json:"cgroup"`
+	Reason            string `json:"reason,omitempty"`
+	DefaultCPUPercent int    `json:"default_cpu_percent,omitempty"`
+	DefaultMemoryMB   int    `json:"default_memory_mb,omitempty"`
+	// IdleTimeout is how long a running session may go unused; "" is never.
+	IdleTimeout string `json:"idle_timeout,omitempty"`
 }
 
 // Features are what every session offers, whatever the board.
