@@ -79,7 +79,7 @@ func badInput(t *testing.T, pl *platform) {
 		}, 404, "not found"},
 		{"missing program", func() (int, []byte) {
 			return pl.call(t, "POST", "/api/v1/sessions/"+sid+"/program", map[string]string{"program_id": "0123456789abcdef"}, nil)
-		}, 422, "does not exist"},
+		}, 404, "not found"},
 		{"bin outside memory", func() (int, []byte) {
 			code, b := pl.uploadBytes(t, "far", "bin", "far.bin", make([]byte, 64), map[string]string{"load_address": "0x90000000"})
 			if code != 201 {

@@ -5,18 +5,23 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/machineserver/machineserver/functions/sessions/handler"
 	"github.com/machineserver/machineserver/shared/config"
+	"github.com/machineserver/machineserver/shared/quota"
 )
 
 // Config is read once from the environment.
 type Config struct {
 	config.Distributed
+	config.Security
 	Port        string `envconfig:"PORT" default:"8080"`
 	RunnerToken string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
+	// Quota is the per-tenant limits (MS_QUOTA_*).
+	Quota quota.Config
 }
 
 func main() { config.Run("sessions", run) }
@@ -31,6 +36,16 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer svc.Close()
-	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log})
-	return config.ServeFunction(ctx, cfg.Port, h, svc.Log)
+	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log,
+		Quota: quota.New(svc.State.Client(), cfg.Quota)})
+	// Another instance may be creating a session right now: slots younger
+	// than a minute are kept even if their session is not stored yet.
+	if err := h.Reconcile(ctx, time.Minute); err != nil {
+		svc.Log.Warn("reconcile sessions and quotas", "err", err)
+	}
+	guard, err := cfg.Authenticator(ctx, svc.State.Client(), true, svc.Log)
+	if err != nil {
+		return err
+	}
+	return config.ServeFunction(ctx, cfg.Port, h, guard, svc.Log)
 }

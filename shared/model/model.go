@@ -53,7 +53,9 @@ type BoardConfig struct {
 
 // Session is one emulated machine owned by a user.
 type Session struct {
-	ID          string      `json:"id"`
+	ID string `json:"id"`
+	// Tenant owns the session; no other tenant can see it.
+	Tenant      string      `json:"tenant,omitempty"`
 	Name        string      `json:"name"`
 	Backend     string      `json:"backend"`
 	BoardConfig BoardConfig `json:"board_config"`
@@ -70,6 +72,17 @@ type Session struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
+	// Limits caps the emulator's CPU and memory; nil means the runner's defaults.
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Limits are per-session resource caps, enforced on the emulator process
+// through cgroups by the runner.
+type Limits struct {
+	// CPUPercent is the share of one core the emulator may use (1-100).
+	CPUPercent int `json:"cpu_percent,omitempty"`
+	// MemoryMB caps the emulator's memory; exceeding it kills the emulator.
+	MemoryMB int `json:"memory_mb,omitempty"`
 }
 
 // Format is a firmware image format.
@@ -92,7 +105,9 @@ type Segment struct {
 
 // Program is a stored firmware image and what validation learned about it.
 type Program struct {
-	ID          string    `json:"id"`
+	ID string `json:"id"`
+	// Tenant owns the program; no other tenant can see it.
+	Tenant      string    `json:"tenant,omitempty"`
 	Name        string    `json:"name"`
 	Format      Format    `json:"format"`
 	LoadAddress *uint64   `json:"load_address,omitempty"`
@@ -101,7 +116,22 @@ type Program struct {
 	Entry       *uint64   `json:"entry,omitempty"`
 	Segments    []Segment `json:"segments"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Bucket and SourceKey name the object a program was registered from
+	// by a bucket notification; empty for uploads through the API.
+	Bucket    string `json:"bucket,omitempty"`
+	SourceKey string `json:"source_key,omitempty"`
+	// State is "stored" (usable) or "rejected": the object failed
+	// validation, Reason says why, and no image is kept. Manifests written
+	// before states existed have none and are stored programs.
+	State  string `json:"state,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
+
+// Program states: only a stored program has an image to load.
+const (
+	ProgramStored   = "stored"
+	ProgramRejected = "rejected"
+)
 
 // NewID returns a random 16-hex-digit identifier: short enough for unix
 // socket paths, long enough not to collide.
@@ -132,7 +162,9 @@ func ProgramManifestKey(id string) string { return "programs/" + id + "/manifest
 // manifest) that can be restored into any session on the same board and
 // emulator version, or forked into new sessions.
 type Snapshot struct {
-	ID          string `json:"id"`
+	ID string `json:"id"`
+	// Tenant owns the snapshot; no other tenant can see it.
+	Tenant      string `json:"tenant,omitempty"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	SessionID   string `json:"session_id"`

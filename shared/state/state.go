@@ -19,17 +19,18 @@ import (
 var ErrNotFound = errors.New("state: not found")
 
 const (
-	keySessions   = "ms:sessions"      // zset id by creation time
-	keyPrograms   = "ms:programs"      // zset id by creation time
-	keyRunners    = "ms:runners"       // set of runner ids
-	prefixSession = "ms:session:"      // string: JSON session
-	prefixProgram = "ms:program:"      // string: JSON program
-	prefixRunner  = "ms:runner:"       // string: JSON runner, with TTL
-	keySnapshots  = "ms:snapshots"     // zset id by creation time
-	prefixSnap    = "ms:snapshot:"     // string: JSON snapshot
-	prefixSnapOf  = "ms:snapshots-of:" // zset of one session's snapshots
-	prefixSnapUse = "ms:snapshot-use:" // counter of restores reading a snapshot
-	maxTxRetries  = 20
+	keySessions          = "ms:sessions"            // zset id by creation time
+	keyPrograms          = "ms:programs"            // zset id by creation time
+	keyRunners           = "ms:runners"             // set of runner ids
+	prefixSession        = "ms:session:"            // string: JSON session
+	prefixProgram        = "ms:program:"            // string: JSON program
+	prefixRunner         = "ms:runner:"             // string: JSON runner, with TTL
+	keySnapshots         = "ms:snapshots"           // zset id by creation time
+	prefixSnap           = "ms:snapshot:"           // string: JSON snapshot
+	prefixSnapOf         = "ms:snapshots-of:"       // zset of one session's snapshots
+	prefixSnapUse        = "ms:snapshot-use:"       // counter of restores reading a snapshot
+	prefixTenantSessions = "ms:sessions-of-tenant:" // zset of one tenant's session ids by creation time
+	maxTxRetries         = 20
 )
 
 // Store is the Redis-backed state.
@@ -157,12 +158,56 @@ func page[T any](ctx context.Context, rdb *redis.Client, index, prefix string, o
 // CreateSession stores a new session.
 func (s *Store) CreateSession(ctx context.Context, sess model.Session) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		return put(ctx, p, prefixSession+sess.ID, keySessions, sess.ID, sess.CreatedAt, sess)
+		if err := put(ctx, p, prefixSession+sess.ID, keySessions, sess.ID, sess.CreatedAt, sess); err != nil {
+			return err
+		}
+		p.ZAdd(ctx, tenantSessions(sess.Tenant), redis.Z{Score: float64(sess.CreatedAt.UnixNano()), Member: sess.ID})
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("state: create session: %w", err)
 	}
 	return nil
+}
+
+// DefaultTenant owns sessions stored without a tenant (before tenants
+// existed); it matches auth.DefaultTenant.
+const DefaultTenant = "default"
+
+// tenantSessions is the per-tenant index, so a tenant's list pages over its
+// own sessions (filtering one global page would give short pages and a wrong
+// total).
+func tenantSessions(tenant string) string {
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	return prefixTenantSessions + tenant
+}
+
+// ListTenantSessions returns one page of a tenant's sessions, oldest first,
+// and that tenant's total.
+func (s *Store) ListTenantSessions(ctx context.Context, tenant string, offset, limit int) ([]model.Session, int, error) {
+	return page[model.Session](ctx, s.rdb, tenantSessions(tenant), prefixSession, offset, limit)
+}
+
+// IndexSessionTenants adds every stored session to its tenant's index, for
+// sessions stored before the index existed; it is idempotent and returns how
+// many sessions it saw.
+func (s *Store) IndexSessionTenants(ctx context.Context) (int, error) {
+	all, _, err := s.ListSessions(ctx, 0, 1<<30)
+	if err != nil {
+		return 0, err
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, sess := range all {
+			p.ZAdd(ctx, tenantSessions(sess.Tenant), redis.Z{Score: float64(sess.CreatedAt.UnixNano()), Member: sess.ID})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("state: index session tenants: %w", err)
+	}
+	return len(all), nil
 }
 
 // GetSession returns a session or ErrNotFound.
@@ -213,7 +258,25 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*model.Ses
 
 // DeleteSession removes a session; a missing one is ErrNotFound.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
-	return s.del(ctx, prefixSession+id, keySessions, id)
+	sess, err := s.GetSession(ctx, id)
+	if err != nil {
+		return err
+	}
+	// The tenant never changes, so reading it before the delete is safe.
+	var n *redis.IntCmd
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.Del(ctx, prefixSession+id)
+		p.ZRem(ctx, keySessions, id)
+		p.ZRem(ctx, tenantSessions(sess.Tenant), id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: delete session %s: %w", id, err)
+	}
+	if n.Val() == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 func (s *Store) del(ctx context.Context, key, index, id string) error {

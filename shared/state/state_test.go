@@ -149,3 +149,42 @@ func TestPrograms(t *testing.T) {
 		})
 	}
 }
+
+// Each tenant pages over its own sessions; deleting drops them from the
+// tenant's index, and sessions without a tenant are the default tenant's.
+func TestTenantSessions(t *testing.T) {
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			base := time.Now().UTC()
+			for i, tenant := range []string{"a", "b", "a", "", "a", "b", "a"} {
+				err := s.CreateSession(ctx, model.Session{ID: fmt.Sprintf("%016x", i), Tenant: tenant, Name: fmt.Sprint(i), CreatedAt: base.Add(time.Duration(i) * time.Second)})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			page, total, err := s.ListTenantSessions(ctx, "a", 2, 2)
+			if err != nil || total != 4 || len(page) != 2 || page[0].Name != "4" || page[1].Name != "6" {
+				t.Fatalf("a page 2: %v %d %v", page, total, err)
+			}
+			if _, total, _ := s.ListTenantSessions(ctx, DefaultTenant, 0, 10); total != 1 {
+				t.Fatalf("default: %d", total)
+			}
+			if err := s.DeleteSession(ctx, fmt.Sprintf("%016x", 4)); err != nil {
+				t.Fatal(err)
+			}
+			page, total, _ = s.ListTenantSessions(ctx, "a", 0, 10)
+			if total != 3 || len(page) != 3 || page[2].Name != "6" {
+				t.Fatalf("after delete: %v %d", page, total)
+			}
+			// A lost index is rebuilt from the sessions.
+			s.Client().Del(ctx, tenantSessions("b"))
+			if n, err := s.IndexSessionTenants(ctx); err != nil || n != 6 {
+				t.Fatalf("reindex: %d %v", n, err)
+			}
+			if _, total, _ := s.ListTenantSessions(ctx, "b", 0, 10); total != 2 {
+				t.Fatalf("b reindexed: %d", total)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	report "github.com/machineserver/machineserver/shared/coverage"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -32,6 +33,14 @@ func coverageKey(id, format string) string {
 }
 
 func coverageManifestKey(id string) string { return "coverage/" + id + "/manifest.json" }
+
+// storedManifest is a report's manifest in the blob store: the event's
+// fields plus the tenant that owns the report (only it can read or merge
+// it; a manifest without one belongs to the default tenant).
+type storedManifest struct {
+	events.CoverageReport
+	Tenant string `json:"tenant,omitempty"`
+}
 
 // MergeRequest is POST /api/v1/coverage/merge: the live counts of sessions
 // and stored reports, all of the same program.
@@ -179,7 +188,7 @@ func (h *Handler) storeReport(ctx context.Context, programID string, c report.Co
 		}
 		m.Artifacts[f] = key
 	}
-	mb, _ := json.MarshalIndent(m, "", "  ")
+	mb, _ := json.MarshalIndent(storedManifest{CoverageReport: m, Tenant: auth.Tenant(ctx)}, "", "  ")
 	if err := h.d.Blobs.Put(ctx, coverageManifestKey(m.ID), bytes.NewReader(mb), int64(len(mb)), "application/json"); err != nil {
 		return m, fmt.Errorf("store coverage manifest: %w", err)
 	}
@@ -202,9 +211,15 @@ func (h *Handler) storedReport(ctx context.Context, id string) (events.CoverageR
 	if err != nil {
 		return m, report.Counts{}, err
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
+	var sm storedManifest
+	if err := json.Unmarshal(b, &sm); err != nil {
 		return m, report.Counts{}, fmt.Errorf("coverage manifest %s: %w", id, err)
 	}
+	if !auth.Owns(ctx, sm.Tenant) {
+		// Exactly the answer for an unknown id, so ids do not leak.
+		return m, report.Counts{}, httpapi.NotFound("coverage report %s not found", id)
+	}
+	m = sm.CoverageReport
 	cb, err := blob.GetBytes(ctx, h.d.Blobs, m.Artifacts["counts"])
 	if err != nil {
 		return m, report.Counts{}, err

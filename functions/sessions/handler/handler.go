@@ -15,11 +15,13 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/quota"
 	"github.com/machineserver/machineserver/shared/runnerapi"
 	"github.com/machineserver/machineserver/shared/state"
 )
@@ -32,6 +34,8 @@ type Deps struct {
 	Publisher   events.Publisher
 	RunnerToken string
 	Log         *slog.Logger
+	// Quota limits each tenant's concurrent sessions; nil is unlimited.
+	Quota *quota.Quota
 }
 
 // Handler serves the sessions function.
@@ -54,6 +58,9 @@ type CreateRequest struct {
 	BoardConfig model.BoardConfig `json:"board_config"`
 	// Coverage collects coverage from the first power on.
 	Coverage bool `json:"coverage,omitempty"`
+	// Limits cap the emulator's CPU (percent of one core, 1-100) and memory
+	// (16-4096 MB); omitted fields take the runner's defaults.
+	Limits *model.Limits `json:"limits,omitempty"`
 }
 
 // LoadRequest is POST /api/v1/sessions/{id}/program.
@@ -100,11 +107,17 @@ func (h *Handler) Create(ctx context.Context, in CreateRequest) (model.Session, 
 	if err := validName(in.Name); err != nil {
 		return model.Session{}, err
 	}
+	if err := runnerapi.CheckLimits(in.Limits); err != nil {
+		return model.Session{}, err
+	}
 	if in.Backend == "" {
 		in.Backend = "qemu"
 	}
 	caps, err := h.Capabilities(ctx)
 	if err != nil {
+		return model.Session{}, err
+	}
+	if err := checkLimits(in.Limits, caps); err != nil {
 		return model.Session{}, err
 	}
 	be, ok := caps.Backend(in.Backend)
@@ -131,11 +144,15 @@ func (h *Handler) Create(ctx context.Context, in CreateRequest) (model.Session, 
 	}
 	now := time.Now().UTC()
 	s := model.Session{
-		ID: model.NewID(), Name: in.Name, Backend: in.Backend, BoardConfig: in.BoardConfig,
+		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: in.Name, Backend: in.Backend, BoardConfig: in.BoardConfig,
 		Machine: b.Name, State: model.StateCreated, RunnerID: r.ID, CreatedAt: now, UpdatedAt: now,
-		Coverage: in.Coverage,
+		Coverage: in.Coverage, Limits: in.Limits,
+	}
+	if err := h.d.Quota.Acquire(ctx, s.Tenant, quota.Sessions, s.ID, 1); err != nil {
+		return model.Session{}, err
 	}
 	if err := h.d.State.CreateSession(ctx, s); err != nil {
+		h.release(ctx, s)
 		return model.Session{}, err
 	}
 	h.publish(events.TypeSessionCreated, s)
@@ -153,14 +170,32 @@ func (h *Handler) pickRunner(ctx context.Context) (state.Runner, error) {
 	return rs[0], nil
 }
 
-// Get returns a session or a 404.
+// release gives a session's quota slot back. The session is already gone,
+// so a failure is only logged: Reconcile repairs the count.
+func (h *Handler) release(ctx context.Context, s model.Session) {
+	if err := h.d.Quota.Release(context.WithoutCancel(ctx), tenantOf(s), quota.Sessions, s.ID); err != nil {
+		h.d.Log.Warn("quota release", "session", s.ID, "err", err)
+	}
+}
+
+func tenantOf(s model.Session) string {
+	if s.Tenant == "" {
+		return auth.DefaultTenant
+	}
+	return s.Tenant
+}
+
+// Get returns a session of the caller's tenant (from ctx) or a 404. It is
+// the one place every session operation, stream and coverage call goes
+// through, so a session of another tenant is answered exactly like an
+// unknown id and ids do not leak.
 func (h *Handler) Get(ctx context.Context, id string) (model.Session, error) {
 	if !model.ValidID(id) {
 		return model.Session{}, httpapi.NotFound("session %q not found (ids are 16 hex digits)", id)
 	}
 	s, err := h.d.State.GetSession(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return s, httpapi.NotFound("session %s not found", id)
+	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, s.Tenant)) {
+		return model.Session{}, httpapi.NotFound("session %s not found", id)
 	}
 	if err == nil && s.State == model.StateRunning {
 		s, err = h.checkRunner(ctx, s)
@@ -194,10 +229,55 @@ func (h *Handler) checkRunner(ctx context.Context, s model.Session) (model.Sessi
 
 var errStale = errors.New("stale")
 
-// List returns one page of sessions.
+// List returns one page of the caller's tenant's sessions; it pages over
+// that tenant's own index, so total and page sizes count only its sessions.
 func (h *Handler) List(ctx context.Context, p httpapi.Page) (List, error) {
-	ss, total, err := h.d.State.ListSessions(ctx, p.Offset(), p.Size)
+	ss, total, err := h.d.State.ListTenantSessions(ctx, auth.Tenant(ctx), p.Offset(), p.Size)
 	return List{Sessions: ss, Total: total, Page: p.Page, PageSize: p.Size}, err
+}
+
+// Reconcile repairs what a crash may leave: it indexes sessions stored
+// before the per-tenant index existed and recounts every tenant's session
+// quota from the stored sessions. Slots taken within grace stay, as they may
+// be creates in flight on another instance. Run it at start.
+func (h *Handler) Reconcile(ctx context.Context, grace time.Duration) error {
+	if _, err := h.d.State.IndexSessionTenants(ctx); err != nil {
+		return err
+	}
+	if h.d.Quota == nil {
+		return nil
+	}
+	all, _, err := h.d.State.ListSessions(ctx, 0, 1<<30)
+	if err != nil {
+		return err
+	}
+	truth := map[string]map[string]int64{}
+	for _, s := range all {
+		t := tenantOf(s)
+		if truth[t] == nil {
+			truth[t] = map[string]int64{}
+		}
+		truth[t][s.ID] = 1
+	}
+	tenants, err := h.d.Quota.Tenants(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range tenants {
+		if truth[t] == nil {
+			truth[t] = map[string]int64{}
+		}
+	}
+	for t, ids := range truth {
+		n, err := h.d.Quota.Reconcile(ctx, t, quota.Sessions, ids, grace)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			h.d.Log.Info("session quota reconciled", "tenant", t, "changed", n)
+		}
+	}
+	return nil
 }
 
 // Runner returns a client for the session's runner (nil if that runner is
@@ -251,6 +331,7 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Session, error) 
 	if err := h.d.State.DeleteSession(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
 		return s, err
 	}
+	h.release(ctx, s)
 	h.publish(events.TypeSessionDeleted, s)
 	return s, nil
 }
@@ -261,11 +342,15 @@ func (h *Handler) program(ctx context.Context, s model.Session, programID string
 		return runnerapi.Program{}, httpapi.Unprocessable("program_id %q is not a program id (16 hex digits)", programID)
 	}
 	p, err := h.d.State.GetProgram(ctx, programID)
-	if errors.Is(err, state.ErrNotFound) {
-		return runnerapi.Program{}, httpapi.Unprocessable("program %s does not exist; upload it with POST /api/v1/programs", programID)
+	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, p.Tenant)) {
+		// Another tenant's program reads exactly like a missing one.
+		return runnerapi.Program{}, httpapi.NotFound("program %s not found; upload it with POST /api/v1/programs", programID)
 	}
 	if err != nil {
 		return runnerapi.Program{}, err
+	}
+	if p.State == model.ProgramRejected {
+		return runnerapi.Program{}, httpapi.Unprocessable("program %s was rejected when it was registered (%s), so it has no image to load; upload a valid ELF, HEX or BIN image", p.ID, p.Reason)
 	}
 	caps, err := h.Capabilities(ctx)
 	if err != nil {
@@ -317,7 +402,7 @@ func (h *Handler) LoadProgram(ctx context.Context, id string, in LoadRequest) (m
 			return s, err
 		}
 		if rc != nil {
-			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Restart: true}); err != nil {
+			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Restart: true, Limits: s.Limits}); err != nil {
 				return s, err
 			}
 		}
@@ -327,7 +412,7 @@ func (h *Handler) LoadProgram(ctx context.Context, id string, in LoadRequest) (m
 	} else if rc, err := h.runner(ctx, &s, false); err == nil && rc != nil {
 		// Best effort: the runner prelaunches a paused emulator so the next
 		// power on is fast; without it power on is a cold start.
-		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp}); err != nil {
+		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Limits: s.Limits}); err != nil {
 			h.d.Log.Warn("prepare", "session", id, "err", err)
 		}
 	}
@@ -355,7 +440,7 @@ func (h *Handler) PowerOn(ctx context.Context, id string, halted bool) (model.Se
 	if err != nil {
 		return s, err
 	}
-	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage}); err != nil {
+	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits}); err != nil {
 		return s, err
 	}
 	return h.Get(ctx, id)
@@ -489,7 +574,13 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/sessions/{id}/console", h.consoleInput)
 	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/console", h.stream("console"))
 	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/gdb", h.stream("gdb"))
+	// Short-lived tokens that open only this session's console or gdb stream.
+	mux.Handle("POST /api/v1/sessions/{id}/tokens", auth.SessionTokenHandler(func(ctx context.Context, id string) (string, error) {
+		s, err := h.Get(ctx, id)
+		return s.Tenant, err
+	}))
 	h.coverageRoutes(mux)
+	h.d.Quota.Routes(mux)
 	mux.HandleFunc("GET /api/v1/sessions/{id}/gdb", func(w http.ResponseWriter, r *http.Request) {
 		g, err := h.GDB(r.Context(), r.PathValue("id"), baseURL(r))
 		httpapi.Reply(w, r, http.StatusOK, g, err)

@@ -15,9 +15,11 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/coder/websocket"
 
 	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/shared/board"
+	report "github.com/machineserver/machineserver/shared/coverage"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/runnerapi"
@@ -35,6 +37,16 @@ type fakeRunner struct {
 }
 
 func (f *fakeRunner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, kind, ok := strings.Cut(r.URL.Path, "/stream/"); ok && r.Header.Get("Authorization") == "Bearer tok" {
+		// A stream says which one it is and closes.
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		c.Write(r.Context(), websocket.MessageBinary, []byte("stream "+kind))
+		c.Close(websocket.StatusNormalClosure, "")
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if r.Header.Get("Authorization") != "Bearer tok" {
@@ -42,6 +54,10 @@ func (f *fakeRunner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.calls = append(f.calls, r.Method+" "+strings.TrimPrefix(r.URL.Path, runnerapi.Prefix))
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/coverage") {
+		report.Counts{}.WriteTo(w)
+		return
+	}
 	var req runnerapi.StartRequest
 	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
 		json.Unmarshal(b, &req)
@@ -69,11 +85,16 @@ func (f *fakeRunner) last() string {
 }
 
 func setup(t *testing.T) (*Handler, *state.Store, *fakeRunner) {
-	ctx := context.Background()
-	st, err := state.OpenEmbedded(ctx)
+	st, err := state.OpenEmbedded(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return setupStore(t, st)
+}
+
+// setupStore is setup on a given store (the real redis-server for races).
+func setupStore(t *testing.T, st *state.Store) (*Handler, *state.Store, *fakeRunner) {
+	ctx := context.Background()
 	t.Cleanup(func() { st.Close() })
 	f := &fakeRunner{st: st}
 	srv := httptest.NewServer(f)

@@ -1,0 +1,58 @@
+package quota
+
+import (
+	"net/http"
+	"unicode"
+
+	"github.com/machineserver/machineserver/shared/auth"
+	"github.com/machineserver/machineserver/shared/httpapi"
+)
+
+// Routes mounts GET /api/v1/quota (the caller's own tenant) and the admin
+// GET/PUT /api/v1/admin/tenants/{tenant}/quota. The admin scope on
+// /api/v1/admin/* is the authentication middleware's job, not this one's.
+func (q *Quota) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/quota", func(w http.ResponseWriter, r *http.Request) {
+		u, err := q.Usage(r.Context(), auth.Tenant(r.Context()))
+		httpapi.Reply(w, r, http.StatusOK, u, err)
+	})
+	mux.HandleFunc("GET /api/v1/admin/tenants/{tenant}/quota", func(w http.ResponseWriter, r *http.Request) {
+		t, err := tenantParam(r)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		u, err := q.Usage(r.Context(), t)
+		httpapi.Reply(w, r, http.StatusOK, u, err)
+	})
+	mux.HandleFunc("PUT /api/v1/admin/tenants/{tenant}/quota", func(w http.ResponseWriter, r *http.Request) {
+		t, err := tenantParam(r)
+		if err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		var o Overrides
+		if err := httpapi.DecodeJSON(r, &o, 4<<10); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		if err := q.SetOverrides(r.Context(), t, o); err != nil {
+			httpapi.WriteError(w, r, err)
+			return
+		}
+		u, err := q.Usage(r.Context(), t)
+		httpapi.Reply(w, r, http.StatusOK, u, err)
+	})
+}
+
+func tenantParam(r *http.Request) (string, error) {
+	t := r.PathValue("tenant")
+	ok := t != "" && len(t) <= 128
+	for _, c := range t {
+		ok = ok && unicode.IsPrint(c) && !unicode.IsSpace(c)
+	}
+	if !ok {
+		return "", httpapi.BadRequest("tenant must be 1 to 128 printable characters without spaces; got %q", t)
+	}
+	return t, nil
+}
