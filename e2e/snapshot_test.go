@@ -113,6 +113,10 @@ func snapshots(t *testing.T, pl *platform) {
 	if snap["size"].(float64) < 1000 {
 		t.Fatalf("state size %v", snap["size"])
 	}
+	// The platform's requests carry the bootstrap key of tenant default.
+	if snap["tenant"] != "default" {
+		t.Fatalf("tenant %v", snap["tenant"])
+	}
 	offset := int64(snap["console_offset"].(float64))
 
 	// The session runs on after the capture.
@@ -267,7 +271,14 @@ func TestSnapshotArtifacts(t *testing.T) {
 	again := startProc(t, "machineserver", addedEnv(old))
 	pl.procs[0] = again
 	waitHealthy(t, pl.base, again)
-	pl.must(t, 200, "GET", "/api/v1/snapshots/"+sid, nil, nil)
+	var back map[string]any
+	pl.must(t, 200, "GET", "/api/v1/snapshots/"+sid, nil, &back)
+	// The manifest (the runner writes it beside the state) is complete.
+	for _, f := range []string{"tenant", "sha256", "size", "console_offset", "emulator_version", "program_sha256"} {
+		if back[f] != snap[f] {
+			t.Errorf("rebuilt from the manifest: %s = %v, was %v", f, back[f], snap[f])
+		}
+	}
 
 	// The session is gone with the restart (live state); restore into a new one.
 	var s map[string]any

@@ -11,13 +11,18 @@ import (
 	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
 	"github.com/machineserver/machineserver/functions/snapshots/handler"
 	"github.com/machineserver/machineserver/shared/config"
+	"github.com/machineserver/machineserver/shared/quota"
 )
 
 // Config is read once from the environment.
 type Config struct {
 	config.Distributed
+	config.Security
 	Port        string `envconfig:"PORT" default:"8080"`
 	RunnerToken string `envconfig:"MS_RUNNER_TOKEN" required:"true"`
+	// Quota is the per-tenant limits (MS_QUOTA_*): forks count as
+	// sessions, saved states as storage.
+	Quota quota.Config
 }
 
 func main() { config.Run("snapshots", run) }
@@ -33,12 +38,17 @@ func run(ctx context.Context) error {
 	}
 	defer svc.Close()
 	// Forks create sessions exactly as the sessions function does.
-	sh := sessions.New(sessions.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log})
-	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Sessions: sh, Publisher: svc.Publisher, Log: svc.Log})
+	quotas := quota.New(svc.State.Client(), cfg.Quota)
+	sh := sessions.New(sessions.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log, Quota: quotas})
+	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Sessions: sh, Publisher: svc.Publisher, Log: svc.Log, Quota: quotas})
 	n, err := h.Reindex(ctx)
 	if err != nil {
 		return fmt.Errorf("reindex snapshots: %w", err)
 	}
 	svc.Log.Info("snapshot index rebuilt", "snapshots", n)
-	return config.ServeFunction(ctx, cfg.Port, h, svc.Log)
+	guard, err := cfg.Authenticator(ctx, svc.State.Client(), true, svc.Log)
+	if err != nil {
+		return err
+	}
+	return config.ServeFunction(ctx, cfg.Port, h, guard, svc.Log)
 }

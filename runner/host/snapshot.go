@@ -1,9 +1,11 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -31,11 +33,15 @@ func (r *Runner) board(machine string) (board.Board, error) {
 	return b, nil
 }
 
-// Snapshot saves the running machine's state and stores it. The guest is
-// paused for the capture (tens of milliseconds) and then runs on.
+// Snapshot saves the running machine's state and stores it (with its
+// manifest, if the request carries one). The guest is paused for the capture
+// (about ten milliseconds) and then runs on.
 func (r *Runner) Snapshot(ctx context.Context, id string, req runnerapi.SnapshotRequest) (runnerapi.SnapshotResult, error) {
 	if _, err := r.board(req.Machine); err != nil {
 		return runnerapi.SnapshotResult{}, err
+	}
+	if req.Manifest != nil && req.ManifestKey == "" {
+		return runnerapi.SnapshotResult{}, httpapi.BadRequest("manifest_key is required with a manifest")
 	}
 	s, err := r.slot(id, false)
 	if err != nil {
@@ -69,13 +75,24 @@ func (r *Runner) Snapshot(ctx context.Context, id string, req runnerapi.Snapshot
 		stored <- err
 	}()
 	h := sha256.New()
-	var offset int64
+	var size counter
+	res := runnerapi.SnapshotResult{EmulatorVersion: r.caps.Backends[0].Version, ManifestStored: req.Manifest != nil}
+	var manifest chan error // set once the manifest is being written
 	t0 := time.Now()
-	err = p.SaveTo(ctx, io.MultiWriter(f, h, pw), func() {
+	err = p.SaveTo(ctx, io.MultiWriter(f, h, &size, pw), func() {
 		drainConsole(s, p.Console)
-		offset = s.ring.End()
+		res.ConsoleOffset = s.ring.End()
+	}, func(err error) {
+		// Commit the state, and write its manifest beside it, while the
+		// guest resumes.
+		pw.CloseWithError(err)
+		res.Size, res.SHA256 = int64(size), hex.EncodeToString(h.Sum(nil))
+		if err == nil && req.Manifest != nil {
+			manifest = make(chan error, 1)
+			go func(res runnerapi.SnapshotResult) { manifest <- r.putManifest(ctx, req, res) }(res)
+		}
 	})
-	pw.CloseWithError(err)
+	pw.CloseWithError(err) // in case the capture never began
 	t1 := time.Now()
 	if err == nil {
 		s.restorable = true
@@ -84,21 +101,45 @@ func (r *Runner) Snapshot(ctx context.Context, id string, req runnerapi.Snapshot
 	if serr := <-stored; err == nil && serr != nil {
 		err = fmt.Errorf("store snapshot %s: %w", req.SnapshotID, serr)
 	}
+	if manifest != nil {
+		if merr := <-manifest; err == nil && merr != nil {
+			err = fmt.Errorf("store manifest of snapshot %s: %w", req.SnapshotID, merr)
+		}
+	}
 	if err != nil {
+		cctx := context.WithoutCancel(ctx)
+		r.blobs.Remove(cctx, req.BlobKey)
+		if req.Manifest != nil {
+			r.blobs.Remove(cctx, req.ManifestKey)
+		}
 		return runnerapi.SnapshotResult{}, fmt.Errorf("snapshot of session %s: %w", id, err)
 	}
 	// The next restore of this session finds a paused -incoming QEMU ready.
 	defer r.prepare(s)
-	size, err := f.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return runnerapi.SnapshotResult{}, err
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
 	// Keep it in the cache: a restore on this runner needs no download.
-	_ = os.Link(f.Name(), filepath.Join(dir, sum+".state"))
-	r.log.Debug("snapshot stored", "session", id, "snapshot", req.SnapshotID, "size", size,
+	_ = os.Link(f.Name(), filepath.Join(dir, res.SHA256+".state"))
+	r.log.Debug("snapshot stored", "session", id, "snapshot", req.SnapshotID, "size", res.Size,
 		"save_ms", ms(t1.Sub(t0)), "store_ms", ms(time.Since(t1)))
-	return runnerapi.SnapshotResult{Size: size, SHA256: sum, EmulatorVersion: r.caps.Backends[0].Version, ConsoleOffset: offset}, nil
+	return res, nil
+}
+
+// putManifest stores the request's manifest completed with res.
+func (r *Runner) putManifest(ctx context.Context, req runnerapi.SnapshotRequest, res runnerapi.SnapshotResult) error {
+	m := *req.Manifest
+	m.Size, m.SHA256, m.EmulatorVersion, m.ConsoleOffset = res.Size, res.SHA256, res.EmulatorVersion, res.ConsoleOffset
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return r.blobs.Put(ctx, req.ManifestKey, bytes.NewReader(b), int64(len(b)), "application/json")
+}
+
+// counter counts the bytes written through it.
+type counter int64
+
+func (c *counter) Write(b []byte) (int, error) {
+	*c += counter(len(b))
+	return len(b), nil
 }
 
 // Restore replaces the session's machine (running or not) with the saved

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/machineserver/machineserver/runner/qmp"
 )
 
 // migration polls query-migrate until the migration completes or fails.
@@ -91,9 +93,18 @@ func (p *Process) Save(ctx context.Context, path string, paused func()) error {
 
 // SaveTo streams the machine's full state into w over a unix socket QEMU
 // connects to (no cat process, no second pass over a file). The guest is
-// paused for the capture and resumed afterwards if it was running; paused,
-// if set, runs after the state is written and before the guest resumes.
-func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func()) error {
+// paused for the capture and resumed afterwards if it was running.
+//
+// paused, if set, runs while the guest is paused, alongside the capture (to
+// note where its output stood). captured, if set, is told the capture's
+// outcome (nil: the whole state reached w) as soon as it is known, while the
+// guest is being resumed, so the caller can commit the state meanwhile. The
+// returned error also covers the resume.
+//
+// QMP commands that follow one another go out together (QEMU runs them in
+// order): status, stop and migrate in one round trip, the migration's
+// outcome and the resume in another.
+func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func(), captured func(error)) error {
 	sock := filepath.Join(p.dir, MigrationSocket)
 	os.Remove(sock)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
@@ -102,73 +113,154 @@ func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func()) error 
 	}
 	defer os.Remove(sock)
 	defer ln.Close()
-	st, err := p.QMP.Status(ctx)
+	// QMP commands here ignore ctx: the guest must not be left paused.
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	running, err := p.pauseAndMigrate(qctx, "unix:"+ln.Addr().String())
+	cancel()
 	if err != nil {
 		return err
 	}
-	running := st == "running"
-	if running {
-		if _, err := p.QMP.Execute(ctx, "stop", nil); err != nil {
-			return fmt.Errorf("qemu: stop: %w", err)
+	noted := make(chan struct{})
+	go func() {
+		defer close(noted)
+		if paused != nil {
+			paused()
 		}
-	}
+	}()
 	err = p.stream(ctx, ln, w)
-	if paused != nil {
-		paused()
+	if err != nil {
+		p.cancelMigration()
 	}
+	<-noted
+	qctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	// The stream ended, so the migration is over: ask how it went and
+	// resume together.
+	var outcome, resumed *qmp.Call
+	if err == nil {
+		outcome, err = p.QMP.Send(qctx, "query-migrate", nil)
+	}
+	var rerr error
 	if running {
-		// Resume even when ctx is done: a paused guest must not be left behind.
-		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, cerr := p.QMP.Execute(rctx, "cont", nil); cerr != nil && err == nil {
-			err = fmt.Errorf("qemu: resume after snapshot: %w", cerr)
-		}
+		resumed, rerr = p.QMP.Send(qctx, "cont", nil)
+	}
+	if outcome != nil {
+		err = p.migrated(qctx, outcome)
+	}
+	if captured != nil {
+		captured(err)
+	}
+	if resumed != nil {
+		_, rerr = resumed.Wait(qctx)
+	}
+	if rerr != nil && err == nil {
+		err = fmt.Errorf("qemu: resume after snapshot: %w", rerr)
 	}
 	return err
 }
 
-// stream runs an outgoing migration into ln and copies it to w.
-func (p *Process) stream(ctx context.Context, ln *net.UnixListener, w io.Writer) error {
-	if _, err := p.QMP.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + ln.Addr().String()}); err != nil {
-		return fmt.Errorf("qemu: migrate: %w", err)
-	}
-	c, err := accept(ctx, ln)
+// pauseAndMigrate sends query-status, stop and migrate at once. Stopping a
+// machine that is not running changes nothing; running says whether it ran
+// and so must be resumed. On failure nothing is left paused or migrating.
+func (p *Process) pauseAndMigrate(ctx context.Context, uri string) (running bool, err error) {
+	status, err := p.QMP.Send(ctx, "query-status", nil)
 	if err != nil {
+		return false, err
+	}
+	stop, err := p.QMP.Send(ctx, "stop", nil)
+	if err != nil {
+		return false, err
+	}
+	migrate, merr := p.QMP.Send(ctx, "migrate", map[string]any{"uri": uri})
+	raw, serr := status.Wait(ctx)
+	var st struct {
+		Status string `json:"status"`
+	}
+	if serr == nil {
+		serr = json.Unmarshal(raw, &st)
+	}
+	running = st.Status == "running"
+	_, perr := stop.Wait(ctx)
+	if merr == nil {
+		_, merr = migrate.Wait(ctx)
+		if merr == nil && (serr != nil || perr != nil) {
+			p.cancelMigration()
+		}
+	}
+	if err = errors.Join(serr, perr, merr); err != nil {
+		if running && perr == nil {
+			p.QMP.Execute(ctx, "cont", nil)
+		}
+		return false, fmt.Errorf("qemu: start migration: %w", err)
+	}
+	return running, nil
+}
+
+// migrated reads the outcome of a migration whose stream has ended. QEMU
+// closes the stream only once the migration is over, so it is final; should
+// it not be, wait for it.
+func (p *Process) migrated(ctx context.Context, outcome *qmp.Call) error {
+	raw, err := outcome.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("qemu: query-migrate: %w", err)
+	}
+	var st struct {
+		Status    string `json:"status"`
+		ErrorDesc string `json:"error-desc"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("qemu: query-migrate: %w", err)
+	}
+	switch st.Status {
+	case "completed":
+		return nil
+	case "failed", "cancelled":
+		return fmt.Errorf("qemu: migration %s: %s", st.Status, st.ErrorDesc)
+	}
+	return p.migration(ctx)
+}
+
+// stream accepts QEMU's migration connection on ln and copies it to w until
+// QEMU closes it.
+func (p *Process) stream(ctx context.Context, ln *net.UnixListener, w io.Writer) error {
+	// A QEMU that dies before it connects must not leave us waiting.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-actx.Done():
+		}
+	}()
+	c, err := accept(actx, ln)
+	if err != nil {
+		select {
+		case <-p.done:
+			return fmt.Errorf("qemu: %s during migration: %s", p.ExitReason(), strings.TrimSpace(p.Output()))
+		default:
+		}
 		return fmt.Errorf("qemu: migration connection: %w", err)
 	}
 	defer c.Close()
-	copied := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(w, c)
-		if err != nil {
-			// Nobody takes the stream: unblock QEMU instead of letting the
-			// migration hang with the guest paused.
-			c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := io.Copy(w, c); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
 		}
-		copied <- err
-	}()
-	mctx, cancel := context.WithCancel(ctx)
+		return fmt.Errorf("qemu: migration stream: %w", err)
+	}
+	return nil
+}
+
+// cancelMigration ends an outgoing migration that is not wanted any more
+// and waits until it is over, so the next one can start.
+func (p *Process) cancelMigration() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	migrated := make(chan error, 1)
-	go func() { migrated <- p.migration(mctx) }()
-	select {
-	case err := <-copied:
-		if err != nil {
-			cancel()
-			<-migrated
-			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-			p.QMP.Execute(cctx, "migrate_cancel", nil)
-			ccancel()
-			return fmt.Errorf("qemu: migration stream: %w", err)
-		}
-		return <-migrated
-	case err := <-migrated:
-		if err != nil {
-			c.Close()
-			<-copied
-			return err
-		}
-		return <-copied
+	if _, err := p.QMP.Execute(ctx, "migrate_cancel", nil); err == nil {
+		p.migration(ctx)
 	}
 }
 

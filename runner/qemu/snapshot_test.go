@@ -2,7 +2,10 @@ package qemu
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -106,5 +109,116 @@ func TestSaveRestoreContinues(t *testing.T) {
 	defer bad.Kill()
 	if err := bad.Restore(ctx, state); err == nil {
 		t.Fatal("garbage state restored")
+	}
+}
+
+// TestSaveToStream streams a running machine's state into memory: paused
+// runs while the guest is paused, captured hears of the complete state, the
+// source runs on, and the state restores (through RestoreFrom) into a
+// machine that continues the stream.
+func TestSaveToStream(t *testing.T) {
+	fw := testFirmware(t, "mps2-an385", "fw.elf")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: fw, Format: model.FormatELF}}
+	src, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Stop(time.Second)
+	src.QMP.Execute(ctx, "cont", nil)
+	r := bufio.NewReader(src.Console)
+	r.ReadString('\n') // banner
+	src.Console.Write([]byte("stream\r"))
+	for range 50 {
+		r.ReadString('\n')
+	}
+	var state bytes.Buffer
+	var pausedState string
+	var capturedErr = errors.New("captured not called")
+	var capturedLen int
+	err = src.SaveTo(ctx, &state, func() {
+		pausedState, _ = src.QMP.Status(ctx)
+	}, func(err error) {
+		capturedErr, capturedLen = err, state.Len()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pausedState != "paused" || capturedErr != nil || capturedLen != state.Len() || state.Len() == 0 {
+		t.Fatalf("paused saw %q; captured saw %v, %d of %d bytes", pausedState, capturedErr, capturedLen, state.Len())
+	}
+	if st, _ := src.QMP.Status(ctx); st != "running" {
+		t.Fatalf("source after save: %s", st)
+	}
+	src.Console.Write([]byte("x"))
+
+	cfg.Dir, cfg.Incoming = sockDir(t), true
+	dst, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Stop(time.Second)
+	if err := dst.RestoreFrom(ctx, bytes.NewReader(state.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	dst.QMP.Execute(ctx, "cont", nil)
+	rr := bufio.NewReader(dst.Console)
+	line, err := rr.ReadString('\n')
+	line2, _ := rr.ReadString('\n')
+	if err != nil || strings.Contains(line+line2, "ready") || !seqRe.MatchString(line2) {
+		t.Fatalf("restored output: %q %q %v", line, line2, err)
+	}
+}
+
+// TestSaveToFailingWriter ends the capture when its consumer fails: the
+// error reaches captured and the caller, and the guest runs on.
+func TestSaveToFailingWriter(t *testing.T) {
+	fw := testFirmware(t, "mps2-an385", "fw.elf")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src, err := Start(ctx, Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: fw, Format: model.FormatELF}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Stop(time.Second)
+	src.QMP.Execute(ctx, "cont", nil)
+	var captured error
+	err = src.SaveTo(ctx, failingWriter{}, nil, func(err error) { captured = err })
+	if !errors.Is(err, errDiskFull) || !errors.Is(captured, errDiskFull) {
+		t.Fatalf("SaveTo: %v; captured: %v", err, captured)
+	}
+	if st, _ := src.QMP.Status(ctx); st != "running" {
+		t.Fatalf("source after a failed save: %s", st)
+	}
+	// The failed migration is over: the next one works.
+	if err := src.SaveTo(ctx, io.Discard, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var errDiskFull = errors.New("disk full")
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
+
+// TestSaveToKeepsPausedMachinePaused: a machine that was not running (here
+// never started) is saved and not resumed.
+func TestSaveToKeepsPausedMachinePaused(t *testing.T) {
+	fw := testFirmware(t, "mps2-an385", "fw.elf")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src, err := Start(ctx, Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: fw, Format: model.FormatELF}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Stop(time.Second)
+	var state bytes.Buffer
+	if err := src.SaveTo(ctx, &state, nil, nil); err != nil || state.Len() == 0 {
+		t.Fatalf("SaveTo: %v, %d bytes", err, state.Len())
+	}
+	if st, _ := src.QMP.Status(ctx); st == "running" {
+		t.Fatal("a machine that was not running runs after the save")
 	}
 }

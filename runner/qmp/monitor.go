@@ -233,6 +233,25 @@ func (m *Monitor) finish(readErr error) {
 // reply is returned as *Error. If ctx ends first, Execute returns ctx.Err()
 // and the late reply is discarded.
 func (m *Monitor) Execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
+	c, err := m.Send(ctx, command, args)
+	if err != nil {
+		return nil, err
+	}
+	return c.Wait(ctx)
+}
+
+// Call is a command sent whose reply has not been collected yet.
+type Call struct {
+	m       *Monitor
+	command string
+	key     string
+	ch      chan reply
+}
+
+// Send writes command without waiting for its reply; Wait collects it.
+// QEMU runs commands in the order they arrive, so commands sent one after
+// another and then waited for cost one round trip instead of one each.
+func (m *Monitor) Send(ctx context.Context, command string, args any) (*Call, error) {
 	req := request{Execute: command}
 	if args != nil {
 		b, err := json.Marshal(args)
@@ -241,7 +260,7 @@ func (m *Monitor) Execute(ctx context.Context, command string, args any) (json.R
 		}
 		req.Arguments = b
 	}
-	ch := make(chan reply, 1)
+	c := &Call{m: m, command: command, ch: make(chan reply, 1)}
 	m.mu.Lock()
 	if m.pending == nil {
 		m.mu.Unlock()
@@ -249,23 +268,28 @@ func (m *Monitor) Execute(ctx context.Context, command string, args any) (json.R
 	}
 	req.ID = m.nextID
 	m.nextID++
-	key := strconv.FormatUint(req.ID, 10)
-	m.pending[key] = ch
+	c.key = strconv.FormatUint(req.ID, 10)
+	m.pending[c.key] = c.ch
 	m.mu.Unlock()
 
 	if err := m.send(ctx, req); err != nil {
-		m.forget(key)
+		m.forget(c.key)
 		return nil, fmt.Errorf("qmp: %s: %w", command, err)
 	}
+	return c, nil
+}
+
+// Wait returns the reply's "return" value, as Execute does.
+func (c *Call) Wait(ctx context.Context) (json.RawMessage, error) {
 	select {
-	case r := <-ch:
+	case r := <-c.ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("qmp: %s: %w", command, r.err)
+			return nil, fmt.Errorf("qmp: %s: %w", c.command, r.err)
 		}
 		return r.ret, nil
 	case <-ctx.Done():
-		m.forget(key)
-		return nil, fmt.Errorf("qmp: %s: %w", command, ctx.Err())
+		c.m.forget(c.key)
+		return nil, fmt.Errorf("qmp: %s: %w", c.command, ctx.Err())
 	}
 }
 

@@ -481,3 +481,40 @@ func TestDialGivesUpWithContext(t *testing.T) {
 		t.Fatalf("Dial = %v, want deadline exceeded mentioning the last attempt", err)
 	}
 }
+
+// Send does not wait for replies: two commands reach the peer before either
+// is answered, and each Wait gets its own reply whatever the order.
+func TestSendPipelines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, p := connect(t)
+		got := make(chan []string, 1)
+		go func() {
+			var out []string
+			a, err := m.Send(t.Context(), "stop", nil)
+			if err != nil {
+				got <- []string{err.Error()}
+				return
+			}
+			b, err := m.Send(t.Context(), "query-status", nil)
+			if err != nil {
+				got <- []string{err.Error()}
+				return
+			}
+			for _, c := range []*Call{a, b} {
+				ret, err := c.Wait(t.Context())
+				out = append(out, fmt.Sprintf("%s %v", ret, err))
+			}
+			got <- out
+		}()
+		first, second := p.recv(), p.recv()
+		if first.Execute != "stop" || second.Execute != "query-status" {
+			t.Fatalf("peer got %q then %q", first.Execute, second.Execute)
+		}
+		p.reply(second, `{"status": "paused"}`)
+		p.reply(first, `{}`)
+		out := <-got
+		if len(out) != 2 || out[0] != "{} <nil>" || out[1] != `{"status": "paused"} <nil>` {
+			t.Fatalf("replies: %q", out)
+		}
+	})
+}

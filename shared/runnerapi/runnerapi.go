@@ -42,6 +42,9 @@ type StartRequest struct {
 	// Coverage opens the session's coverage window from the first
 	// instruction, if it is not open yet.
 	Coverage bool `json:"coverage,omitempty"`
+	// Limits are the session's CPU and memory caps; nil or zero fields take
+	// the runner's defaults.
+	Limits *model.Limits `json:"limits,omitempty"`
 }
 
 // SnapshotRequest asks for the session's machine state to be saved and
@@ -51,6 +54,11 @@ type SnapshotRequest struct {
 	BlobKey    string `json:"blob_key"`
 	// Machine is the session's board; boards that cannot restore are refused.
 	Machine string `json:"machine"`
+	// Manifest, if set, is stored under ManifestKey with the state's size,
+	// sha256, emulator version and console offset filled in, written
+	// alongside the state instead of after it: one round of durable writes.
+	Manifest    *model.Snapshot `json:"manifest,omitempty"`
+	ManifestKey string          `json:"manifest_key,omitempty"`
 }
 
 // SnapshotResult describes the stored state.
@@ -59,6 +67,8 @@ type SnapshotResult struct {
 	SHA256          string `json:"sha256"`
 	EmulatorVersion string `json:"emulator_version"`
 	ConsoleOffset   int64  `json:"console_offset"`
+	// ManifestStored says the runner stored the requested manifest.
+	ManifestStored bool `json:"manifest_stored,omitempty"`
 }
 
 // RestoreRequest replaces the session's machine with a saved state.
@@ -305,3 +315,26 @@ func (c *Client) Proxy(path string) http.Handler {
 
 // SessionPath is exported for the proxy's callers.
 func SessionPath(id string) string { return sessionPath(id) }
+
+// Ranges of the limits a session may ask for.
+const (
+	MinCPUPercent = 1
+	MaxCPUPercent = 100
+	MinMemoryMB   = 16
+	MaxMemoryMB   = 4096
+)
+
+// CheckLimits refuses limits outside the ranges; a zero field means the
+// runner's default and is accepted.
+func CheckLimits(l *model.Limits) error {
+	if l == nil {
+		return nil
+	}
+	if l.CPUPercent != 0 && (l.CPUPercent < MinCPUPercent || l.CPUPercent > MaxCPUPercent) {
+		return httpapi.BadRequest("limits.cpu_percent must be %d to %d (percent of one core); got %d", MinCPUPercent, MaxCPUPercent, l.CPUPercent)
+	}
+	if l.MemoryMB != 0 && (l.MemoryMB < MinMemoryMB || l.MemoryMB > MaxMemoryMB) {
+		return httpapi.BadRequest("limits.memory_mb must be %d to %d; got %d", MinMemoryMB, MaxMemoryMB, l.MemoryMB)
+	}
+	return nil
+}

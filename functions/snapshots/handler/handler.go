@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -16,10 +19,12 @@ import (
 
 	"github.com/machineserver/machineserver/events"
 	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/quota"
 	"github.com/machineserver/machineserver/shared/runnerapi"
 	"github.com/machineserver/machineserver/shared/state"
 )
@@ -33,6 +38,9 @@ type Deps struct {
 	Sessions  *sessions.Handler
 	Publisher events.Publisher
 	Log       *slog.Logger
+	// Quota counts stored state bytes against the tenant's storage quota;
+	// nil is unlimited.
+	Quota *quota.Quota
 }
 
 // Handler serves the snapshots function.
@@ -126,69 +134,113 @@ func (h *Handler) Create(ctx context.Context, sessionID string, in CreateRequest
 	if err != nil {
 		return model.Snapshot{}, err
 	}
-	if err := h.snapshotBoard(ctx, s); err != nil {
-		return model.Snapshot{}, err
+	// Three independent lookups: made at once, as each is a round trip to
+	// Redis, and checked in order.
+	var (
+		wg                        sync.WaitGroup
+		boardErr, progErr, runErr error
+		p                         model.Program
+		rc                        *runnerapi.Client
+	)
+	wg.Go(func() { boardErr = h.snapshotBoard(ctx, s) })
+	wg.Go(func() { p, progErr = h.d.State.GetProgram(ctx, s.ProgramID) })
+	wg.Go(func() {
+		sc := s
+		rc, runErr = h.d.Sessions.Runner(ctx, &sc, false)
+	})
+	wg.Wait()
+	if boardErr != nil {
+		return model.Snapshot{}, boardErr
 	}
 	if s.State != model.StateRunning {
 		return model.Snapshot{}, httpapi.Conflict("session %s is %s; only a running session can be snapshotted", s.ID, s.State)
 	}
-	p, err := h.d.State.GetProgram(ctx, s.ProgramID)
-	if err != nil {
-		return model.Snapshot{}, fmt.Errorf("program %s of session %s: %w", s.ProgramID, s.ID, err)
+	if progErr != nil {
+		return model.Snapshot{}, fmt.Errorf("program %s of session %s: %w", s.ProgramID, s.ID, progErr)
 	}
-	rc, err := h.d.Sessions.Runner(ctx, &s, false)
-	if err == nil && rc == nil {
-		err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, s.ID)
+	if runErr == nil && rc == nil {
+		runErr = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, s.ID)
 	}
-	if err != nil {
-		return model.Snapshot{}, err
+	if runErr != nil {
+		return model.Snapshot{}, runErr
 	}
 	snap := model.Snapshot{
-		ID: model.NewID(), Name: in.Name, Description: in.Description, SessionID: s.ID,
+		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: in.Name, Description: in.Description, SessionID: s.ID,
 		Backend: s.Backend, Machine: s.Machine, ProgramID: p.ID, ProgramSHA256: p.SHA256,
 		Parent: s.SnapshotID, CreatedAt: time.Now().UTC(),
 	}
 	t1 := time.Now()
-	res, err := rc.Snapshot(ctx, s.ID, runnerapi.SnapshotRequest{SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID), Machine: s.Machine})
+	// The runner writes the manifest beside the state, so both are made
+	// durable at once rather than one after the other.
+	res, err := rc.Snapshot(ctx, s.ID, runnerapi.SnapshotRequest{
+		SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID), Machine: s.Machine,
+		Manifest: &snap, ManifestKey: model.SnapshotManifestKey(snap.ID),
+	})
 	if err != nil {
 		return model.Snapshot{}, err
 	}
 	t2 := time.Now()
 	snap.Size, snap.SHA256, snap.EmulatorVersion, snap.ConsoleOffset = res.Size, res.SHA256, res.EmulatorVersion, res.ConsoleOffset
-	manifest, _ := json.MarshalIndent(snap, "", "  ")
-	if err := h.d.Blobs.Put(ctx, model.SnapshotManifestKey(snap.ID), bytes.NewReader(manifest), int64(len(manifest)), "application/json"); err != nil {
-		h.d.Blobs.Remove(context.WithoutCancel(ctx), model.SnapshotStateKey(snap.ID))
-		return model.Snapshot{}, fmt.Errorf("store snapshot manifest: %w", err)
+	if !res.ManifestStored { // a runner from before manifests were sent along
+		manifest, _ := json.MarshalIndent(snap, "", "  ")
+		if err := h.d.Blobs.Put(ctx, model.SnapshotManifestKey(snap.ID), bytes.NewReader(manifest), int64(len(manifest)), "application/json"); err != nil {
+			h.d.Blobs.Remove(context.WithoutCancel(ctx), model.SnapshotStateKey(snap.ID))
+			return model.Snapshot{}, fmt.Errorf("store snapshot manifest: %w", err)
+		}
 	}
-	if err := h.d.State.PutSnapshot(ctx, snap); err != nil {
-		return model.Snapshot{}, err
+	// The size is known only now: it is charged to the tenant's storage
+	// quota while the index is written, and a refusal undoes the save.
+	var quotaErr, putErr error
+	var wg2 sync.WaitGroup
+	wg2.Go(func() {
+		quotaErr = h.d.Quota.Acquire(ctx, snap.Tenant, quota.Storage, quota.SnapshotKey(snap.ID), snap.Size)
+	})
+	wg2.Go(func() { putErr = h.d.State.PutSnapshot(ctx, snap) })
+	wg2.Wait()
+	if quotaErr != nil || putErr != nil {
+		bg := context.WithoutCancel(ctx)
+		h.d.State.DeleteSnapshot(bg, snap)
+		h.d.Quota.Release(bg, snap.Tenant, quota.Storage, quota.SnapshotKey(snap.ID))
+		for _, k := range []string{model.SnapshotManifestKey(snap.ID), model.SnapshotStateKey(snap.ID)} {
+			h.d.Blobs.Remove(bg, k)
+		}
+		return model.Snapshot{}, errors.Join(quotaErr, putErr)
 	}
 	h.d.Log.Debug("snapshot created", "snapshot", snap.ID, "prepare_ms", ms(t1.Sub(t0)), "runner_ms", ms(t2.Sub(t1)), "record_ms", ms(time.Since(t2)))
 	h.publish(events.TypeSnapshotCreated, snap.ID, snap)
 	return snap, nil
 }
 
-// Get returns a snapshot or a 404.
+// Get returns a snapshot of the caller's tenant or a 404. Every operation
+// on a snapshot goes through it, so one of another tenant is answered
+// exactly like an unknown id and ids do not leak.
 func (h *Handler) Get(ctx context.Context, id string) (model.Snapshot, error) {
 	if !model.ValidID(id) {
 		return model.Snapshot{}, httpapi.NotFound("snapshot %q not found (ids are 16 hex digits)", id)
 	}
 	snap, err := h.d.State.GetSnapshot(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return snap, httpapi.NotFound("snapshot %s not found", id)
+	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, snap.Tenant)) {
+		return model.Snapshot{}, httpapi.NotFound("snapshot %s not found", id)
 	}
 	return snap, err
 }
 
-// List returns a page of a session's snapshots, or of all for "".
+// List returns a page of a session's snapshots, or of all for "", counting
+// only the caller's tenant's. The index is not per tenant, so the page is cut
+// from the whole filtered list.
 func (h *Handler) List(ctx context.Context, sessionID string, pg httpapi.Page) (List, error) {
 	if sessionID != "" {
 		if _, err := h.d.Sessions.Get(ctx, sessionID); err != nil {
 			return List{}, err
 		}
 	}
-	ss, total, err := h.d.State.ListSnapshots(ctx, sessionID, pg.Offset(), pg.Size)
-	return List{Snapshots: ss, Total: total, Page: pg.Page, PageSize: pg.Size}, err
+	all, _, err := h.d.State.ListSnapshots(ctx, sessionID, 0, math.MaxInt32)
+	if err != nil {
+		return List{}, err
+	}
+	own := slices.DeleteFunc(all, func(s model.Snapshot) bool { return !auth.Owns(ctx, s.Tenant) })
+	lo, hi := min(pg.Offset(), len(own)), min(pg.Offset()+pg.Size, len(own))
+	return List{Snapshots: own[lo:hi], Total: len(own), Page: pg.Page, PageSize: pg.Size}, nil
 }
 
 // Delete removes a snapshot that no restore is reading.
@@ -211,6 +263,9 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Snapshot, error)
 		if err := h.d.Blobs.Remove(ctx, k); err != nil {
 			return snap, fmt.Errorf("remove %s: %w", k, err)
 		}
+	}
+	if err := h.d.Quota.Release(ctx, tenantOf(snap), quota.Storage, quota.SnapshotKey(id)); err != nil {
+		h.d.Log.Warn("release storage quota", "snapshot", id, "err", err)
 	}
 	h.publish(events.TypeSnapshotDeleted, snap.ID, snap)
 	return snap, nil
@@ -295,6 +350,8 @@ func (h *Handler) Fork(ctx context.Context, id string, in ForkRequest) ([]model.
 		// Room for "-16": session names are limited to 128 characters.
 		return nil, httpapi.BadRequest("name_prefix is limited to 124 characters")
 	}
+	// Sessions.Create gives the new sessions the caller's tenant, which owns
+	// the snapshot (Get checked) and so its source session.
 	var out []model.Session
 	for i := range in.Count {
 		s, err := h.d.Sessions.Create(ctx, sessions.CreateRequest{
@@ -317,19 +374,58 @@ func (h *Handler) Fork(ctx context.Context, id string, in ForkRequest) ([]model.
 }
 
 // Reindex rebuilds the Redis index from the manifests in the blob store.
+// The runner writes a manifest alongside its state, so a crash mid-save can
+// leave a manifest whose state never landed: it is skipped.
 func (h *Handler) Reindex(ctx context.Context) (int, error) {
+	objs, err := h.d.Blobs.List(ctx, "snapshots/")
+	if err != nil {
+		return 0, err
+	}
+	stored := map[string]bool{}
+	for _, o := range objs {
+		stored[o.Key] = true
+	}
 	n := 0
-	err := blob.Manifests(ctx, h.d.Blobs, "snapshots/", func(v model.Snapshot) error {
+	held := map[string]map[string]int64{}
+	err = blob.Manifests(ctx, h.d.Blobs, "snapshots/", func(v model.Snapshot) error {
 		if !model.ValidID(v.ID) {
 			h.d.Log.Warn("skipping snapshot manifest without a valid id", "id", v.ID)
 			return nil
 		}
+		if !stored[model.SnapshotStateKey(v.ID)] {
+			h.d.Log.Warn("skipping snapshot manifest without its state (a save cut short)", "id", v.ID)
+			return nil
+		}
 		n++
+		t := tenantOf(v)
+		if held[t] == nil {
+			held[t] = map[string]int64{}
+		}
+		held[t][quota.SnapshotKey(v.ID)] = v.Size
 		return h.d.State.PutSnapshot(ctx, v)
 	}, func(key string, err error) {
 		h.d.Log.Warn("skipping unreadable snapshot manifest", "key", key, "err", err)
 	})
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	// The stored states are the truth for the storage quota's snapshot
+	// part (the embedded Redis starts empty).
+	for t, truth := range held {
+		if _, err := h.d.Quota.ReconcileScope(ctx, t, quota.Storage, quota.SnapshotKey(""), truth, time.Minute); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// tenantOf is a snapshot's tenant; snapshots stored before tenants existed
+// belong to the default one.
+func tenantOf(s model.Snapshot) string {
+	if s.Tenant == "" {
+		return auth.DefaultTenant
+	}
+	return s.Tenant
 }
 
 func (h *Handler) publish(typ, subject string, data any) {
