@@ -29,7 +29,18 @@ define apt_install
 	fi
 endef
 
-.PHONY: run test bench build firmware plugin deps-run deps-test vet clean
+.PHONY: run test bench build firmware plugin deps-run deps-test vet clean fuzz
+
+# fuzz_all runs every fuzz target (each `func Fuzz...` in a _test.go file)
+# for $(1), one at a time, as `go test -fuzz` allows one target per run.
+define fuzz_all
+	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./build/'); do \
+		d=$$(dirname $$f); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(1) $$d || exit 1; \
+		done; \
+	done
+endef
 
 deps-run:
 	$(call apt_install,$(RUN_TOOLS))
@@ -39,7 +50,7 @@ deps-test:
 	@command -v versitygw >/dev/null 2>&1 || { echo "building versitygw (about 2 minutes, once)"; $(GO) install $(VERSITYGW); }
 
 build:
-	$(GO) build -o $(BUILD)/bin/ ./cmd/machineserver ./runner ./functions/sessions ./functions/programs ./functions/snapshots
+	$(GO) build -o $(BUILD)/bin/ ./cmd/machineserver ./runner ./functions/sessions ./functions/programs ./functions/snapshots ./functions/jobs
 
 firmware:
 	@$(MAKE) -s -C firmware OUT=$(FW)
@@ -56,6 +67,12 @@ vet:
 
 test: deps-test firmware plugin vet
 	$(GO) test -count=1 -timeout 30m ./...
+	$(call fuzz_all,3s)
+
+# fuzz runs every fuzz target longer (FUZZTIME each, default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	$(call fuzz_all,$(FUZZTIME))
 
 bench: deps-test firmware plugin
 	$(GO) test -count=1 -run '^$$' -bench PowerOnToFirstByte -benchtime 20x -timeout 30m ./e2e/
@@ -63,6 +80,7 @@ bench: deps-test firmware plugin
 	$(GO) test -count=1 -run '^$$' -bench RoundTrip -benchtime 5000x -timeout 30m ./runner/gdb/
 	$(GO) test -count=1 -run '^$$' -bench 'Overhead|Report' -benchtime 20x -timeout 30m ./runner/coverage/
 	$(GO) test -count=1 -run '^$$' -bench GetSessionAt200rps -benchtime 1000x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench 'Jobs$$' -benchtime 20x -timeout 30m ./e2e/
 
 clean:
 	rm -rf $(BUILD)

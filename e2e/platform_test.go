@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,7 +35,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/machineserver", "./runner", "./functions/sessions", "./functions/programs", "./functions/snapshots", "./cmd/msctl")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/machineserver", "./runner", "./functions/sessions", "./functions/programs", "./functions/snapshots", "./functions/jobs", "./cmd/msctl")
 	cmd.Dir = ".."
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -41,9 +43,38 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// Raw requests that do not set credentials themselves (health checks,
+	// benchmarks, CloudEvents posts) carry the admin key too.
+	http.DefaultClient.Transport = keyTransport{http.DefaultTransport}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// apiKey is the admin key of tenant default that every started process
+// installs (MS_BOOTSTRAP_API_KEY) and every test request carries, so the
+// platform runs with authentication on, as it does by default.
+var apiKey = "ms_e2e_" + randomHex(32)
+
+// authEnv goes into every started process: the bootstrap key, the shared
+// session token secret of the distributed form, and msctl's credentials.
+var authEnv = []string{"MS_BOOTSTRAP_API_KEY=" + apiKey, "MS_SESSION_TOKEN_SECRET=" + randomHex(32), "MS_TOKEN=" + apiKey}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// keyTransport adds the admin key to requests without credentials.
+type keyTransport struct{ base http.RoundTripper }
+
+func (k keyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "ApiKey "+apiKey)
+	}
+	return k.base.RoundTrip(r)
 }
 
 // firmware returns the path of a built test firmware file.
@@ -86,7 +117,7 @@ func (s *syncBuffer) String() string {
 func startProc(t testing.TB, name string, env []string, args ...string) *proc {
 	p := &proc{name: name, out: &syncBuffer{}}
 	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(append(os.Environ(), authEnv...), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -133,6 +164,10 @@ type platform struct {
 	socketDir string // where the runner's emulators keep their sockets
 	dataDir   string // standalone only: MS_DATA_DIR
 	procs     []*proc
+	// fnURLs and env are the distributed form's function URLs and common
+	// environment, for tests that start more function processes.
+	fnURLs map[string]string
+	env    []string
 }
 
 func waitHealthy(t testing.TB, url string, p *proc) {
@@ -167,7 +202,7 @@ func startStandalone(t testing.TB, env ...string) *platform {
 	port := testenv.FreePort(t)
 	sock := shortDir(t, "mss")
 	pl := &platform{name: "standalone", base: fmt.Sprintf("http://127.0.0.1:%d", port), socketDir: sock, dataDir: shortDir(t, "msd")}
-	pl.events = map[string]string{"sessions": pl.base + "/events/sessions", "programs": pl.base + "/events/programs", "snapshots": pl.base + "/events/snapshots"}
+	pl.events = map[string]string{"sessions": pl.base + "/events/sessions", "programs": pl.base + "/events/programs", "snapshots": pl.base + "/events/snapshots", "jobs": pl.base + "/events/jobs"}
 	p := startProc(t, "machineserver", append([]string{
 		fmt.Sprintf("PORT=%d", port), "MS_DATA_DIR=" + pl.dataDir, "MS_RUNNER_SOCKET_DIR=" + sock, "MS_LOG_LEVEL=debug",
 	}, env...))
@@ -198,7 +233,7 @@ func startDistributed(t testing.TB, env ...string) *platform {
 
 	urls := map[string]string{}
 	var procs []*proc
-	for _, fn := range []string{"sessions", "programs", "snapshots"} {
+	for _, fn := range []string{"sessions", "programs", "snapshots", "jobs"} {
 		port := testenv.FreePort(t)
 		p := startProc(t, fn, append([]string{fmt.Sprintf("PORT=%d", port)}, common...))
 		urls[fn] = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -210,7 +245,8 @@ func startDistributed(t testing.TB, env ...string) *platform {
 	gw := httptest.NewServer(gateway(urls))
 	t.Cleanup(gw.Close)
 	pl.base = gw.URL
-	pl.events = map[string]string{"sessions": urls["sessions"] + "/", "programs": urls["programs"] + "/", "snapshots": urls["snapshots"] + "/"}
+	pl.events = map[string]string{"sessions": urls["sessions"] + "/", "programs": urls["programs"] + "/", "snapshots": urls["snapshots"] + "/", "jobs": urls["jobs"] + "/"}
+	pl.fnURLs, pl.env = urls, common
 	t.Cleanup(func() { pl.assertNoEmulators(t) })
 	return pl
 }
@@ -229,6 +265,8 @@ func gateway(urls map[string]string) http.Handler {
 		switch p := r.URL.Path; {
 		case strings.HasPrefix(p, "/api/v1/programs"):
 			proxies["programs"].ServeHTTP(w, r)
+		case strings.HasPrefix(p, "/api/v1/jobs"):
+			proxies["jobs"].ServeHTTP(w, r)
 		case strings.HasPrefix(p, "/api/v1/snapshots"), snapshotPath.MatchString(p):
 			proxies["snapshots"].ServeHTTP(w, r)
 		default:
@@ -292,6 +330,7 @@ func (pl *platform) call(t testing.TB, method, path string, body any, out any) (
 		rd, ctype = bytes.NewReader(j), "application/json"
 	}
 	req, _ := http.NewRequest(method, pl.base+path, rd)
+	req.Header.Set("Authorization", "ApiKey "+apiKey)
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
@@ -343,7 +382,10 @@ func (pl *platform) uploadBytes(t testing.TB, name, format, filename string, dat
 	fw, _ := mw.CreateFormFile("file", filename)
 	fw.Write(data)
 	mw.Close()
-	resp, err := http.Post(pl.base+"/api/v1/programs", mw.FormDataContentType(), &buf)
+	req, _ := http.NewRequest("POST", pl.base+"/api/v1/programs", &buf)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "ApiKey "+apiKey)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +407,7 @@ func (pl *platform) dialConsole(t testing.TB, id, query string) *console {
 	u := strings.Replace(pl.base, "http", "ws", 1) + "/api/v1/sessions/" + id + "/stream/console" + query
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, u, nil)
+	c, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"ApiKey " + apiKey}}})
 	if err != nil {
 		t.Fatalf("dial console: %v", err)
 	}

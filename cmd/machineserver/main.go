@@ -7,30 +7,53 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
+	jobs "github.com/machineserver/machineserver/functions/jobs/handler"
 	programs "github.com/machineserver/machineserver/functions/programs/handler"
 	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
 	snapshots "github.com/machineserver/machineserver/functions/snapshots/handler"
 	"github.com/machineserver/machineserver/runner/host"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/config"
 	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/metrics"
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/queue"
+	"github.com/machineserver/machineserver/shared/quota"
 	"github.com/machineserver/machineserver/shared/state"
 )
 
 // Config is read once from the environment.
 type Config struct {
 	config.Common
+	config.Security
 	host.Settings
 	Port      string `envconfig:"PORT" default:"8080"`
 	DataDir   string `envconfig:"MS_DATA_DIR" default:"./data"`
 	MaxUpload int64  `envconfig:"MS_MAX_UPLOAD_BYTES" default:"16777216"`
+	// ProgramsWatch is the bucket trigger: MS_PROGRAMS_BUCKET on the S3
+	// endpoint MS_S3_ENDPOINT (blobs stay on disk; only the trigger reads S3).
+	ProgramsWatch programs.WatchConfig
+	// JobWorkers, JobLease and JobMaxAttempts are the jobs function's
+	// (see functions/jobs).
+	JobWorkers     int           `envconfig:"MS_JOB_WORKERS" default:"2"`
+	JobLease       time.Duration `envconfig:"MS_JOB_LEASE" default:"30s"`
+	JobMaxAttempts int           `envconfig:"MS_JOB_MAX_ATTEMPTS" default:"3"`
+	// Quota is the per-tenant limits (MS_QUOTA_*).
+	Quota quota.Config
 }
 
 func main() { config.Run("machineserver", run) }
@@ -53,6 +76,15 @@ func run(ctx context.Context) error {
 	blobs, err := blob.NewFS(filepath.Join(dataDir, "blobs"))
 	if err != nil {
 		return err
+	}
+	guard, err := cfg.Authenticator(ctx, st.Client(), false, log.With("component", "auth"))
+	if err != nil {
+		return err
+	}
+	if guard.Enabled() && cfg.BootstrapKey == "" {
+		if err := devKey(ctx, guard, dataDir, cfg.Port, log); err != nil {
+			return err
+		}
 	}
 	pub, closePub, err := cfg.Publisher("standalone", log)
 	if err != nil {
@@ -81,25 +113,57 @@ func run(ctx context.Context) error {
 	go r.Run(ctx)
 	go config.Serve(ctx, config.Server(httpapi.Middleware(log, r.Handler())), rln)
 
-	ph := programs.New(programs.Deps{State: st, Blobs: blobs, Publisher: pub, MaxUpload: cfg.MaxUpload, Log: log.With("component", "programs")})
+	watches, err := cfg.ProgramsWatch.Open(ctx)
+	if err != nil {
+		return err
+	}
+	// Set once the jobs handler exists, before anything is served: stored
+	// programs go straight to the job rules, as program.stored does through
+	// the Broker in a cluster.
+	var onStored func(context.Context, model.Program)
+	// One Quota for every handler: the limits live in Redis, so it is shared
+	// state, not per handler.
+	quotas := quota.New(st.Client(), cfg.Quota)
+	ph := programs.New(programs.Deps{State: st, Blobs: blobs, Publisher: pub, MaxUpload: cfg.MaxUpload, Log: log.With("component", "programs"),
+		Quota: quotas, Watches: watches, OnStored: func(ctx context.Context, p model.Program) {
+			if onStored != nil {
+				onStored(ctx, p)
+			}
+		}})
 	n, err := ph.Reindex(ctx)
 	if err != nil {
 		return fmt.Errorf("reindex programs: %w", err)
 	}
-	sh := sessions.New(sessions.Deps{State: st, Blobs: blobs, Publisher: pub, RunnerToken: token, Log: log.With("component", "sessions")})
+	sh := sessions.New(sessions.Deps{State: st, Blobs: blobs, Publisher: pub, RunnerToken: token, Log: log.With("component", "sessions"), Quota: quotas})
 
-	snh := snapshots.New(snapshots.Deps{State: st, Blobs: blobs, Sessions: sh, Publisher: pub, Log: log.With("component", "snapshots")})
+	snh := snapshots.New(snapshots.Deps{State: st, Blobs: blobs, Sessions: sh, Publisher: pub, Log: log.With("component", "snapshots"), Quota: quotas})
 	if _, err := snh.Reindex(ctx); err != nil {
 		return fmt.Errorf("reindex snapshots: %w", err)
 	}
+
+	jq, err := queue.New(ctx, st.Client(), jobs.QueueConfig(cfg.JobLease, cfg.JobMaxAttempts))
+	if err != nil {
+		return err
+	}
+	jh := jobs.New(jobs.Deps{State: st, Blobs: blobs, Sessions: sh, Queue: jq, Publisher: pub, Log: log.With("component", "jobs"), Quota: quotas})
+	jh.Start(ctx, cfg.JobWorkers)
+	onStored = func(ctx context.Context, p model.Program) {
+		if _, err := jh.OnProgramStored(ctx, p, p.SourceKey); err != nil {
+			log.Warn("jobs for stored program", "program", p.ID, "err", err)
+		}
+	}
+	// Deferred after the runner's Shutdown, so it runs first: a job that
+	// was running is handed back before its emulator goes.
+	defer jh.Stop()
 
 	mux := http.NewServeMux()
 	ph.Routes(mux)
 	sh.Routes(mux)
 	snh.Routes(mux)
+	jh.Routes(mux)
 	for path, h := range map[string]interface {
 		Events(context.Context) (http.Handler, error)
-	}{"/events/sessions": sh, "/events/programs": ph, "/events/snapshots": snh} {
+	}{"/events/sessions": sh, "/events/programs": ph, "/events/snapshots": snh, "/events/jobs": jh} {
 		ev, err := h.Events(ctx)
 		if err != nil {
 			return err
@@ -121,11 +185,47 @@ func run(ctx context.Context) error {
 		v["mode"] = "standalone"
 		httpapi.WriteJSON(w, http.StatusOK, v)
 	})
+	// One registry for the whole process: functions' and runner's metrics.
+	mux.Handle("GET /metrics", metrics.Handler())
 	ln, err := config.Listen(cfg.Port)
 	if err != nil {
 		return err
 	}
 	log.Info("machineserver standalone", "addr", ln.Addr().String(), "data_dir", dataDir, "programs", n,
 		"qemu", r.Capabilities().Backends[0].Version)
-	return config.Serve(ctx, config.Server(httpapi.Middleware(log, mux)), ln)
+	return config.Serve(ctx, config.Server(httpapi.Middleware(log, metrics.Middleware(mux)(config.Guard(guard, mux)))), ln)
+}
+
+// devKey makes `make run` work with authentication on and no
+// MS_BOOTSTRAP_API_KEY: an admin key of the default tenant is created at the
+// first start and kept in <data dir>/dev-api-key (mode 0600), and installed
+// again at every start (the embedded Redis forgets keys on restart). Only
+// the file's path is printed, never the key.
+func devKey(ctx context.Context, a *auth.Authenticator, dataDir, port string, log *slog.Logger) error {
+	path := filepath.Join(dataDir, "dev-api-key")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		k, err := a.Keys().EnsureKey(ctx, strings.TrimSpace(string(b)), "dev", auth.DefaultTenant, []auth.Scope{auth.ScopeAdmin})
+		if err != nil {
+			return fmt.Errorf("%s: %w (delete the file to get a new key)", path, err)
+		}
+		log.Info("dev API key installed", "key_id", k.ID, "file", path)
+	case errors.Is(err, fs.ErrNotExist):
+		k, key, err := a.Keys().Create(ctx, "dev", auth.DefaultTenant, []auth.Scope{auth.ScopeAdmin})
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			return err
+		}
+		log.Info("dev API key created", "key_id", k.ID, "file", path)
+	default:
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "\nAuthentication is on. An admin API key for development (tenant %q) is in %s:\n\n"+
+		"  export MS_API_KEY=$(cat %s)\n  curl -H \"Authorization: ApiKey $MS_API_KEY\" http://localhost:%s/api/v1/sessions\n\n"+
+		"Set MS_BOOTSTRAP_API_KEY=ms_<id>_<secret> to choose the key, or MS_AUTH=off to run without authentication.\n\n",
+		auth.DefaultTenant, path, path, port[strings.LastIndex(port, ":")+1:])
+	return nil
 }
