@@ -148,9 +148,15 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 
 // Routes mounts GET /api/v1/audit; the caller's middleware requires the
 // admin scope.
-func (l *Log) Routes(mux *http.ServeMux) {
+//
+// scope, when set, narrows or refuses a filter for the caller (the auth
+// package confines a tenant's admin to its tenant; audit cannot import it).
+func (l *Log) Routes(mux *http.ServeMux, scope func(r *http.Request, f *Filter) error) {
 	mux.HandleFunc("GET /api/v1/audit", func(w http.ResponseWriter, r *http.Request) {
 		f, err := ParseFilter(r)
+		if err == nil && scope != nil {
+			err = scope(r, &f)
+		}
 		if err != nil {
 			httpapi.WriteError(w, r, err)
 			return

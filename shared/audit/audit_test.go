@@ -107,7 +107,7 @@ func TestHandler(t *testing.T) {
 	l.Write(context.Background(), Record{Actor: "key:a", Tenant: "acme", Action: "POST /x", Result: 201})
 	l.Write(context.Background(), Record{Actor: "key:b", Tenant: "globex", Action: "POST /y", Result: 201})
 	mux := http.NewServeMux()
-	l.Routes(mux)
+	l.Routes(mux, nil)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/api/v1/audit?tenant=globex&since=" + time.Now().Add(-time.Minute).Format(time.RFC3339))

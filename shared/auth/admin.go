@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/machineserver/machineserver/shared/audit"
 	"github.com/machineserver/machineserver/shared/httpapi"
 )
 
@@ -21,8 +22,9 @@ type CreatedKey struct {
 	Secret string `json:"key"`
 }
 
-// Routes mounts the admin API (the middleware requires the admin scope,
-// which is platform-wide: an admin manages every tenant's keys):
+// Routes mounts the admin API (the middleware requires the admin scope; an
+// operator, see PlatformAdmin, manages every tenant's keys, the admin of
+// another tenant only its own tenant's):
 // POST /api/v1/admin/keys, GET /api/v1/admin/keys?tenant=,
 // DELETE /api/v1/admin/keys/{id}, and GET /api/v1/audit.
 func (a *Authenticator) Routes(mux *http.ServeMux) {
@@ -39,6 +41,10 @@ func (a *Authenticator) Routes(mux *http.ServeMux) {
 		if in.Tenant == "" {
 			in.Tenant = Tenant(r.Context())
 		}
+		if in.Tenant != Tenant(r.Context()) && !PlatformAdmin(r.Context()) {
+			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusForbidden, "forbidden", "an admin of tenant %s makes keys for that tenant only", Tenant(r.Context())))
+			return
+		}
 		if err := ValidTenant(in.Tenant); err != nil {
 			httpapi.WriteError(w, r, httpapi.BadRequest("%v", err))
 			return
@@ -53,6 +59,13 @@ func (a *Authenticator) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /api/v1/admin/keys", func(w http.ResponseWriter, r *http.Request) {
 		t := r.URL.Query().Get("tenant")
+		if !PlatformAdmin(r.Context()) {
+			if t != "" && t != Tenant(r.Context()) {
+				httpapi.WriteError(w, r, httpapi.Errorf(http.StatusForbidden, "forbidden", "an admin of tenant %s lists that tenant's keys only", Tenant(r.Context())))
+				return
+			}
+			t = Tenant(r.Context())
+		}
 		if t != "" {
 			if err := ValidTenant(t); err != nil {
 				httpapi.WriteError(w, r, httpapi.BadRequest("%v", err))
@@ -63,11 +76,32 @@ func (a *Authenticator) Routes(mux *http.ServeMux) {
 		httpapi.Reply(w, r, http.StatusOK, map[string]any{"keys": ks}, err)
 	})
 	mux.HandleFunc("DELETE /api/v1/admin/keys/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if !PlatformAdmin(r.Context()) {
+			// Another tenant's key reads like an unknown one.
+			k, err := a.keys.get(r.Context(), r.PathValue("id"))
+			if err == nil && k.Tenant != Tenant(r.Context()) {
+				err = ErrNotFound
+			}
+			if errors.Is(err, ErrNotFound) {
+				httpapi.WriteError(w, r, httpapi.NotFound("key %s not found", r.PathValue("id")))
+				return
+			}
+		}
 		k, err := a.keys.Revoke(r.Context(), r.PathValue("id"))
 		if errors.Is(err, ErrNotFound) {
 			err = httpapi.NotFound("key %s not found", r.PathValue("id"))
 		}
 		httpapi.Reply(w, r, http.StatusOK, k, err)
 	})
-	a.audit.Routes(mux)
+	a.audit.Routes(mux, func(r *http.Request, f *audit.Filter) error {
+		if PlatformAdmin(r.Context()) {
+			return nil
+		}
+		// A tenant's admin reads its own tenant's records only.
+		if f.Tenant != "" && f.Tenant != Tenant(r.Context()) {
+			return httpapi.Errorf(http.StatusForbidden, "forbidden", "an admin of tenant %s reads that tenant's audit records only", Tenant(r.Context()))
+		}
+		f.Tenant = Tenant(r.Context())
+		return nil
+	})
 }

@@ -602,3 +602,49 @@ func TestBootstrapKeySurvivesFlush(t *testing.T) {
 		t.Fatalf("bootstrap key after a flush: %d %s", code, body)
 	}
 }
+
+// An admin of a tenant other than default manages only its own tenant's
+// keys and reads only its own audit records; the operator sees all.
+func TestTenantAdminIsConfined(t *testing.T) {
+	r := newRig(t, nil)
+	op := "ApiKey " + r.adminKey
+	mk := func(h, tenant string, scopes ...string) (int, map[string]any) {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"name": "k", "tenant": tenant, "scopes": scopes})
+		code, b, _ := r.do(t, "POST", "/api/v1/admin/keys", h, string(body))
+		var out map[string]any
+		json.Unmarshal(b, &out)
+		return code, out
+	}
+	code, acme := mk(op, "acme", "admin")
+	if code != 201 {
+		t.Fatalf("operator makes an acme admin key: %d", code)
+	}
+	acmeAdmin := "ApiKey " + acme["key"].(string)
+	_, other := mk(op, "other", "read")
+	if code, _ := mk(acmeAdmin, "other", "read"); code != 403 {
+		t.Errorf("acme admin makes a key for another tenant: %d", code)
+	}
+	if code, k := mk(acmeAdmin, "", "read"); code != 201 || k["tenant"] != "acme" {
+		t.Errorf("acme admin makes an acme key: %d %v", code, k)
+	}
+	code, b, _ := r.do(t, "GET", "/api/v1/admin/keys", acmeAdmin, "")
+	if code != 200 || strings.Contains(string(b), `"other"`) || strings.Contains(string(b), `"default"`) {
+		t.Errorf("acme admin lists keys: %d %s", code, b)
+	}
+	if code, _, _ := r.do(t, "GET", "/api/v1/admin/keys?tenant=other", acmeAdmin, ""); code != 403 {
+		t.Errorf("acme admin lists another tenant's keys: %d", code)
+	}
+	if code, b, _ := r.do(t, "DELETE", "/api/v1/admin/keys/"+other["id"].(string), acmeAdmin, ""); code != 404 {
+		t.Errorf("acme admin revokes another tenant's key: %d %s", code, b)
+	}
+	if code, b, _ := r.do(t, "GET", "/api/v1/audit?limit=1000", acmeAdmin, ""); code != 200 || strings.Contains(string(b), `"tenant": "default"`) {
+		t.Errorf("acme admin reads the audit log: %d %s", code, b)
+	}
+	if code, _, _ := r.do(t, "GET", "/api/v1/audit?tenant=default", acmeAdmin, ""); code != 403 {
+		t.Errorf("acme admin reads default's audit records: %d", code)
+	}
+	if code, b, _ := r.do(t, "GET", "/api/v1/audit?tenant=default&limit=1000", op, ""); code != 200 || !strings.Contains(string(b), `"tenant": "default"`) {
+		t.Errorf("operator reads default's audit records: %d %s", code, b)
+	}
+}

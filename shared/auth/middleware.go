@@ -253,15 +253,22 @@ const notificationsPath = "/api/v1/programs/notifications"
 // only), and the bucket-notification webhook: S3 stores (versitygw, AWS)
 // cannot send a credential, and a notification only names objects that the
 // programs function then reads from its watched buckets with its own
-// credentials, so a forged one can register nothing that is not there.
+// credentials, so a forged one can register nothing that is not there; the
+// function still asks for its webhook token (a query parameter a store can
+// send) so strangers cannot make it read objects.
 func (a *Authenticator) open(r *http.Request) bool {
 	switch r.URL.Path {
 	case "/health":
 		return true
 	case "/metrics":
 		return !a.metricsAuth
-	case "/", notificationsPath:
+	case "/":
 		return r.Method == http.MethodPost
+	case notificationsPath:
+		// Open to a store that sends no credential (the programs function
+		// then requires its webhook token); a caller that does send one is
+		// authenticated and audited like any other.
+		return r.Method == http.MethodPost && !a.off && r.Header.Get("Authorization") == ""
 	}
 	return false
 }

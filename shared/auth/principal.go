@@ -75,3 +75,12 @@ func Owns(ctx context.Context, t string) bool {
 	}
 	return Tenant(ctx) == t
 }
+
+// PlatformAdmin reports whether the request comes from an operator: an
+// admin of the default tenant (or anyone when authentication is off). Only
+// operators manage other tenants' keys, read their audit records and set
+// quotas; an admin of another tenant is confined to that tenant.
+func PlatformAdmin(ctx context.Context) bool {
+	p, ok := FromContext(ctx)
+	return ok && p.Has(ScopeAdmin) && (p.Tenant == DefaultTenant || p.Tenant == "")
+}

@@ -22,6 +22,10 @@ func (q *Quota) Routes(mux *http.ServeMux) {
 			httpapi.WriteError(w, r, err)
 			return
 		}
+		if t != auth.Tenant(r.Context()) && !auth.PlatformAdmin(r.Context()) {
+			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusForbidden, "forbidden", "an admin of tenant %s reads that tenant's quota only", auth.Tenant(r.Context())))
+			return
+		}
 		u, err := q.Usage(r.Context(), t)
 		httpapi.Reply(w, r, http.StatusOK, u, err)
 	})
@@ -29,6 +33,11 @@ func (q *Quota) Routes(mux *http.ServeMux) {
 		t, err := tenantParam(r)
 		if err != nil {
 			httpapi.WriteError(w, r, err)
+			return
+		}
+		// Quotas bound what a tenant may take: its own admin cannot raise them.
+		if !auth.PlatformAdmin(r.Context()) {
+			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusForbidden, "forbidden", "only an admin of tenant %s (an operator) sets quotas", auth.DefaultTenant))
 			return
 		}
 		var o Overrides

@@ -51,13 +51,13 @@ func TestRoutes(t *testing.T) {
 	if code, body := call("GET", "/api/v1/quota", "", ""); code != 200 || !strings.Contains(body, `"tenant": "default"`) {
 		t.Fatalf("default tenant: %d %s", code, body)
 	}
-	code, body = call("PUT", "/api/v1/admin/tenants/a/quota", "admin", `{"sessions": 50, "jobs": -1}`)
+	code, body = call("PUT", "/api/v1/admin/tenants/a/quota", "default", `{"sessions": 50, "jobs": -1}`)
 	u = Usage{}
 	json.Unmarshal([]byte(body), &u)
 	if code != 200 || u.Sessions != (Item{Limit: 50, Used: 1, Source: "override"}) || u.Jobs.Limit != Unlimited || u.StorageBytes.Source != "default" {
 		t.Fatalf("put: %d %s", code, body)
 	}
-	if code, body := call("GET", "/api/v1/admin/tenants/a/quota", "admin", ""); code != 200 || !strings.Contains(body, `"limit": 50`) {
+	if code, body := call("GET", "/api/v1/admin/tenants/a/quota", "default", ""); code != 200 || !strings.Contains(body, `"limit": 50`) {
 		t.Fatalf("admin get: %d %s", code, body)
 	}
 	for _, c := range []struct{ body, want string }{
@@ -66,11 +66,22 @@ func TestRoutes(t *testing.T) {
 		{`{"sessions": "many"}`, `field \"sessions\" must be int64`},
 		{``, "request body is empty"},
 	} {
-		if code, body := call("PUT", "/api/v1/admin/tenants/a/quota", "admin", c.body); code != 400 || !strings.Contains(body, c.want) {
+		if code, body := call("PUT", "/api/v1/admin/tenants/a/quota", "default", c.body); code != 400 || !strings.Contains(body, c.want) {
 			t.Errorf("PUT %s: %d %s", c.body, code, body)
 		}
 	}
-	if code, body := call("GET", "/api/v1/admin/tenants/a%20b/quota", "admin", ""); code != 400 || !strings.Contains(body, "tenant must be") {
+	// A tenant's own admin reads its quota but cannot raise it, nor read
+	// another tenant's.
+	if code, body := call("GET", "/api/v1/admin/tenants/a/quota", "a", ""); code != 200 {
+		t.Errorf("tenant admin reads its own quota: %d %s", code, body)
+	}
+	if code, body := call("PUT", "/api/v1/admin/tenants/a/quota", "a", `{"sessions": 500}`); code != 403 || !strings.Contains(body, "operator") {
+		t.Errorf("tenant admin raises its own quota: %d %s", code, body)
+	}
+	if code, body := call("GET", "/api/v1/admin/tenants/b/quota", "a", ""); code != 403 {
+		t.Errorf("tenant admin reads another tenant's quota: %d %s", code, body)
+	}
+	if code, body := call("GET", "/api/v1/admin/tenants/a%20b/quota", "default", ""); code != 400 || !strings.Contains(body, "tenant must be") {
 		t.Errorf("bad tenant: %d %s", code, body)
 	}
 }
