@@ -156,7 +156,7 @@ func BenchmarkGetSessionAt200rps(b *testing.B) {
 			var s map[string]any
 			pl.must(b, 201, "POST", "/api/v1/sessions", map[string]any{"name": "lat", "board_config": map[string]string{"board": "netduino2"}}, &s)
 			url := pl.base + "/api/v1/sessions/" + s["id"].(string)
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			client := &http.Client{Transport: keyTransport{&http.Transport{MaxIdleConnsPerHost: 64}}}
 			// One op is one request; ops are paced at 200/s (open loop), so
 			// -benchtime 1000x is 5 s of load.
 			const rate = 200
