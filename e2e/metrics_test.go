@@ -21,7 +21,8 @@ func TestMetrics(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	t.Cleanup(sink.Close)
-	pl := startStandalone(t, "K_SINK="+sink.URL, "MS_IDLE_TIMEOUT=0")
+	// No job workers: the jobs queued below stay queued for the gauges.
+	pl := startStandalone(t, "K_SINK="+sink.URL, "MS_IDLE_TIMEOUT=0", "MS_JOB_WORKERS=0")
 
 	const uploads, sessions, gets = 3, 2, 5
 	var prog string
@@ -90,6 +91,19 @@ func TestMetrics(t *testing.T) {
 	cpu0 := m["runner_emulator_cpu_seconds_total"]
 	if cpu0 <= 0 {
 		t.Errorf("runner_emulator_cpu_seconds_total %v", cpu0)
+	}
+
+	// Jobs queued with no worker to take them: the queue gauges say so.
+	const queued = 3
+	for range queued {
+		pl.must(t, 201, "POST", "/api/v1/jobs", map[string]any{"program_id": prog, "board_config": map[string]string{"board": "netduino2"}, "pass_pattern": "ready"}, nil)
+	}
+	m = scrape(t, pl.base)
+	if got := m["simulation_jobs_queued"]; got != queued {
+		t.Errorf("simulation_jobs_queued = %v after queueing %d jobs with no worker", got, queued)
+	}
+	if got, ok := m["simulation_jobs_oldest_age_seconds"]; !ok || got <= 0 {
+		t.Errorf("simulation_jobs_oldest_age_seconds = %v (present %v) with %d jobs waiting", got, ok, queued)
 	}
 
 	// Powering one off: one active session, and the CPU counter keeps the

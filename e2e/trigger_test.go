@@ -81,6 +81,7 @@ func (r *triggerRelay) serve(w http.ResponseWriter, req *http.Request) {
 // twice), rejects a bad object with the reason, and a job rule for the
 // bucket prefix runs the program to passed with its console log stored.
 func TestObjectUploadTrigger(t *testing.T) {
+	hookToken := randomHex(16)
 	for _, form := range []struct {
 		name  string
 		start func(testing.TB, ...string) *platform
@@ -99,7 +100,7 @@ func TestObjectUploadTrigger(t *testing.T) {
 				// endpoint.
 				"MS_S3_ENDPOINT=" + s3cfg.Endpoint, "MS_S3_ACCESS_KEY=" + s3cfg.AccessKey,
 				"MS_S3_SECRET_KEY=" + s3cfg.SecretKey, "MS_S3_BUCKET=" + s3cfg.Bucket,
-				"K_SINK=" + broker.srv.URL,
+				"K_SINK=" + broker.srv.URL, "MS_PROGRAMS_WEBHOOK_TOKEN=" + hookToken,
 			}
 			pl := form.start(t, env...)
 			// No credential, as versitygw sends none.
@@ -111,8 +112,9 @@ func TestObjectUploadTrigger(t *testing.T) {
 				broker.setTarget(pl.fnURLs["jobs"]+"/", plain)
 			} else {
 				// The standalone server takes notifications on the API
-				// path, which is open: the store sends no credential.
-				hook.setTarget(pl.base+"/api/v1/programs/notifications", plain)
+				// path: the store sends no credential, only the webhook
+				// token in the URL it was configured with.
+				hook.setTarget(pl.base+"/api/v1/programs/notifications?token="+hookToken, plain)
 			}
 			objectUploadTrigger(t, pl, s3cfg)
 		})
@@ -186,6 +188,17 @@ func objectUploadTrigger(t *testing.T, pl *platform, cfg blob.S3Config) {
 	}
 	if code, _ := pl.call(t, "POST", "/api/v1/programs/notifications", strings.ReplaceAll(note, triggerBucket, "not-watched"), nil); code != http.StatusUnprocessableEntity {
 		t.Fatalf("unknown bucket: %d", code)
+	}
+	// Without a credential or the webhook token: refused, nothing read.
+	for _, q := range []string{"", "?token=wrong"} {
+		resp, err := plain.Post(pl.base+"/api/v1/programs/notifications"+q, "application/json", strings.NewReader(note))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("notification without the webhook token (%q): %d", q, resp.StatusCode)
+		}
 	}
 
 	// The rule's job for the uploaded program runs and passes, with its

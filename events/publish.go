@@ -24,6 +24,26 @@ type Publisher interface {
 	Publish(ctx context.Context, eventType, subject string, data any) error
 }
 
+// TenantExtension is the extension attribute that names the tenant an
+// event belongs to; it is the same attribute auth.EventContext reads, so a
+// function that receives the event through the Broker acts for that tenant.
+const TenantExtension = "tenant"
+
+type tenantKey struct{}
+
+// WithTenant returns ctx for publishing events of a resource tenant owns:
+// the sink sets the TenantExtension attribute on them. Publish events of
+// tenant-owned resources this way, or receivers act for the default tenant.
+func WithTenant(ctx context.Context, tenant string) context.Context {
+	return context.WithValue(ctx, tenantKey{}, tenant)
+}
+
+// TenantOf is the tenant WithTenant put in ctx, "" if none.
+func TenantOf(ctx context.Context) string {
+	t, _ := ctx.Value(tenantKey{}).(string)
+	return t
+}
+
 // Nop discards events; it is the publisher when K_SINK is unset.
 var Nop Publisher = nop{}
 

@@ -83,11 +83,15 @@ func newSink(sinkURL, source string, log *slog.Logger, size int, backoff time.Du
 
 // Publish builds the event and queues it. It returns an error only for an
 // event that cannot be built or after Close; a full queue drops the event
-// (see Stats). ctx is used for logging only: delivery outlives the request.
+// (see Stats). ctx carries the event's tenant (WithTenant) and is used for
+// logging; its end does not stop delivery, which outlives the request.
 func (s *Sink) Publish(ctx context.Context, eventType, subject string, data any) error {
 	e, err := New(s.source, eventType, subject, data)
 	if err != nil {
 		return err
+	}
+	if t := TenantOf(ctx); t != "" {
+		e.SetExtension(TenantExtension, t)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -125,7 +125,7 @@ func run(ctx context.Context) error {
 	// state, not per handler.
 	quotas := quota.New(st.Client(), cfg.Quota)
 	ph := programs.New(programs.Deps{State: st, Blobs: blobs, Publisher: pub, MaxUpload: cfg.MaxUpload, Log: log.With("component", "programs"),
-		Quota: quotas, Watches: watches, OnStored: func(ctx context.Context, p model.Program) {
+		Quota: quotas, Watches: watches, WebhookToken: cfg.ProgramsWatch.WebhookToken, OnStored: func(ctx context.Context, p model.Program) {
 			if onStored != nil {
 				onStored(ctx, p)
 			}

@@ -43,7 +43,7 @@ func run(ctx context.Context) error {
 	}
 	// Jobs for stored programs are queued by the jobs function, which gets
 	// program.stored through the Broker; no OnStored here.
-	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, MaxUpload: cfg.MaxUpload, Log: svc.Log, Watches: watches,
+	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, MaxUpload: cfg.MaxUpload, Log: svc.Log, Watches: watches, WebhookToken: cfg.Watch.WebhookToken,
 		Quota: quota.New(svc.State.Client(), cfg.Quota)})
 	// Redis holds only an index: rebuild it from the manifests in the bucket.
 	n, err := h.Reindex(ctx)

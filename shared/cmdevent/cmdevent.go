@@ -92,6 +92,9 @@ func Handler(_ context.Context, source string, ops map[string]Op, log *slog.Logg
 			httpapi.WriteError(w, r, fmt.Errorf("building reply: %w", err))
 			return
 		}
+		// The reply may travel on through the Broker: it acts for the same
+		// tenant as the command.
+		out.SetExtension(events.TenantExtension, auth.Tenant(ctx))
 		if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(&out), http.StatusOK, w); err != nil {
 			log.WarnContext(ctx, "writing reply event", "type", rep.Type, "err", err)
 		}

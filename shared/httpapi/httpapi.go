@@ -132,28 +132,38 @@ func DecodeBytes(body []byte, v any) error {
 	return nil
 }
 
-// statusWriter records the status for logging. It forwards Hijack (WebSocket)
-// and Flush through http.ResponseController's Unwrap convention.
-type statusWriter struct {
+// StatusWriter records a response's status for logs and metrics. It
+// forwards Hijack (WebSocket) and Flush, and Unwrap for
+// http.ResponseController.
+type StatusWriter struct {
 	http.ResponseWriter
 	status int
 }
 
-func (w *statusWriter) WriteHeader(code int) {
+func (w *StatusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Status is the status sent (200 when the handler only wrote a body or
+// nothing; 101 for an upgrade).
+func (w *StatusWriter) Status() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
 
 // Middleware wraps h with panic recovery (a panic is a 500, never a dead
 // process) and one structured log line per request.
 func Middleware(log *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &StatusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -164,18 +174,14 @@ func Middleware(log *slog.Logger, h http.Handler) http.Handler {
 					WriteError(sw, r, fmt.Errorf("panic: %v", p))
 				}
 			}
-			status := sw.status
-			if status == 0 {
-				status = http.StatusOK
-			}
-			log.DebugContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "status", status, "dur", time.Since(start))
+			log.DebugContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path, "status", sw.Status(), "dur", time.Since(start))
 		}()
 		h.ServeHTTP(sw, r)
 	})
 }
 
 // Hijack lets WebSocket upgrades and proxied upgrades through the wrapper.
-func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *StatusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.status == 0 {
 		w.status = http.StatusSwitchingProtocols
 	}
@@ -183,7 +189,7 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // Flush forwards streaming flushes.
-func (w *statusWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+func (w *StatusWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
 
 // Page is a parsed ?page=&page_size= (page counts from 1).
 type Page struct {

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/machineserver/machineserver/shared/httpapi"
 )
 
 // Registry holds every metric of this process. It is not the client
@@ -39,7 +41,7 @@ func init() {
 	Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		requests, duration, programsUploaded, eventsPublished, jobs, runners,
+		requests, duration, programsUploaded, eventsPublished, jobs, jobsOldest, runners,
 	)
 }
 
@@ -74,42 +76,15 @@ func Middleware(routes *http.ServeMux) func(http.Handler) http.Handler {
 				route = Unmatched
 			}
 			start := time.Now()
-			sw := &statusWriter{ResponseWriter: w}
+			sw := &httpapi.StatusWriter{ResponseWriter: w}
 			defer func() {
-				code := sw.status
-				if code == 0 {
-					code = http.StatusOK
-				}
-				requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
+				requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.Status())).Inc()
 				duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
 			}()
 			next.ServeHTTP(sw, r)
 		})
 	}
 }
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach Flush and Hijack (streams and
-// WebSocket upgrades) through the wrapper.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // jobs is simulation_jobs_queued: a value set by the jobs function, or read
 // from a source function at scrape time when one is set.
@@ -120,16 +95,20 @@ type jobsGauge struct {
 	mu   sync.Mutex
 	n    float64
 	src  func() int
+	srcF func() float64
 }
 
 func (j *jobsGauge) Describe(ch chan<- *prometheus.Desc) { ch <- j.desc }
 
 func (j *jobsGauge) Collect(ch chan<- prometheus.Metric) {
 	j.mu.Lock()
-	n, src := j.n, j.src
+	n, src, srcF := j.n, j.src, j.srcF
 	j.mu.Unlock()
 	if src != nil {
 		n = float64(src())
+	}
+	if srcF != nil {
+		n = srcF()
 	}
 	ch <- prometheus.MustNewConstMetric(j.desc, prometheus.GaugeValue, n)
 }
@@ -147,4 +126,17 @@ func JobsQueuedFrom(f func() int) {
 	jobs.mu.Lock()
 	jobs.src = f
 	jobs.mu.Unlock()
+}
+
+// jobsOldest is simulation_jobs_oldest_age_seconds, read from a source
+// function at scrape time (0 without one).
+var jobsOldest = &jobsGauge{desc: prometheus.NewDesc("simulation_jobs_oldest_age_seconds", "Age of the oldest simulation job not yet finished (waiting or running).", nil, nil)}
+
+// JobsOldestAgeFrom makes simulation_jobs_oldest_age_seconds read f at every
+// scrape; nil reports 0.
+func JobsOldestAgeFrom(f func() float64) {
+	jobsOldest.mu.Lock()
+	defer jobsOldest.mu.Unlock()
+	jobsOldest.n = 0
+	jobsOldest.srcF = f
 }

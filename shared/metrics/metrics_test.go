@@ -84,3 +84,11 @@ func TestGauges(t *testing.T) {
 	has(t, body, "simulation_programs_uploaded_total 2")
 	has(t, body, `events_published_total{result="sent",type="io.example.v1"} 1`)
 }
+
+func TestJobsOldestAge(t *testing.T) {
+	has(t, scrape(t), "simulation_jobs_oldest_age_seconds 0")
+	JobsOldestAgeFrom(func() float64 { return 2.5 })
+	has(t, scrape(t), "simulation_jobs_oldest_age_seconds 2.5")
+	JobsOldestAgeFrom(nil)
+	has(t, scrape(t), "simulation_jobs_oldest_age_seconds 0")
+}

@@ -11,8 +11,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ErrEmpty is returned by Claim when no message arrived in time.
-var ErrEmpty = errors.New("queue: empty")
+var (
+	// ErrEmpty is returned by Claim when no message arrived in time.
+	ErrEmpty = errors.New("queue: empty")
+	// ErrLeaseLost is returned by Extend and Ack when the consumer no
+	// longer holds the message: its lease lapsed and another worker
+	// reclaimed it (or it was finished), so this one must stop.
+	ErrLeaseLost = errors.New("queue: lease lost")
+)
 
 // Config names the stream and tunes delivery.
 type Config struct {
@@ -45,6 +51,9 @@ type Message struct {
 	// Exhausted is set when Attempt exceeds MaxAttempts: the caller must
 	// record the job as failed for good and Ack it, not run it.
 	Exhausted bool
+	// Consumer is who claimed it; Ack and Extend act only while it still
+	// holds the message.
+	Consumer string
 }
 
 // Stats is the queue's state.
@@ -88,14 +97,17 @@ func (q *Queue) Lease() time.Duration { return q.cfg.Lease }
 func (q *Queue) dedupKey(id string) string { return q.cfg.Stream + ":dedup:" + id }
 func (q *Queue) attemptsKey() string       { return q.cfg.Stream + ":attempts" }
 
-// enqueue sets the dedup key and adds the entry in one step, so a crash
-// cannot leave an id remembered but never queued.
+// enqueue adds the entry and sets the dedup key in one step, so a crash
+// cannot leave an id remembered but never queued. XADD goes first: a script
+// is not rolled back when a command fails, and a failed XADD must not leave
+// the id remembered.
 var enqueue = redis.NewScript(`
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
-  redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-  return 1
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
 end
-return 0`)
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+return 1`)
 
 // Enqueue adds a job once: it reports false if the id was enqueued before
 // (a duplicate delivery of the same request).
@@ -135,7 +147,7 @@ func (q *Queue) Claim(ctx context.Context, consumer string, block time.Duration)
 	if len(msgs) == 0 {
 		return Message{}, ErrEmpty
 	}
-	m := Message{StreamID: msgs[0].ID}
+	m := Message{StreamID: msgs[0].ID, Consumer: consumer}
 	m.JobID, _ = msgs[0].Values["job"].(string)
 	n, err := q.rdb.HIncrBy(ctx, q.attemptsKey(), m.JobID, 1).Result()
 	if err != nil {
@@ -146,29 +158,53 @@ func (q *Queue) Claim(ctx context.Context, consumer string, block time.Duration)
 	return m, nil
 }
 
-// Extend renews consumer's lease on m (XCLAIM resets the idle time), so a
-// long job is not reclaimed from a live worker. Call it well within Lease.
+// owned runs when ARGV[3] still holds entry ARGV[2] of group ARGV[1]: a
+// worker whose lease lapsed must not take the job back (XCLAIM with no
+// minimum idle time would) or finish it while another worker runs it.
+const owned = `
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then
+  return 0
+end
+`
+
+// extend resets the idle time of an entry its consumer still holds.
+var extend = redis.NewScript(owned + `
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1`)
+
+// ack finishes an entry its consumer still holds.
+var ack = redis.NewScript(owned + `
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[4])
+return 1`)
+
+// Extend renews consumer's lease on m, so a long job is not reclaimed from
+// a live worker. Call it well within Lease. It returns ErrLeaseLost when
+// another worker reclaimed m after the lease lapsed: the caller must stop
+// running the job and neither record a result nor Ack.
 func (q *Queue) Extend(ctx context.Context, consumer string, m Message) error {
-	err := q.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream: q.cfg.Stream, Group: q.cfg.Group, Consumer: consumer, MinIdle: 0, Messages: []string{m.StreamID},
-	}).Err()
+	n, err := extend.Run(ctx, q.rdb, []string{q.cfg.Stream}, q.cfg.Group, m.StreamID, consumer).Int()
 	if err != nil {
 		return fmt.Errorf("queue: extend %s: %w", m.JobID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("queue: extend %s for %s: %w", m.JobID, consumer, ErrLeaseLost)
 	}
 	return nil
 }
 
 // Ack finishes a delivery: the entry leaves the group's pending list and the
-// stream, and its attempt count is dropped.
+// stream, and its attempt count is dropped. It returns ErrLeaseLost, and
+// changes nothing, when m's consumer no longer holds the entry.
 func (q *Queue) Ack(ctx context.Context, m Message) error {
-	_, err := q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.XAck(ctx, q.cfg.Stream, q.cfg.Group, m.StreamID)
-		p.XDel(ctx, q.cfg.Stream, m.StreamID)
-		p.HDel(ctx, q.attemptsKey(), m.JobID)
-		return nil
-	})
+	n, err := ack.Run(ctx, q.rdb, []string{q.cfg.Stream, q.attemptsKey()}, q.cfg.Group, m.StreamID, m.Consumer, m.JobID).Int()
 	if err != nil {
 		return fmt.Errorf("queue: ack %s: %w", m.JobID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("queue: ack %s for %s: %w", m.JobID, m.Consumer, ErrLeaseLost)
 	}
 	return nil
 }

@@ -228,3 +228,58 @@ func TestDeferMovesToBackWithoutAttempt(t *testing.T) {
 		}
 	})
 }
+
+// A worker whose lease lapsed and whose job another worker reclaimed can
+// neither renew the lease (which would take the job back and run it twice)
+// nor ack it; the worker that holds it now can do both.
+func TestExtendAfterReclaimIsLeaseLost(t *testing.T) {
+	servers(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		q := newQueue(t, rdb, 200*time.Millisecond, 3)
+		if _, err := q.Enqueue(ctx, "job-1"); err != nil {
+			t.Fatal(err)
+		}
+		slow := claimEventually(t, q, "slow-worker")
+		if err := q.Extend(ctx, "slow-worker", slow); err != nil {
+			t.Fatalf("extend while holding it: %v", err)
+		}
+		m := claimEventually(t, q, "live-worker") // after the lease lapsed
+		if err := q.Extend(ctx, "slow-worker", slow); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("extend by the worker that lost the lease: %v, want ErrLeaseLost", err)
+		}
+		if err := q.Ack(ctx, slow); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("ack by the worker that lost the lease: %v, want ErrLeaseLost", err)
+		}
+		st, _ := q.Stats(ctx)
+		if st.Consumers["live-worker"] != 1 || st.Consumers["slow-worker"] != 0 || st.Pending != 1 {
+			t.Fatalf("owners after the slow worker tried: %+v", st)
+		}
+		if err := q.Extend(ctx, "live-worker", m); err != nil {
+			t.Fatalf("extend by the holder: %v", err)
+		}
+		if err := q.Ack(ctx, m); err != nil {
+			t.Fatalf("ack by the holder: %v", err)
+		}
+		if err := q.Extend(ctx, "live-worker", m); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("extend after ack: %v, want ErrLeaseLost", err)
+		}
+	})
+}
+
+// An enqueue that fails leaves the id unremembered, so a retry queues it.
+func TestFailedEnqueueIsRetried(t *testing.T) {
+	servers(t, func(t *testing.T, rdb *redis.Client) {
+		ctx := context.Background()
+		q := newQueue(t, rdb, time.Minute, 3)
+		rdb.Del(ctx, "test:jobs")
+		rdb.Set(ctx, "test:jobs", "not a stream", 0)
+		if _, err := q.Enqueue(ctx, "job-1"); err == nil {
+			t.Fatal("enqueue onto a broken stream succeeded")
+		}
+		rdb.Del(ctx, "test:jobs")
+		q = newQueue(t, rdb, time.Minute, 3)
+		if ok, err := q.Enqueue(ctx, "job-1"); err != nil || !ok {
+			t.Fatalf("retry after a failed enqueue: %v %v, want queued", ok, err)
+		}
+	})
+}

@@ -144,12 +144,15 @@ func (s *Store) DeleteJobRule(ctx context.Context, id string) error {
 	return nil
 }
 
-// ProgramBySourceKey returns the newest usable program registered from a
-// bucket object key (the program's "source_key", set by the object-upload
-// trigger), or ErrNotFound; programs registered as rejected are skipped.
-func (s *Store) ProgramBySourceKey(ctx context.Context, key string) (model.Program, error) {
+// ProgramBySourceKey returns tenant's newest stored program registered from
+// a bucket object key (the program's "source_key", set by the object-upload
+// trigger), or ErrNotFound. Other tenants' programs and rejected ones are
+// never returned: a key names an object in a bucket, and buckets of
+// different tenants may hold the same key.
+func (s *Store) ProgramBySourceKey(ctx context.Context, tenant, key string) (model.Program, error) {
 	type sourced struct {
 		ID        string `json:"id"`
+		Tenant    string `json:"tenant"`
 		SourceKey string `json:"source_key"`
 		State     string `json:"state"`
 	}
@@ -158,9 +161,27 @@ func (s *Store) ProgramBySourceKey(ctx context.Context, key string) (model.Progr
 		return model.Program{}, err
 	}
 	for i := len(all) - 1; i >= 0; i-- {
-		if all[i].SourceKey == key && all[i].State != "rejected" {
-			return s.GetProgram(ctx, all[i].ID)
+		p := all[i]
+		if p.SourceKey == key && sameTenant(p.Tenant, tenant) && (p.State == "" || p.State == model.ProgramStored) {
+			return s.GetProgram(ctx, p.ID)
 		}
 	}
 	return model.Program{}, ErrNotFound
+}
+
+// sameTenant compares tenants, "" being the default one ("default").
+func sameTenant(a, b string) bool {
+	if a == "" {
+		a = "default"
+	}
+	if b == "" {
+		b = "default"
+	}
+	return a == b
+}
+
+// DeleteJob removes a job record and its index entry (a job that could not
+// be queued, so a retry of the request starts afresh).
+func (s *Store) DeleteJob(ctx context.Context, id string) error {
+	return s.del(ctx, prefixJob+id, keyJobs, id)
 }

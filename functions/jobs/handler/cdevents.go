@@ -7,6 +7,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
@@ -18,15 +19,15 @@ import (
 // their outcome with no glue.
 
 func (h *Handler) emitStarted(j model.Job) {
-	h.emitCD(events.TypeCDTestSuiteRunStarted, j.ID, events.NewTestSuiteRunStarted(h.source, j))
+	h.emitCD(j.Tenant, events.TypeCDTestSuiteRunStarted, j.ID, events.NewTestSuiteRunStarted(h.source, j))
 }
 
 func (h *Handler) emitFinished(j model.Job) {
-	h.emitCD(events.TypeCDTestSuiteRunFinished, j.ID, events.NewTestSuiteRunFinished(h.source, j))
+	h.emitCD(j.Tenant, events.TypeCDTestSuiteRunFinished, j.ID, events.NewTestSuiteRunFinished(h.source, j))
 }
 
-func (h *Handler) emitCD(typ, subject string, data any) {
-	if err := h.d.Publisher.Publish(context.Background(), typ, subject, data); err != nil {
+func (h *Handler) emitCD(tenant, typ, subject string, data any) {
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), tenantOf(tenant)), typ, subject, data); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }
@@ -40,7 +41,8 @@ func cdError(err error) error {
 
 // cdQueued queues the job a testsuiterun.queued CDEvent describes (its
 // customData is the job spec); the run's source and subject id make the
-// job id, so a redelivered event gives the same job.
+// job id with the caller's tenant, so a redelivered event gives the same
+// job and another tenant's run of the same name its own.
 func (h *Handler) cdQueued(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
 	cd, err := events.ParseTestSuiteRunQueued(e.Data())
 	if err != nil {
@@ -50,12 +52,13 @@ func (h *Handler) cdQueued(ctx context.Context, e cloudevents.Event) (cmdevent.R
 	if err != nil {
 		return cmdevent.Reply{}, cdError(err)
 	}
-	j, _, err := h.create(ctx, derivedID("cdevents", cd.Context.Source, cd.Subject.ID), "", spec)
+	j, _, err := h.create(ctx, derivedID(auth.Tenant(ctx), "cdevents", cd.Context.Source, cd.Subject.ID), "", spec)
 	return cmdevent.Reply{Type: events.TypeJobQueued, Subject: j.ID, Data: j}, err
 }
 
-// cdArtifact runs the job rules for the program registered from the
-// published artifact's bucket key.
+// cdArtifact runs the job rules for the caller's tenant's program registered
+// from the published artifact's bucket key; another tenant's program is
+// answered as an unknown key, so neither it nor its jobs are revealed.
 func (h *Handler) cdArtifact(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
 	cd, err := events.ParseArtifactPublished(e.Data())
 	if err != nil {
@@ -66,6 +69,9 @@ func (h *Handler) cdArtifact(ctx context.Context, e cloudevents.Event) (cmdevent
 		return cmdevent.Reply{}, cdError(err)
 	}
 	p, err := h.d.Programs.ProgramByKey(ctx, key)
+	if err == nil && !auth.Owns(ctx, p.Tenant) {
+		err = state.ErrNotFound
+	}
 	if errors.Is(err, state.ErrNotFound) {
 		return cmdevent.Reply{}, httpapi.Unprocessable("no program was registered from bucket key %q (artifact %s); upload it to the programs bucket first", key, cd.Subject.ID)
 	}

@@ -30,8 +30,9 @@ import (
 	"github.com/machineserver/machineserver/shared/state"
 )
 
-// ProgramResolver finds the program registered from a programs-bucket
-// object key (by the object-upload trigger of the programs function).
+// ProgramResolver finds the caller's tenant's program registered from a
+// programs-bucket object key (by the object-upload trigger of the programs
+// function); another tenant's program is state.ErrNotFound.
 type ProgramResolver interface {
 	ProgramByKey(ctx context.Context, key string) (model.Program, error)
 }
@@ -73,12 +74,15 @@ func New(d Deps) *Handler {
 }
 
 // StateResolver resolves a program key by the "source_key" the
-// object-upload trigger stores in each program it registers.
+// object-upload trigger stores in each program it registers, among the
+// caller's tenant's stored programs only. (The programs function's key
+// index maps a key to the latest program of any tenant, so it cannot answer
+// for one tenant when two tenants' buckets hold the same key.)
 type StateResolver struct{ State *state.Store }
 
 // ProgramByKey implements ProgramResolver.
 func (r StateResolver) ProgramByKey(ctx context.Context, key string) (model.Program, error) {
-	return r.State.ProgramBySourceKey(ctx, key)
+	return r.State.ProgramBySourceKey(ctx, auth.Tenant(ctx), key)
 }
 
 const (
@@ -102,8 +106,10 @@ type List struct {
 
 // Stats is GET /api/v1/jobs/stats.
 type Stats struct {
-	Queue queue.Stats `json:"queue"`
-	// States counts the jobs in each state.
+	// Queue is the whole queue, every tenant's jobs and each worker's
+	// claims by name: for admins only.
+	Queue *queue.Stats `json:"queue,omitempty"`
+	// States counts the caller's tenant's jobs in each state.
 	States map[model.JobState]int `json:"states"`
 	// Workers is how many workers this jobs process runs.
 	Workers int `json:"workers"`
@@ -205,8 +211,9 @@ func validate(in *model.JobSpec, needProgram bool) error {
 	return nil
 }
 
-// derivedID makes a job id from what makes a request unique (an event's
-// source and id, or a program and a rule), so a duplicate gives the same job.
+// derivedID makes a job id from what makes a request unique (the tenant and
+// an event's source and id, or a program and a rule), so a duplicate gives
+// the same job, and the same event sent by two tenants gives two jobs.
 func derivedID(parts ...string) string {
 	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	return hex.EncodeToString(h[:8])
@@ -227,7 +234,9 @@ func (h *Handler) create(ctx context.Context, id, ruleID string, in model.JobSpe
 	}
 	if old, err := h.d.State.GetJob(ctx, id); err == nil {
 		if !auth.Owns(ctx, old.Tenant) {
-			return model.Job{}, false, httpapi.Conflict("job %s belongs to another tenant", id)
+			// Derived ids include the tenant, so this takes a hash
+			// collision; even then the other tenant's job stays unseen.
+			return model.Job{}, false, httpapi.NotFound("job %s not found", id)
 		}
 		return old, false, h.enqueue(ctx, old)
 	}
@@ -262,7 +271,13 @@ func (h *Handler) create(ctx context.Context, id, ruleID string, in model.JobSpe
 		return old, false, err
 	}
 	if err := h.enqueue(ctx, j); err != nil {
-		return j, true, err
+		// Not queued, so it would stay queued forever: drop it, and a
+		// retry of the request (or the event's redelivery) starts afresh.
+		h.d.Log.Error("enqueue job", "job", id, "err", err)
+		if derr := h.d.State.DeleteJob(context.WithoutCancel(ctx), id); derr != nil {
+			h.d.Log.Error("drop job that could not be queued", "job", id, "err", derr)
+		}
+		return model.Job{}, false, httpapi.Unavailable("job could not be queued; retry: %v", err)
 	}
 	h.publish(events.TypeJobQueued, j)
 	return j, true, nil
@@ -357,17 +372,21 @@ func (h *Handler) Cancel(ctx context.Context, id string) (model.Job, error) {
 	return j, err
 }
 
-// Stats reports the queue and how many jobs are in each state.
+// Stats reports how many of the caller's tenant's jobs are in each state,
+// and to admins the queue: its depth, age and workers are everyone's.
 func (h *Handler) Stats(ctx context.Context) (Stats, error) {
-	qs, err := h.d.Queue.Stats(ctx)
-	if err != nil {
-		return Stats{}, err
+	st := Stats{States: map[model.JobState]int{}}
+	if p, ok := auth.FromContext(ctx); ok && p.Has(auth.ScopeAdmin) {
+		qs, err := h.d.Queue.Stats(ctx)
+		if err != nil {
+			return Stats{}, err
+		}
+		st.Queue = &qs
 	}
 	all, _, err := h.d.State.ListJobs(ctx, func(j model.Job) bool { return auth.Owns(ctx, j.Tenant) }, 0, 1<<30)
 	if err != nil {
 		return Stats{}, err
 	}
-	st := Stats{Queue: qs, States: map[model.JobState]int{}}
 	for _, j := range all {
 		st.States[j.State]++
 	}
@@ -472,8 +491,9 @@ func (h *Handler) OnProgramStored(ctx context.Context, p model.Program, sourceKe
 	return out, nil
 }
 
+// publish carries the job's tenant as the event's tenant attribute.
 func (h *Handler) publish(typ string, j model.Job) {
-	if err := h.d.Publisher.Publish(context.Background(), typ, j.ID, j); err != nil {
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), tenantOf(j.Tenant)), typ, j.ID, j); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }
@@ -556,7 +576,7 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 			if err := cmdevent.Decode(e, &in); err != nil {
 				return cmdevent.Reply{}, err
 			}
-			j, _, err := h.create(ctx, derivedID(e.Source(), e.ID()), "", in)
+			j, _, err := h.create(ctx, derivedID(auth.Tenant(ctx), e.Source(), e.ID()), "", in)
 			return cmdevent.Reply{Type: events.TypeJobQueued, Subject: j.ID, Data: j}, err
 		},
 		events.TypeProgramStored: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
@@ -569,15 +589,25 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 			if !model.ValidID(in.ID) {
 				return cmdevent.Reply{}, httpapi.BadRequest("program.stored data has no program id")
 			}
-			out := events.JobsTriggered{ProgramID: in.ID, SourceKey: in.SourceKey, Jobs: []string{}}
-			if in.State == "rejected" {
-				return cmdevent.Reply{Type: events.TypeJobTriggered, Subject: in.ID, Data: out}, nil
+			// Only the id is taken from the event: the stored program
+			// says whose it is and which key it came from, and only its
+			// tenant may run rules for it.
+			p, err := h.d.State.GetProgram(ctx, in.ID)
+			if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, p.Tenant)) {
+				return cmdevent.Reply{}, httpapi.Unprocessable("program %s does not exist", in.ID)
 			}
-			js, err := h.OnProgramStored(ctx, in, in.SourceKey)
+			if err != nil {
+				return cmdevent.Reply{}, err
+			}
+			out := events.JobsTriggered{ProgramID: p.ID, SourceKey: p.SourceKey, Jobs: []string{}}
+			if p.State == model.ProgramRejected {
+				return cmdevent.Reply{Type: events.TypeJobTriggered, Subject: p.ID, Data: out}, nil
+			}
+			js, err := h.OnProgramStored(ctx, p, p.SourceKey)
 			for _, j := range js {
 				out.Jobs = append(out.Jobs, j.ID)
 			}
-			return cmdevent.Reply{Type: events.TypeJobTriggered, Subject: in.ID, Data: out}, err
+			return cmdevent.Reply{Type: events.TypeJobTriggered, Subject: p.ID, Data: out}, err
 		},
 		events.TypeCDTestSuiteRunQueued: h.cdQueued,
 		events.TypeCDArtifactPublished:  h.cdArtifact,
@@ -611,8 +641,14 @@ func QueueConfig(lease time.Duration, maxAttempts int) queue.Config {
 // tenantContext acts for tenant (the default one for ""), as the workers and
 // the job rules do: they work for a job's owner, not for a request.
 func tenantContext(ctx context.Context, tenant, actor string) context.Context {
+	return auth.WithPrincipal(ctx, auth.Principal{Actor: "jobs:" + actor, Tenant: tenantOf(tenant), Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite, auth.ScopeDebug}})
+}
+
+// tenantOf is a stored tenant field: "" (stored before tenants existed) is
+// the default tenant.
+func tenantOf(tenant string) string {
 	if tenant == "" {
-		tenant = auth.DefaultTenant
+		return auth.DefaultTenant
 	}
-	return auth.WithPrincipal(ctx, auth.Principal{Actor: "jobs:" + actor, Tenant: tenant, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite, auth.ScopeDebug}})
+	return tenant
 }

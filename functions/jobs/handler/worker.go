@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/machineserver/machineserver/events"
@@ -59,16 +60,31 @@ func (h *Handler) Start(ctx context.Context, n int) {
 			h.work(ctx, consumer)
 		}()
 	}
-	metrics.JobsQueuedFrom(func() int {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, err := h.d.Queue.Stats(sctx)
-		if err != nil {
-			return 0
-		}
-		return int(st.Depth)
-	})
+	queueStats := h.lastGoodQueueStats()
+	metrics.JobsQueuedFrom(func() int { return int(queueStats().Depth) })
+	metrics.JobsOldestAgeFrom(func() float64 { return float64(queueStats().OldestAgeMS) / 1000 })
 	h.d.Log.Info("job workers started", "workers", n, "lease", h.d.Queue.Lease())
+}
+
+// lastGoodQueueStats reads the queue's stats for the metrics; when Redis
+// fails it answers the last stats read, so a blip does not report an empty
+// queue.
+func (h *Handler) lastGoodQueueStats() func() queue.Stats {
+	var mu sync.Mutex
+	var last queue.Stats
+	return func() queue.Stats {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := h.d.Queue.Stats(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			h.d.Log.Warn("queue stats for metrics; reporting the last ones", "err", err)
+			return last
+		}
+		last = st
+		return st
+	}
 }
 
 // Stop stops the workers and waits for them. A job that was running goes
@@ -113,7 +129,9 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // execute runs one delivery of a job to its end and acks it; a worker
-// stopping mid-job leaves it unacked for another worker.
+// stopping mid-job leaves it unacked for another worker, and so does a
+// worker that lost its lease (another worker runs the job now) or could not
+// record the result.
 func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message) {
 	// Session and store calls must outlive a stopping worker: it still
 	// cleans up after itself.
@@ -123,6 +141,16 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 		if err := h.d.Queue.Ack(bg, m); err != nil {
 			log.Error("ack", "err", err)
 		}
+	}
+	// finish records the verdict and acks; a result that could not be
+	// recorded stays unacked, so the job runs again once the lease lapses.
+	finish := func(j model.Job, v verdict, console []byte) bool {
+		if err := h.finish(bg, j, v, console); err != nil {
+			log.Error("job result not recorded; left unacked to run again", "err", err)
+			return false
+		}
+		ack()
+		return true
 	}
 	j, err := h.d.State.GetJob(bg, m.JobID)
 	// The job's session and program belong to its tenant.
@@ -140,19 +168,14 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 		log.Error("load job", "err", err)
 		return // the lease lapses and it is tried again
 	}
-	if j.SessionID != "" {
-		// A previous attempt's worker died mid-job: its emulator may
-		// still run on the runner.
-		h.dropSession(bg, j.SessionID)
-	}
+	// A previous attempt's worker died mid-job: its emulator may still run.
+	h.dropAttemptSessions(bg, j)
 	switch {
 	case m.Exhausted:
-		h.finish(bg, j, verdict{state: model.JobError, reason: fmt.Sprintf("gave up after %d attempts: every worker running it stopped before it ended", m.Attempt-1)}, nil)
-		ack()
+		finish(j, verdict{state: model.JobError, reason: fmt.Sprintf("gave up after %d attempts: every worker running it stopped before it ended", m.Attempt-1)}, nil)
 		return
 	case j.CancelRequested:
-		h.finish(bg, j, verdict{state: model.JobCancelled, reason: "cancelled while running"}, nil)
-		ack()
+		finish(j, verdict{state: model.JobCancelled, reason: "cancelled while running"}, nil)
 		return
 	}
 
@@ -164,24 +187,35 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 			return // the lease lapses and it is tried again
 		}
 		// The tenant runs as many jobs as it may: back of the queue, so
-		// other tenants' jobs are not held up behind it.
-		h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
-			x.Reason = "waiting for a running-job slot: " + qe.Error()
+		// other tenants' jobs are not held up behind it. It waits, so it
+		// is queued, also when an earlier attempt had it running.
+		if _, err := h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
+			if x.State.Final() {
+				return errFinal
+			}
+			x.State, x.Reason, x.SessionID = model.JobQueued, "waiting for a running-job slot: "+qe.Error(), ""
 			return nil
-		})
+		}); err != nil && !errors.Is(err, errFinal) {
+			log.Warn("record deferral", "err", err)
+		}
 		if err := h.d.Queue.Defer(bg, m); err != nil {
 			log.Error("defer job", "err", err)
 		}
 		sleep(ctx, deferPause)
 		return
 	}
+	lctx, stopLease := context.WithCancelCause(ctx)
+	defer stopLease(nil)
+	lost := func() bool { return errors.Is(context.Cause(lctx), queue.ErrLeaseLost) }
 	// Released however the job ends, also when it is handed back; a
 	// crashed worker's holding is the same member, so the retry reuses it.
-	defer h.d.Quota.Release(bg, tenant, quota.Jobs, j.ID)
-
-	lctx, stopLease := context.WithCancel(ctx)
-	defer stopLease()
-	go h.keepLease(lctx, consumer, m)
+	// A lost lease's holding is the new worker's now.
+	defer func() {
+		if !lost() {
+			h.d.Quota.Release(bg, tenant, quota.Jobs, j.ID)
+		}
+	}()
+	go h.keepLease(lctx, stopLease, consumer, m)
 
 	now := time.Now().UTC()
 	j, err = h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
@@ -204,30 +238,53 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 	h.emitStarted(j)
 	log.Info("job started")
 
-	v, console, sid := h.run(ctx, bg, j)
+	v, console, sid := h.run(lctx, bg, j)
+	if !lost() && v.state != "" {
+		// A lease can lapse between two renewals: make sure the job is
+		// still ours before its result is.
+		if err := h.d.Queue.Extend(bg, consumer, m); errors.Is(err, queue.ErrLeaseLost) {
+			stopLease(err)
+		}
+	}
+	if lost() {
+		// Another worker reclaimed the job and runs it: stop ours
+		// without a trace, the job is the other worker's now.
+		if sid != "" {
+			h.dropSession(bg, sid)
+		}
+		log.Warn("lease lost: another worker runs the job; this run is dropped")
+		return
+	}
 	if ctx.Err() != nil && v.state == "" {
 		if sid != "" {
 			h.dropSession(bg, sid)
 		}
 		// Stopped mid-job: hand it back. It keeps its attempt count, and
 		// the next worker reclaims it once the lease lapses.
-		h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
+		if _, err := h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
 			x.State, x.Reason = model.JobQueued, "its worker stopped; it runs again"
 			return nil
-		})
+		}); err != nil {
+			log.Warn("hand job back", "err", err)
+		}
 		log.Info("job handed back")
 		return
 	}
-	j, _ = h.d.State.GetJob(bg, j.ID)
-	h.finish(bg, j, v, console)
+	// The stored job, for what changed while it ran (a cancel request).
+	if cur, err := h.d.State.GetJob(bg, j.ID); err == nil {
+		j = cur
+	} else {
+		log.Warn("reload job", "err", err)
+	}
+	finish(j, v, console)
 	if sid != "" {
 		h.dropSession(bg, sid)
 	}
-	ack()
 }
 
-// keepLease extends the job's lease while it runs.
-func (h *Handler) keepLease(ctx context.Context, consumer string, m queue.Message) {
+// keepLease extends the job's lease while it runs; when another worker has
+// taken the job over, it cancels ctx with queue.ErrLeaseLost.
+func (h *Handler) keepLease(ctx context.Context, lose context.CancelCauseFunc, consumer string, m queue.Message) {
 	t := time.NewTicker(h.d.Queue.Lease() / 3)
 	defer t.Stop()
 	for {
@@ -235,7 +292,12 @@ func (h *Handler) keepLease(ctx context.Context, consumer string, m queue.Messag
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := h.d.Queue.Extend(ctx, consumer, m); err != nil && ctx.Err() == nil {
+			err := h.d.Queue.Extend(ctx, consumer, m)
+			if errors.Is(err, queue.ErrLeaseLost) {
+				lose(err)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
 				h.d.Log.Warn("extend lease", "job", m.JobID, "err", err)
 			}
 		}
@@ -252,9 +314,13 @@ type verdict struct {
 	loaded, poweredOn time.Time
 }
 
+// recordAttempts bounds the tries to record a job's result.
+const recordAttempts = 3
+
 // finish stores the console log and the manifest, records the final state
-// and publishes it.
-func (h *Handler) finish(ctx context.Context, j model.Job, v verdict, console []byte) {
+// and publishes it. An error means the result is not recorded (after a few
+// tries): the caller must not ack, so the job runs again.
+func (h *Handler) finish(ctx context.Context, j model.Job, v verdict, console []byte) error {
 	arts := map[string]string{}
 	consoleKey := ""
 	if console != nil {
@@ -282,22 +348,60 @@ func (h *Handler) finish(ctx context.Context, j model.Job, v verdict, console []
 	if err := blob.PutBytes(ctx, h.d.Blobs, model.JobManifestKey(j.ID), manifest, "application/json"); err != nil {
 		h.d.Log.Error("store manifest", "job", j.ID, "err", err)
 	}
-	j, err := h.d.State.UpdateJob(ctx, j.ID, func(x *model.Job) error {
-		apply(x)
-		return nil
-	})
+	var (
+		done model.Job
+		err  error
+	)
+	for attempt := range recordAttempts {
+		if attempt > 0 {
+			sleep(ctx, time.Duration(attempt)*100*time.Millisecond)
+		}
+		done, err = h.d.State.UpdateJob(ctx, j.ID, func(x *model.Job) error {
+			apply(x)
+			return nil
+		})
+		if err == nil || errors.Is(err, state.ErrNotFound) {
+			break
+		}
+	}
 	if err != nil {
-		h.d.Log.Error("record job result", "job", j.ID, "err", err)
-		return
+		return fmt.Errorf("record result of job %s: %w", j.ID, err)
 	}
 	typ := events.TypeJobFinished
-	if j.State == model.JobCancelled {
+	if done.State == model.JobCancelled {
 		typ = events.TypeJobCancelled
 	}
-	h.publish(typ, j)
-	h.emitFinished(j)
-	h.d.Log.Info("job ended", "job", j.ID, "state", j.State, "reason", j.Reason, "duration_ms", j.DurationMS)
+	h.publish(typ, done)
+	h.emitFinished(done)
+	h.d.Log.Info("job ended", "job", done.ID, "state", done.State, "reason", done.Reason, "duration_ms", done.DurationMS)
+	return nil
 }
+
+// dropAttemptSessions deletes what earlier attempts of j left: the session
+// recorded on the job, and any session named after the job (a worker that
+// died between creating its session and recording it left one that
+// nothing else points to).
+func (h *Handler) dropAttemptSessions(ctx context.Context, j model.Job) {
+	if j.SessionID != "" {
+		h.dropSession(ctx, j.SessionID)
+	}
+	if j.StartedAt == nil {
+		return // never ran, so no session was ever made for it
+	}
+	ss, _, err := h.d.State.ListTenantSessions(ctx, tenantOf(j.Tenant), 0, 1<<20)
+	if err != nil {
+		h.d.Log.Warn("list sessions of earlier attempts", "job", j.ID, "err", err)
+		return
+	}
+	for _, s := range ss {
+		if s.Name == sessionName(j.ID) && s.ID != j.SessionID {
+			h.dropSession(ctx, s.ID)
+		}
+	}
+}
+
+// sessionName names a job's sessions, so an unrecorded one is found.
+func sessionName(jobID string) string { return "job-" + jobID }
 
 func (h *Handler) dropSession(ctx context.Context, id string) {
 	if _, err := h.d.Sessions.Delete(ctx, id); err != nil {
@@ -312,7 +416,7 @@ func (h *Handler) dropSession(ctx context.Context, id string) {
 func (h *Handler) newSession(ctx, bg context.Context, j model.Job) (model.Session, error) {
 	deadline := time.Now().Add(sessionWait)
 	for {
-		s, err := h.d.Sessions.Create(bg, sessions.CreateRequest{Name: "job-" + j.ID, BoardConfig: j.BoardConfig, Coverage: j.Coverage})
+		s, err := h.d.Sessions.Create(bg, sessions.CreateRequest{Name: sessionName(j.ID), BoardConfig: j.BoardConfig, Coverage: j.Coverage})
 		var he *httpapi.Error
 		if err == nil || !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
 			return s, err

@@ -45,6 +45,9 @@ type Deps struct {
 	// the program.stored event: the standalone server starts the jobs of
 	// matching job rules this way. It must not block for long.
 	OnStored func(ctx context.Context, p model.Program)
+	// WebhookToken lets a store post bucket notifications without an API
+	// key, as ?token= on the webhook URL; empty requires a key.
+	WebhookToken string
 	// Quota counts stored image bytes against the tenant's storage quota;
 	// nil is unlimited.
 	Quota *quota.Quota
@@ -289,8 +292,10 @@ func (h *Handler) Reindex(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// publish carries the program's tenant as the event's tenant attribute: the
+// jobs function acts for it when program.stored arrives through the Broker.
 func (h *Handler) publish(typ string, p model.Program) {
-	if err := h.d.Publisher.Publish(context.Background(), typ, p.ID, p); err != nil {
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), tenantOf(p)), typ, p.ID, p); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }

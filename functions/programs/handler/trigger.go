@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -106,6 +107,9 @@ func (h *Handler) Notify(ctx context.Context, body []byte) (Notified, error) {
 	}
 	if len(n.Records) == 0 {
 		return out, httpapi.BadRequest(`an S3 event notification needs "Records" (or "Event": %q)`, events.S3TestEvent)
+	}
+	if len(n.Records) > maxRecords {
+		return out, httpapi.BadRequest("a notification carries at most %d records, this one %d", maxRecords, len(n.Records))
 	}
 	for _, rec := range n.Records {
 		if !rec.ObjectCreated() {
@@ -410,9 +414,36 @@ func ProgramForKey(ctx context.Context, st *state.Store, key string) (model.Prog
 
 // notificationRoutes mounts the webhook.
 func (h *Handler) notificationRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+NotificationsPath, h.serveNotification)
+	mux.HandleFunc("POST "+NotificationsPath, func(w http.ResponseWriter, r *http.Request) {
+		if !h.webhookAllowed(r) {
+			w.Header().Set("WWW-Authenticate", `ApiKey realm="machineserver"`)
+			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusUnauthorized, "unauthorized",
+				"bucket notifications need the webhook token as ?token= (MS_PROGRAMS_WEBHOOK_TOKEN, in the store's webhook URL) or an API key with the write scope"))
+			return
+		}
+		h.serveNotification(w, r)
+	})
 }
 
+// maxRecords bounds the records of one notification: each makes the
+// function read an object.
+const maxRecords = 100
+
+// webhookAllowed reports whether a notification may be handled: it came
+// with a credential (the auth middleware checked it and the write scope) or
+// with the webhook token as ?token=, which is how a store that cannot send
+// headers (versitygw's --event-webhook-url, a MinIO webhook endpoint) proves
+// it is the configured one.
+func (h *Handler) webhookAllowed(r *http.Request) bool {
+	if _, ok := auth.FromContext(r.Context()); ok {
+		return true
+	}
+	tok := r.URL.Query().Get("token")
+	return h.d.WebhookToken != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(h.d.WebhookToken)) == 1
+}
+
+// serveNotification handles a webhook body; the in-cluster root ingress
+// calls it directly, the public path after webhookAllowed.
 func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
@@ -477,12 +508,15 @@ func (h *Handler) reindexKey(ctx context.Context, v model.Program) {
 type WatchConfig struct {
 	// Buckets is MS_PROGRAMS_BUCKET: "bucket[/prefix][=tenant]", comma
 	// separated; empty disables the trigger.
-	Buckets   string `envconfig:"MS_PROGRAMS_BUCKET"`
-	Endpoint  string `envconfig:"MS_S3_ENDPOINT"`
-	AccessKey string `envconfig:"MS_S3_ACCESS_KEY"`
-	SecretKey string `envconfig:"MS_S3_SECRET_KEY"`
-	Region    string `envconfig:"MS_S3_REGION" default:"us-east-1"`
-	Secure    bool   `envconfig:"MS_S3_SECURE"`
+	Buckets string `envconfig:"MS_PROGRAMS_BUCKET"`
+	// WebhookToken is what a store must put in the webhook URL
+	// (?token=) to post notifications without an API key.
+	WebhookToken string `envconfig:"MS_PROGRAMS_WEBHOOK_TOKEN"`
+	Endpoint     string `envconfig:"MS_S3_ENDPOINT"`
+	AccessKey    string `envconfig:"MS_S3_ACCESS_KEY"`
+	SecretKey    string `envconfig:"MS_S3_SECRET_KEY"`
+	Region       string `envconfig:"MS_S3_REGION" default:"us-east-1"`
+	Secure       bool   `envconfig:"MS_S3_SECURE"`
 }
 
 // Open parses the watched buckets and connects each one (creating it if it

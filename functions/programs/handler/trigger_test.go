@@ -91,7 +91,7 @@ func newBucketFixture(t *testing.T) *bucketFixture {
 	ws[0].Objects, ws[1].Objects = fw, other
 	f.watches = ws
 	f.h = New(Deps{State: st, Blobs: blobs, Publisher: f.pub, MaxUpload: 1 << 20, Log: slog.New(slog.DiscardHandler),
-		Watches: ws, OnStored: func(context.Context, model.Program) { f.stored.Add(1) }})
+		Watches: ws, WebhookToken: "hook-token", OnStored: func(context.Context, model.Program) { f.stored.Add(1) }})
 	f.mux = http.NewServeMux()
 	f.h.Routes(f.mux)
 	f.ev, err = f.h.Events(t.Context())
@@ -115,7 +115,12 @@ func (f *bucketFixture) put(t *testing.T, key string, b []byte) string {
 
 func (f *bucketFixture) post(t *testing.T, body string) (int, Notified, string) {
 	t.Helper()
-	req := httptest.NewRequest("POST", NotificationsPath, strings.NewReader(body))
+	return f.postTo(t, NotificationsPath+"?token=hook-token", body)
+}
+
+func (f *bucketFixture) postTo(t *testing.T, target, body string) (int, Notified, string) {
+	t.Helper()
+	req := httptest.NewRequest("POST", target, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	f.mux.ServeHTTP(rec, req)
@@ -386,3 +391,24 @@ func isStatus(err error, status int) bool {
 }
 
 func pageOf(size int) httpapi.Page { return httpapi.Page{Page: 1, Size: size} }
+
+// A notification without the webhook token (and without a credential) is
+// refused before anything is read; one with too many records is refused.
+func TestWebhookNeedsItsToken(t *testing.T) {
+	f := newBucketFixture(t)
+	etag := f.put(t, "ci/a.elf", firmware(t))
+	note := `{"Records":[` + record("s3:ObjectCreated:Put", "fwb", "ci/a.elf", etag) + `]}`
+	for _, target := range []string{NotificationsPath, NotificationsPath + "?token=", NotificationsPath + "?token=hook-tokeN"} {
+		code, _, body := f.postTo(t, target, note)
+		if code != http.StatusUnauthorized || !strings.Contains(body, "MS_PROGRAMS_WEBHOOK_TOKEN") {
+			t.Errorf("%s: %d %s, want 401 naming the token", target, code, body)
+		}
+	}
+	if n := f.stored.Load(); n != 0 {
+		t.Fatalf("%d programs stored from refused notifications", n)
+	}
+	many := `{"Records":[` + strings.Repeat(`{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"fwb"},"object":{"key":"ci/a.elf"}}},`, maxRecords) + `{}]}`
+	if code, _, body := f.post(t, many); code != http.StatusBadRequest || !strings.Contains(body, "at most") {
+		t.Fatalf("%d records: %d %s", maxRecords+1, code, body)
+	}
+}

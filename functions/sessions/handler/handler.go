@@ -498,8 +498,13 @@ func (h *Handler) Reset(ctx context.Context, id string) (model.Session, error) {
 	return s, nil
 }
 
+// publish carries the session's tenant as the event's tenant attribute.
 func (h *Handler) publish(typ string, s model.Session) {
-	if err := h.d.Publisher.Publish(context.Background(), typ, s.ID, s); err != nil {
+	t := s.Tenant
+	if t == "" {
+		t = auth.DefaultTenant
+	}
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), t), typ, s.ID, s); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }

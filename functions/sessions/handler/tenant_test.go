@@ -347,8 +347,8 @@ func TestSessionQuota(t *testing.T) {
 	if _, err := h.Create(ctxA, board); err != nil {
 		t.Fatalf("after delete: %v", err)
 	}
-	// An admin raises a's limit; the quota routes are mounted with the sessions routes.
-	if code, body := a.call("admin", "PUT", "/api/v1/admin/tenants/a/quota", `{"sessions":3}`); code != 200 {
+	// An operator raises a's limit; the quota routes are mounted with the sessions routes.
+	if code, body := a.call("default", "PUT", "/api/v1/admin/tenants/a/quota", `{"sessions":3}`); code != 200 {
 		t.Fatalf("override: %d %s", code, body)
 	}
 	if _, err := h.Create(ctxA, board); err != nil {

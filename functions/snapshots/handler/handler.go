@@ -207,7 +207,7 @@ func (h *Handler) Create(ctx context.Context, sessionID string, in CreateRequest
 		return model.Snapshot{}, errors.Join(quotaErr, putErr)
 	}
 	h.d.Log.Debug("snapshot created", "snapshot", snap.ID, "prepare_ms", ms(t1.Sub(t0)), "runner_ms", ms(t2.Sub(t1)), "record_ms", ms(time.Since(t2)))
-	h.publish(events.TypeSnapshotCreated, snap.ID, snap)
+	h.publish(events.TypeSnapshotCreated, snap.ID, snap, snap)
 	return snap, nil
 }
 
@@ -267,7 +267,7 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Snapshot, error)
 	if err := h.d.Quota.Release(ctx, tenantOf(snap), quota.Storage, quota.SnapshotKey(id)); err != nil {
 		h.d.Log.Warn("release storage quota", "snapshot", id, "err", err)
 	}
-	h.publish(events.TypeSnapshotDeleted, snap.ID, snap)
+	h.publish(events.TypeSnapshotDeleted, snap.ID, snap, snap)
 	return snap, nil
 }
 
@@ -324,7 +324,7 @@ func (h *Handler) Restore(ctx context.Context, sessionID string, in RestoreReque
 	if err != nil {
 		return s, err
 	}
-	h.publish(events.TypeSnapshotRestored, s.ID, events.Restored{Snapshot: snap, Session: s})
+	h.publish(events.TypeSnapshotRestored, s.ID, snap, events.Restored{Snapshot: snap, Session: s})
 	return s, nil
 }
 
@@ -369,7 +369,7 @@ func (h *Handler) Fork(ctx context.Context, id string, in ForkRequest) ([]model.
 			return nil, err
 		}
 	}
-	h.publish(events.TypeSnapshotForked, snap.ID, events.Forked{Snapshot: snap, Sessions: out})
+	h.publish(events.TypeSnapshotForked, snap.ID, snap, events.Forked{Snapshot: snap, Sessions: out})
 	return out, nil
 }
 
@@ -428,8 +428,11 @@ func tenantOf(s model.Snapshot) string {
 	return s.Tenant
 }
 
-func (h *Handler) publish(typ, subject string, data any) {
-	if err := h.d.Publisher.Publish(context.Background(), typ, subject, data); err != nil {
+// publish carries the snapshot's tenant as the event's tenant attribute, so
+// a consumer behind the Broker acts for that tenant.
+func (h *Handler) publish(typ, subject string, snap model.Snapshot, data any) {
+	ctx := events.WithTenant(context.Background(), tenantOf(snap))
+	if err := h.d.Publisher.Publish(ctx, typ, subject, data); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }
