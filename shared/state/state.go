@@ -1,11 +1,13 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -38,6 +40,16 @@ type Store struct {
 	rdb *redis.Client
 	// embedded is the in-process server in standalone mode; nil otherwise.
 	embedded *miniredis.Miniredis
+	// runners caches decoded runner records by id with the bytes they came
+	// from: a record carries the runner's capabilities (kilobytes of JSON)
+	// and is read on most requests, but changes only when the runner
+	// registers again.
+	runners sync.Map // id -> cachedRunner
+}
+
+type cachedRunner struct {
+	raw []byte
+	r   Runner
 }
 
 // Open connects to the Redis server at url (redis://host:port/db) and checks
@@ -381,8 +393,36 @@ func (s *Store) UnregisterRunner(ctx context.Context, id string) error {
 }
 
 // Runner returns a live runner by id.
+// The record is read every time (so a runner that is gone is seen at once);
+// only its decoding is skipped when the bytes are unchanged. Callers must
+// not modify the capabilities' slices.
 func (s *Store) Runner(ctx context.Context, id string) (Runner, error) {
-	return get[Runner](ctx, s.rdb, prefixRunner+id)
+	b, err := s.rdb.Get(ctx, prefixRunner+id).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Runner{}, ErrNotFound
+	}
+	if err != nil {
+		return Runner{}, fmt.Errorf("state: get runner %s: %w", id, err)
+	}
+	if c, ok := s.runners.Load(id); ok && bytes.Equal(c.(cachedRunner).raw, b) {
+		return c.(cachedRunner).r, nil
+	}
+	var r Runner
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Runner{}, fmt.Errorf("state: decode runner %s: %w", id, err)
+	}
+	s.runners.Store(id, cachedRunner{raw: b, r: r})
+	return r, nil
+}
+
+// RunnerAlive reports whether runner id is registered (its heartbeat has
+// not lapsed), without reading its record.
+func (s *Store) RunnerAlive(ctx context.Context, id string) (bool, error) {
+	n, err := s.rdb.Exists(ctx, prefixRunner+id).Result()
+	if err != nil {
+		return false, fmt.Errorf("state: runner %s: %w", id, err)
+	}
+	return n == 1, nil
 }
 
 // Runners lists live runners, most free capacity first; expired ones are

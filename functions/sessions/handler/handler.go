@@ -208,8 +208,8 @@ func (h *Handler) Get(ctx context.Context, id string) (model.Session, error) {
 // a session is never silently kept as running. A runner that restarts with
 // the same identity does the same for its own sessions.
 func (h *Handler) checkRunner(ctx context.Context, s model.Session) (model.Session, error) {
-	if _, err := h.d.State.Runner(ctx, s.RunnerID); !errors.Is(err, state.ErrNotFound) {
-		return s, nil
+	if alive, err := h.d.State.RunnerAlive(ctx, s.RunnerID); alive || err != nil {
+		return s, nil // a Redis hiccup is not a lost runner
 	}
 	lost, err := h.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
 		if x.State != model.StateRunning || x.RunnerID != s.RunnerID {
