@@ -648,3 +648,55 @@ func TestTenantAdminIsConfined(t *testing.T) {
 		t.Errorf("operator reads default's audit records: %d %s", code, b)
 	}
 }
+
+// A flood of refusals is recorded at a bounded rate, so it cannot push the
+// real records out of the trimmed audit stream.
+func TestRefusalLimit(t *testing.T) {
+	var l refusalLimit
+	now := time.Now()
+	n, reported := 0, 0
+	for range 2 * refusalBurst {
+		ok, dropped := l.allow(now)
+		if ok {
+			n++
+		}
+		reported += dropped
+	}
+	if n != refusalBurst {
+		t.Fatalf("recorded %d of a burst of %d, want %d", n, 2*refusalBurst, refusalBurst)
+	}
+	// The first drop is reported at once, the rest a minute later.
+	ok, dropped := l.allow(now.Add(time.Minute))
+	if reported += dropped; !ok || reported != refusalBurst {
+		t.Fatalf("a minute later: allowed %v, drops reported %d, want true and %d", ok, reported, refusalBurst)
+	}
+}
+
+// Revoking a key also stops the session tokens it issued.
+func TestSessionTokenDiesWithItsKey(t *testing.T) {
+	r := newRig(t, nil)
+	r.owners["0123456789abcdef"] = "acme"
+	body, _ := json.Marshal(map[string]any{"name": "k", "tenant": "acme", "scopes": []string{"read", "write", "debug"}})
+	code, b, _ := r.do(t, "POST", "/api/v1/admin/keys", "ApiKey "+r.adminKey, string(body))
+	if code != 201 {
+		t.Fatalf("make key: %d %s", code, b)
+	}
+	var k struct{ ID, Key string }
+	json.Unmarshal(b, &k)
+	code, b, _ = r.do(t, "POST", "/api/v1/sessions/0123456789abcdef/tokens", "ApiKey "+k.Key, `{"purpose":"console"}`)
+	if code != 201 {
+		t.Fatalf("issue token: %d %s", code, b)
+	}
+	var tok struct{ Token string }
+	json.Unmarshal(b, &tok)
+	path := "/api/v1/sessions/0123456789abcdef/stream/console?token=" + tok.Token
+	if code, b, _ := r.do(t, "GET", path, "", ""); code != 200 {
+		t.Fatalf("token before revocation: %d %s", code, b)
+	}
+	if code, b, _ := r.do(t, "DELETE", "/api/v1/admin/keys/"+k.ID, "ApiKey "+r.adminKey, ""); code != 200 {
+		t.Fatalf("revoke: %d %s", code, b)
+	}
+	if code, b, _ := r.do(t, "GET", path, "", ""); code != 401 || !strings.Contains(string(b), "revoked") {
+		t.Fatalf("token after its key was revoked: %d %s", code, b)
+	}
+}

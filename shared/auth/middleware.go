@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -44,6 +45,48 @@ type Authenticator struct {
 	log         *slog.Logger
 	// bootstrap is MS_BOOTSTRAP_API_KEY, reinstalled if Redis loses it.
 	bootstrap string
+	// refusals bounds how fast 401s are written to the audit log: anyone
+	// can cause them, and the log is trimmed by length, so a flood would
+	// otherwise push the real records out.
+	refusals refusalLimit
+}
+
+// refusalLimit is a token bucket: refusalRate records a second, bursts of
+// refusalBurst; what it drops is counted and logged once a minute.
+type refusalLimit struct {
+	mu       sync.Mutex
+	tokens   float64
+	last     time.Time
+	dropped  int
+	reported time.Time
+}
+
+const (
+	refusalRate  = 50
+	refusalBurst = 500
+)
+
+// allow reports whether a refusal may be recorded now, and how many were
+// dropped since the last report when it is time to report them.
+func (l *refusalLimit) allow(now time.Time) (ok bool, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last.IsZero() {
+		l.tokens = refusalBurst
+	} else {
+		l.tokens = min(refusalBurst, l.tokens+now.Sub(l.last).Seconds()*refusalRate)
+	}
+	l.last = now
+	if l.tokens >= 1 {
+		l.tokens--
+		ok = true
+	} else {
+		l.dropped++
+	}
+	if l.dropped > 0 && now.Sub(l.reported) >= time.Minute {
+		dropped, l.dropped, l.reported = l.dropped, 0, now
+	}
+	return ok, dropped
 }
 
 type authenticatorKey struct{}
@@ -155,7 +198,7 @@ func (a *Authenticator) authenticate(r *http.Request) (Principal, *authError) {
 		if !isSessionToken(qtok) {
 			return Principal{}, unauthorized("?token= must be a session token (POST /api/v1/sessions/{id}/tokens)")
 		}
-		return a.sessionToken(qtok, sid, purpose, stream)
+		return a.sessionToken(r.Context(), qtok, sid, purpose, stream)
 	}
 	c, err := ParseAuthorization(h)
 	if err != nil {
@@ -194,7 +237,7 @@ func (a *Authenticator) authenticate(r *http.Request) (Principal, *authError) {
 		return k.Principal(), nil
 	default:
 		if isSessionToken(c.Value) {
-			return a.sessionToken(c.Value, sid, purpose, stream)
+			return a.sessionToken(r.Context(), c.Value, sid, purpose, stream)
 		}
 		if a.jwt == nil {
 			return Principal{}, unauthorized("JWT authentication is not configured; use an API key")
@@ -207,10 +250,23 @@ func (a *Authenticator) authenticate(r *http.Request) (Principal, *authError) {
 	}
 }
 
-func (a *Authenticator) sessionToken(tok, sid, purpose string, stream bool) (Principal, *authError) {
+func (a *Authenticator) sessionToken(ctx context.Context, tok, sid, purpose string, stream bool) (Principal, *authError) {
 	p, err := a.tokens.Verify(tok)
 	if err != nil {
 		return Principal{}, unauthorized(err.Error())
+	}
+	// A token dies with the key that issued it: revoking a key also stops
+	// the console and gdb links it handed out.
+	if id, ok := strings.CutPrefix(p.Actor, "key:"); ok {
+		k, err := a.keys.get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound) || err == nil && k.RevokedAt != nil:
+			e := unauthorized("the key that issued this session token is revoked")
+			e.actor, e.tenant = p.Actor, p.Tenant
+			return Principal{}, e
+		case err != nil:
+			return Principal{}, &authError{status: http.StatusServiceUnavailable, reason: "credentials cannot be checked now; retry", actor: p.Actor}
+		}
 	}
 	if !stream || p.Session != sid || p.Purpose != purpose {
 		e := unauthorized(fmt.Sprintf("this session token opens only the %s stream of session %s", p.Purpose, p.Session))
@@ -314,7 +370,16 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		}
 		if aerr != nil {
 			rec.Actor, rec.Tenant, rec.Result, rec.Error = aerr.actor, aerr.tenant, aerr.status, aerr.reason
-			a.audit.Write(r.Context(), rec)
+			ok, dropped := true, 0
+			if aerr.status == http.StatusUnauthorized {
+				ok, dropped = a.refusals.allow(time.Now())
+			}
+			if dropped > 0 {
+				a.log.WarnContext(r.Context(), "audit: refused requests arrive faster than they are recorded; some were not", "not_recorded", dropped, "rate_per_second", refusalRate)
+			}
+			if ok {
+				a.audit.Write(r.Context(), rec)
+			}
 			writeAuthError(w, r, aerr)
 			return
 		}

@@ -78,12 +78,24 @@ func Middleware(routes *http.ServeMux) func(http.Handler) http.Handler {
 			start := time.Now()
 			sw := &httpapi.StatusWriter{ResponseWriter: w}
 			defer func() {
-				requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.Status())).Inc()
-				duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+				m := method(r.Method)
+				requests.WithLabelValues(route, m, strconv.Itoa(sw.Status())).Inc()
+				duration.WithLabelValues(route, m).Observe(time.Since(start).Seconds())
 			}()
 			next.ServeHTTP(sw, r)
 		})
 	}
+}
+
+// method bounds the method label: any token is a valid HTTP method, so an
+// unknown one is "OTHER" rather than a new series per client whim.
+func method(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
 }
 
 // jobs is simulation_jobs_queued: a value set by the jobs function, or read

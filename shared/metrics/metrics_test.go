@@ -92,3 +92,12 @@ func TestJobsOldestAge(t *testing.T) {
 	JobsOldestAgeFrom(nil)
 	has(t, scrape(t), "simulation_jobs_oldest_age_seconds 0")
 }
+
+// Any token is an HTTP method; the label must not grow a series per one.
+func TestMethodLabelIsBounded(t *testing.T) {
+	for in, want := range map[string]string{"GET": "GET", "DELETE": "DELETE", "FOO1": "OTHER", "get": "OTHER", "": "OTHER"} {
+		if got := method(in); got != want {
+			t.Errorf("method(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
