@@ -3,6 +3,8 @@ package auth
 import (
 	"context"
 	"slices"
+
+	"github.com/machineserver/machineserver/shared/model"
 )
 
 // Scope is a permission a credential carries.
@@ -25,7 +27,7 @@ var Scopes = []Scope{ScopeRead, ScopeWrite, ScopeDebug, ScopeAdmin}
 
 // DefaultTenant owns what is created without authentication (auth off, or
 // in-cluster events without a tenant attribute).
-const DefaultTenant = "default"
+const DefaultTenant = model.DefaultTenant
 
 // Principal is who made a request: the actor (for the audit log), the tenant
 // whose resources it may touch, and what it may do there.
@@ -60,20 +62,15 @@ func FromContext(ctx context.Context) (Principal, bool) {
 
 // Tenant is the tenant new resources are created for.
 func Tenant(ctx context.Context) string {
-	if p, ok := FromContext(ctx); ok && p.Tenant != "" {
-		return p.Tenant
-	}
-	return DefaultTenant
+	p, _ := FromContext(ctx)
+	return model.TenantOr(p.Tenant)
 }
 
 // Owns reports whether the request's tenant owns a resource of tenant t.
 // Resources stored before tenants existed (t empty) belong to the default
 // tenant. Callers answer 404, not 403, when it does not, so ids do not leak.
 func Owns(ctx context.Context, t string) bool {
-	if t == "" {
-		t = DefaultTenant
-	}
-	return Tenant(ctx) == t
+	return Tenant(ctx) == model.TenantOr(t)
 }
 
 // PlatformAdmin reports whether the request comes from an operator: an
@@ -82,5 +79,5 @@ func Owns(ctx context.Context, t string) bool {
 // quotas; an admin of another tenant is confined to that tenant.
 func PlatformAdmin(ctx context.Context) bool {
 	p, ok := FromContext(ctx)
-	return ok && p.Has(ScopeAdmin) && (p.Tenant == DefaultTenant || p.Tenant == "")
+	return ok && p.Has(ScopeAdmin) && model.TenantOr(p.Tenant) == DefaultTenant
 }

@@ -127,6 +127,19 @@ type Program struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// DefaultTenant owns what was stored before tenants existed and what is
+// made without authentication.
+const DefaultTenant = "default"
+
+// TenantOr is the tenant a stored tenant field names: empty (a record from
+// before tenants existed) is DefaultTenant.
+func TenantOr(t string) string {
+	if t == "" {
+		return DefaultTenant
+	}
+	return t
+}
+
 // Program states: only a stored program has an image to load.
 const (
 	ProgramStored   = "stored"

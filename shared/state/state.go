@@ -184,16 +184,13 @@ func (s *Store) CreateSession(ctx context.Context, sess model.Session) error {
 
 // DefaultTenant owns sessions stored without a tenant (before tenants
 // existed); it matches auth.DefaultTenant.
-const DefaultTenant = "default"
+const DefaultTenant = model.DefaultTenant
 
 // tenantSessions is the per-tenant index, so a tenant's list pages over its
 // own sessions (filtering one global page would give short pages and a wrong
 // total).
 func tenantSessions(tenant string) string {
-	if tenant == "" {
-		tenant = DefaultTenant
-	}
-	return prefixTenantSessions + tenant
+	return prefixTenantSessions + model.TenantOr(tenant)
 }
 
 // ListTenantSessions returns one page of a tenant's sessions, oldest first,

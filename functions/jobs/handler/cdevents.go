@@ -27,7 +27,7 @@ func (h *Handler) emitFinished(j model.Job) {
 }
 
 func (h *Handler) emitCD(tenant, typ, subject string, data any) {
-	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), tenantOf(tenant)), typ, subject, data); err != nil {
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), model.TenantOr(tenant)), typ, subject, data); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }

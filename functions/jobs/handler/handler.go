@@ -493,7 +493,7 @@ func (h *Handler) OnProgramStored(ctx context.Context, p model.Program, sourceKe
 
 // publish carries the job's tenant as the event's tenant attribute.
 func (h *Handler) publish(typ string, j model.Job) {
-	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), tenantOf(j.Tenant)), typ, j.ID, j); err != nil {
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), model.TenantOr(j.Tenant)), typ, j.ID, j); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }
@@ -641,14 +641,5 @@ func QueueConfig(lease time.Duration, maxAttempts int) queue.Config {
 // tenantContext acts for tenant (the default one for ""), as the workers and
 // the job rules do: they work for a job's owner, not for a request.
 func tenantContext(ctx context.Context, tenant, actor string) context.Context {
-	return auth.WithPrincipal(ctx, auth.Principal{Actor: "jobs:" + actor, Tenant: tenantOf(tenant), Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite, auth.ScopeDebug}})
-}
-
-// tenantOf is a stored tenant field: "" (stored before tenants existed) is
-// the default tenant.
-func tenantOf(tenant string) string {
-	if tenant == "" {
-		return auth.DefaultTenant
-	}
-	return tenant
+	return auth.WithPrincipal(ctx, auth.Principal{Actor: "jobs:" + actor, Tenant: model.TenantOr(tenant), Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite, auth.ScopeDebug}})
 }

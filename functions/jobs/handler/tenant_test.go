@@ -75,7 +75,7 @@ func (f *fixture) postSampleAs(t *testing.T, tenant, typ string) (int, string) {
 
 func (f *fixture) jobsOf(t *testing.T, tenant string) []model.Job {
 	t.Helper()
-	js, _, err := f.st.ListJobs(context.Background(), func(j model.Job) bool { return tenantOf(j.Tenant) == tenant }, 0, 100)
+	js, _, err := f.st.ListJobs(context.Background(), func(j model.Job) bool { return model.TenantOr(j.Tenant) == tenant }, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}

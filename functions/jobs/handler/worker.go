@@ -388,7 +388,7 @@ func (h *Handler) dropAttemptSessions(ctx context.Context, j model.Job) {
 	if j.StartedAt == nil {
 		return // never ran, so no session was ever made for it
 	}
-	ss, _, err := h.d.State.ListTenantSessions(ctx, tenantOf(j.Tenant), 0, 1<<20)
+	ss, _, err := h.d.State.ListTenantSessions(ctx, model.TenantOr(j.Tenant), 0, 1<<20)
 	if err != nil {
 		h.d.Log.Warn("list sessions of earlier attempts", "job", j.ID, "err", err)
 		return

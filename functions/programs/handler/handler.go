@@ -240,20 +240,11 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Program, error) 
 			return p, fmt.Errorf("remove %s: %w", k, err)
 		}
 	}
-	if err := h.d.Quota.Release(ctx, tenantOf(p), quota.Storage, quota.ProgramKey(id)); err != nil {
+	if err := h.d.Quota.Release(ctx, model.TenantOr(p.Tenant), quota.Storage, quota.ProgramKey(id)); err != nil {
 		h.d.Log.Warn("release storage quota", "program", id, "err", err)
 	}
 	h.publish(events.TypeProgramDeleted, p)
 	return p, nil
-}
-
-// tenantOf is a program's tenant; programs stored before tenants existed
-// belong to the default one.
-func tenantOf(p model.Program) string {
-	if p.Tenant == "" {
-		return auth.DefaultTenant
-	}
-	return p.Tenant
 }
 
 // Reindex rebuilds the Redis index from the manifests in the blob store,
@@ -268,7 +259,7 @@ func (h *Handler) Reindex(ctx context.Context) (int, error) {
 		}
 		n++
 		if v.State != StateRejected {
-			t := tenantOf(v)
+			t := model.TenantOr(v.Tenant)
 			if held[t] == nil {
 				held[t] = map[string]int64{}
 			}
@@ -295,7 +286,7 @@ func (h *Handler) Reindex(ctx context.Context) (int, error) {
 // publish carries the program's tenant as the event's tenant attribute: the
 // jobs function acts for it when program.stored arrives through the Broker.
 func (h *Handler) publish(typ string, p model.Program) {
-	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), tenantOf(p)), typ, p.ID, p); err != nil {
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), model.TenantOr(p.Tenant)), typ, p.ID, p); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }

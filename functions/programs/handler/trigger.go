@@ -65,9 +65,7 @@ func ParseWatches(s string) ([]Watch, error) {
 			continue
 		}
 		loc, tenant, _ := strings.Cut(e, "=")
-		if tenant == "" {
-			tenant = auth.DefaultTenant
-		}
+		tenant = model.TenantOr(tenant)
 		bucket, prefix, _ := strings.Cut(loc, "/")
 		if bucket == "" {
 			return nil, fmt.Errorf("watched bucket entry %q: want bucket[/prefix][=tenant]", e)

@@ -173,16 +173,9 @@ func (h *Handler) pickRunner(ctx context.Context) (state.Runner, error) {
 // release gives a session's quota slot back. The session is already gone,
 // so a failure is only logged: Reconcile repairs the count.
 func (h *Handler) release(ctx context.Context, s model.Session) {
-	if err := h.d.Quota.Release(context.WithoutCancel(ctx), tenantOf(s), quota.Sessions, s.ID); err != nil {
+	if err := h.d.Quota.Release(context.WithoutCancel(ctx), model.TenantOr(s.Tenant), quota.Sessions, s.ID); err != nil {
 		h.d.Log.Warn("quota release", "session", s.ID, "err", err)
 	}
-}
-
-func tenantOf(s model.Session) string {
-	if s.Tenant == "" {
-		return auth.DefaultTenant
-	}
-	return s.Tenant
 }
 
 // Get returns a session of the caller's tenant (from ctx) or a 404. It is
@@ -253,7 +246,7 @@ func (h *Handler) Reconcile(ctx context.Context, grace time.Duration) error {
 	}
 	truth := map[string]map[string]int64{}
 	for _, s := range all {
-		t := tenantOf(s)
+		t := model.TenantOr(s.Tenant)
 		if truth[t] == nil {
 			truth[t] = map[string]int64{}
 		}
@@ -500,11 +493,7 @@ func (h *Handler) Reset(ctx context.Context, id string) (model.Session, error) {
 
 // publish carries the session's tenant as the event's tenant attribute.
 func (h *Handler) publish(typ string, s model.Session) {
-	t := s.Tenant
-	if t == "" {
-		t = auth.DefaultTenant
-	}
-	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), t), typ, s.ID, s); err != nil {
+	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), model.TenantOr(s.Tenant)), typ, s.ID, s); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
 }

@@ -264,7 +264,7 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Snapshot, error)
 			return snap, fmt.Errorf("remove %s: %w", k, err)
 		}
 	}
-	if err := h.d.Quota.Release(ctx, tenantOf(snap), quota.Storage, quota.SnapshotKey(id)); err != nil {
+	if err := h.d.Quota.Release(ctx, model.TenantOr(snap.Tenant), quota.Storage, quota.SnapshotKey(id)); err != nil {
 		h.d.Log.Warn("release storage quota", "snapshot", id, "err", err)
 	}
 	h.publish(events.TypeSnapshotDeleted, snap.ID, snap, snap)
@@ -397,7 +397,7 @@ func (h *Handler) Reindex(ctx context.Context) (int, error) {
 			return nil
 		}
 		n++
-		t := tenantOf(v)
+		t := model.TenantOr(v.Tenant)
 		if held[t] == nil {
 			held[t] = map[string]int64{}
 		}
@@ -419,19 +419,10 @@ func (h *Handler) Reindex(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// tenantOf is a snapshot's tenant; snapshots stored before tenants existed
-// belong to the default one.
-func tenantOf(s model.Snapshot) string {
-	if s.Tenant == "" {
-		return auth.DefaultTenant
-	}
-	return s.Tenant
-}
-
 // publish carries the snapshot's tenant as the event's tenant attribute, so
 // a consumer behind the Broker acts for that tenant.
 func (h *Handler) publish(typ, subject string, snap model.Snapshot, data any) {
-	ctx := events.WithTenant(context.Background(), tenantOf(snap))
+	ctx := events.WithTenant(context.Background(), model.TenantOr(snap.Tenant))
 	if err := h.d.Publisher.Publish(ctx, typ, subject, data); err != nil {
 		h.d.Log.Warn("publish", "type", typ, "err", err)
 	}
