@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -279,6 +280,9 @@ func (m *Manager) Close() {
 // Group is one emulator's group (one directory per hierarchy on v1).
 type Group struct {
 	v2, cpuDir, memDir string
+	// quota and period are the CPU cap as written ("" when uncapped), for
+	// putting it back after a lift.
+	quota, period string
 }
 
 // New creates the child group name with the limits. A limit the machine
@@ -315,6 +319,7 @@ func (m *Manager) New(name string, l Limits) (*Group, error) {
 			if err := write(g.v2, "cpu.max", quota+" "+period); err != nil {
 				return fail(err)
 			}
+			g.quota, g.period = quota, period
 		}
 		if l.MemoryBytes > 0 {
 			if err := write(g.v2, "memory.max", mem); err != nil {
@@ -336,6 +341,7 @@ func (m *Manager) New(name string, l Limits) (*Group, error) {
 		if err := write(g.cpuDir, "cpu.cfs_quota_us", quota); err != nil {
 			return fail(err)
 		}
+		g.quota, g.period = quota, period
 	}
 	if l.MemoryBytes > 0 {
 		g.memDir = filepath.Join(m.memDir, name)
@@ -383,6 +389,31 @@ func (g *Group) Add(pid int) error {
 		}
 	}
 	return nil
+}
+
+// LiftCPU removes the group's CPU cap until the returned function puts it
+// back (idempotent). It is for work QEMU does for the platform while the
+// guest is paused (capturing its state): under the cap that work shares the
+// guest's budget, and a guest that has spent its period's quota stalls it
+// until the next period (a 20 % cap: up to 80 ms). Writing the quota also
+// releases a group that is throttled right now.
+func (g *Group) LiftCPU() (restore func() error) {
+	if g == nil || g.quota == "" {
+		return func() error { return nil }
+	}
+	dir, file, unlimited, capped := g.cpuDir, "cpu.cfs_quota_us", "-1", g.quota
+	if g.v2 != "" {
+		dir, file, unlimited, capped = g.v2, "cpu.max", "max "+g.period, g.quota+" "+g.period
+	}
+	if err := write(dir, file, unlimited); err != nil {
+		return func() error { return nil } // still capped: nothing to undo
+	}
+	return sync.OnceValue(func() error {
+		if err := write(dir, file, capped); err != nil {
+			return fmt.Errorf("cgroup: restore CPU cap in %s: %w", dir, err)
+		}
+		return nil
+	})
 }
 
 // OOMKilled reports whether the kernel's OOM killer killed a process of the

@@ -71,6 +71,7 @@ func TestV2Fake(t *testing.T) {
 	if got := read(t, filepath.Join(dir, "memory.max")); got != "33554432" {
 		t.Errorf("memory.max = %q", got)
 	}
+	checkLift(t, g, filepath.Join(dir, "cpu.max"), "max 100000", "20000 100000")
 	if err := g.Add(4242); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +127,22 @@ func TestV1Fake(t *testing.T) {
 	}
 	if got := read(t, filepath.Join(root, "cpu/ms/r1/s-1/cpu.cfs_period_us")); got != "100000" {
 		t.Errorf("cfs_period_us = %q", got)
+	}
+	checkLift(t, g, filepath.Join(root, "cpu/ms/r1/s-1/cpu.cfs_quota_us"), "-1", "35000")
+	// A group without a CPU cap, and no group at all, have nothing to lift.
+	mg, err := m.New("s-2", Limits{MemoryBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.LiftCPU()(); err != nil {
+		t.Errorf("lifting no cap: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cpu/ms/r1/s-2")); !os.IsNotExist(err) {
+		t.Errorf("a memory-only group got a cpu group: %v", err)
+	}
+	var none *Group
+	if err := none.LiftCPU()(); err != nil {
+		t.Errorf("lifting a nil group: %v", err)
 	}
 	if got := read(t, filepath.Join(root, "memory/outer/ms/r1/s-1/memory.limit_in_bytes")); got != "67108864" {
 		t.Errorf("limit_in_bytes = %q", got)
@@ -197,6 +214,18 @@ func TestReal(t *testing.T) {
 			}
 		}
 	}
+	// The kernel takes the lift and the cap back.
+	cpuFile, unlimited, capped := filepath.Join(g.Dirs()[0], "cpu.max"), "max 100000", "20000 100000"
+	if m.Version() == V1 {
+		cpuFile, unlimited, capped = filepath.Join(g.Dirs()[0], "cpu.cfs_quota_us"), "-1", "20000"
+	}
+	restore := g.LiftCPU()
+	if got := read(t, cpuFile); got != unlimited {
+		t.Errorf("lifted: %s = %q, want %q", cpuFile, got, unlimited)
+	}
+	if err := restore(); err != nil || read(t, cpuFile) != capped {
+		t.Errorf("restored: %v, %s = %q, want %q", err, cpuFile, read(t, cpuFile), capped)
+	}
 	if g.OOMKilled() {
 		t.Fatal("OOM reported before anything was allocated")
 	}
@@ -253,4 +282,25 @@ func TestPruneStale(t *testing.T) {
 	if _, err := m.New("s-9", Limits{CPUPercent: 50}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// checkLift: LiftCPU writes the unlimited value to file, and its restore
+// (once, however often called) writes the cap back.
+func checkLift(t *testing.T, g *Group, file, unlimited, capped string) {
+	t.Helper()
+	restore := g.LiftCPU()
+	if got := read(t, file); got != unlimited {
+		t.Errorf("lifted: %s = %q, want %q", file, got, unlimited)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, file); got != capped {
+		t.Errorf("restored: %s = %q, want %q", file, got, capped)
+	}
+	mustWrite(t, file, "changed since")
+	if err := restore(); err != nil || read(t, file) != "changed since" {
+		t.Errorf("a second restore wrote again: %v", err)
+	}
+	mustWrite(t, file, capped)
 }
