@@ -401,6 +401,11 @@ func (s *Store) Runner(ctx context.Context, id string) (Runner, error) {
 	if err != nil {
 		return Runner{}, fmt.Errorf("state: get runner %s: %w", id, err)
 	}
+	return s.decodeRunner(id, b)
+}
+
+// decodeRunner decodes a runner record unless it is the one decoded last.
+func (s *Store) decodeRunner(id string, b []byte) (Runner, error) {
 	if c, ok := s.runners.Load(id); ok && bytes.Equal(c.(cachedRunner).raw, b) {
 		return c.(cachedRunner).r, nil
 	}
@@ -410,6 +415,40 @@ func (s *Store) Runner(ctx context.Context, id string) (Runner, error) {
 	}
 	s.runners.Store(id, cachedRunner{raw: b, r: r})
 	return r, nil
+}
+
+// RunnerAndProgram reads a session's runner and program in one round trip;
+// each missing one is ErrNotFound in its own error.
+func (s *Store) RunnerAndProgram(ctx context.Context, runnerID, programID string) (r Runner, p model.Program, runnerErr, programErr error) {
+	var rc, pc *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		rc = pl.Get(ctx, prefixRunner+runnerID)
+		pc = pl.Get(ctx, prefixProgram+programID)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		err = fmt.Errorf("state: get runner %s and program %s: %w", runnerID, programID, err)
+		return r, p, err, err
+	}
+	switch b, err := rc.Bytes(); {
+	case errors.Is(err, redis.Nil):
+		runnerErr = ErrNotFound
+	case err != nil:
+		runnerErr = fmt.Errorf("state: get runner %s: %w", runnerID, err)
+	default:
+		r, runnerErr = s.decodeRunner(runnerID, b)
+	}
+	switch b, err := pc.Bytes(); {
+	case errors.Is(err, redis.Nil):
+		programErr = ErrNotFound
+	case err != nil:
+		programErr = fmt.Errorf("state: get program %s: %w", programID, err)
+	default:
+		if err := json.Unmarshal(b, &p); err != nil {
+			programErr = fmt.Errorf("state: decode program %s: %w", programID, err)
+		}
+	}
+	return r, p, runnerErr, programErr
 }
 
 // RunnerAlive reports whether runner id is registered (its heartbeat has

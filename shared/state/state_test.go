@@ -150,6 +150,34 @@ func TestPrograms(t *testing.T) {
 	}
 }
 
+// RunnerAndProgram reads both in one round trip and says which is missing.
+func TestRunnerAndProgram(t *testing.T) {
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			if err := s.RegisterRunner(ctx, Runner{ID: "r", URL: "http://r", Capacity: 2}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			p := model.Program{ID: "00000000000000cc", Name: "fw", SHA256: "ab"}
+			if err := s.PutProgram(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			r, got, rerr, perr := s.RunnerAndProgram(ctx, "r", p.ID)
+			if rerr != nil || perr != nil || r.URL != "http://r" || got.SHA256 != "ab" {
+				t.Fatalf("both there: %+v %+v %v %v", r, got, rerr, perr)
+			}
+			_, _, rerr, perr = s.RunnerAndProgram(ctx, "gone", p.ID)
+			if !errors.Is(rerr, ErrNotFound) || perr != nil {
+				t.Fatalf("runner missing: %v %v", rerr, perr)
+			}
+			_, _, rerr, perr = s.RunnerAndProgram(ctx, "r", "00000000000000dd")
+			if rerr != nil || !errors.Is(perr, ErrNotFound) {
+				t.Fatalf("program missing: %v %v", rerr, perr)
+			}
+		})
+	}
+}
+
 // Each tenant pages over its own sessions; deleting drops them from the
 // tenant's index, and sessions without a tenant are the default tenant's.
 func TestTenantSessions(t *testing.T) {

@@ -183,15 +183,23 @@ func (h *Handler) release(ctx context.Context, s model.Session) {
 // through, so a session of another tenant is answered exactly like an
 // unknown id and ids do not leak.
 func (h *Handler) Get(ctx context.Context, id string) (model.Session, error) {
+	s, err := h.Owned(ctx, id)
+	if err == nil && s.State == model.StateRunning {
+		s, err = h.checkRunner(ctx, s)
+	}
+	return s, err
+}
+
+// Owned is the caller's session as stored, or a 404, without Get's check
+// that a running session's runner lives: for callers that read the runner
+// record anyway (and call Get when it is gone).
+func (h *Handler) Owned(ctx context.Context, id string) (model.Session, error) {
 	if !model.ValidID(id) {
 		return model.Session{}, httpapi.NotFound("session %q not found (ids are 16 hex digits)", id)
 	}
 	s, err := h.d.State.GetSession(ctx, id)
 	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, s.Tenant)) {
 		return model.Session{}, httpapi.NotFound("session %s not found", id)
-	}
-	if err == nil && s.State == model.StateRunning {
-		s, err = h.checkRunner(ctx, s)
 	}
 	return s, err
 }
@@ -303,6 +311,11 @@ func (h *Handler) runner(ctx context.Context, s *model.Session, place bool) (*ru
 	if err != nil {
 		return nil, err
 	}
+	return h.Client(r)
+}
+
+// Client is the API client of runner r.
+func (h *Handler) Client(r state.Runner) (*runnerapi.Client, error) {
 	return runnerapi.NewClient(r.URL, h.d.RunnerToken)
 }
 

@@ -21,6 +21,7 @@ import (
 	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
@@ -99,6 +100,12 @@ func (h *Handler) snapshotBoard(ctx context.Context, s model.Session) error {
 	if err != nil {
 		return err
 	}
+	return boardSnapshots(caps, s)
+}
+
+// boardSnapshots refuses a session whose board cannot restore on the
+// emulator caps describes.
+func boardSnapshots(caps board.Capabilities, s model.Session) error {
 	be, _ := caps.Backend(s.Backend)
 	b, ok := be.Board(s.Machine)
 	if !ok {
@@ -130,27 +137,25 @@ func (h *Handler) Create(ctx context.Context, sessionID string, in CreateRequest
 		return model.Snapshot{}, httpapi.BadRequest("description is limited to 1024 characters")
 	}
 	t0 := time.Now()
-	s, err := h.d.Sessions.Get(ctx, sessionID)
+	// Two round trips to Redis: the session, then its runner (whose
+	// capabilities say whether the board restores) and program together.
+	s, err := h.d.Sessions.Owned(ctx, sessionID)
 	if err != nil {
 		return model.Snapshot{}, err
 	}
-	// Three independent lookups: made at once, as each is a round trip to
-	// Redis, and checked in order.
-	var (
-		wg                        sync.WaitGroup
-		boardErr, progErr, runErr error
-		p                         model.Program
-		rc                        *runnerapi.Client
-	)
-	wg.Go(func() { boardErr = h.snapshotBoard(ctx, s) })
-	wg.Go(func() { p, progErr = h.d.State.GetProgram(ctx, s.ProgramID) })
-	wg.Go(func() {
-		sc := s
-		rc, runErr = h.d.Sessions.Runner(ctx, &sc, false)
-	})
-	wg.Wait()
-	if boardErr != nil {
-		return model.Snapshot{}, boardErr
+	r, p, runErr, progErr := h.d.State.RunnerAndProgram(ctx, s.RunnerID, s.ProgramID)
+	if errors.Is(runErr, state.ErrNotFound) && s.State == model.StateRunning {
+		// Its runner is gone: Get records the session as lost and says so.
+		if s, err = h.d.Sessions.Get(ctx, sessionID); err != nil {
+			return model.Snapshot{}, err
+		}
+	}
+	if runErr == nil {
+		if err := boardSnapshots(r.Capabilities, s); err != nil {
+			return model.Snapshot{}, err
+		}
+	} else if err := h.snapshotBoard(ctx, s); err != nil {
+		return model.Snapshot{}, err
 	}
 	if s.State != model.StateRunning {
 		return model.Snapshot{}, httpapi.Conflict("session %s is %s; only a running session can be snapshotted", s.ID, s.State)
@@ -158,11 +163,15 @@ func (h *Handler) Create(ctx context.Context, sessionID string, in CreateRequest
 	if progErr != nil {
 		return model.Snapshot{}, fmt.Errorf("program %s of session %s: %w", s.ProgramID, s.ID, progErr)
 	}
-	if runErr == nil && rc == nil {
+	if errors.Is(runErr, state.ErrNotFound) {
 		runErr = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, s.ID)
 	}
 	if runErr != nil {
 		return model.Snapshot{}, runErr
+	}
+	rc, err := h.d.Sessions.Client(r)
+	if err != nil {
+		return model.Snapshot{}, err
 	}
 	snap := model.Snapshot{
 		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: in.Name, Description: in.Description, SessionID: s.ID,
