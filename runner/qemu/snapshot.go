@@ -91,25 +91,34 @@ func (p *Process) Save(ctx context.Context, path string, paused func()) error {
 	return err
 }
 
+// CommitGrace bounds how long SaveTo keeps the guest paused for its commit:
+// a store that is slower than this finishes with the guest running.
+const CommitGrace = 250 * time.Millisecond
+
 // SaveTo streams the machine's full state into w over a unix socket QEMU
 // connects to (no cat process, no second pass over a file). The guest is
 // paused for the capture and resumed afterwards if it was running.
 //
 // paused, if set, runs while the guest is paused, alongside the capture (to
-// note where its output stood). captured, if set, is told the capture's
-// outcome (nil: the whole state reached w) as soon as it is known, while the
-// guest is being resumed, so the caller can commit the state meanwhile. The
-// returned error also covers the resume.
+// note where its output stood). commit, if set, is told the capture's
+// outcome (nil: the whole state reached w) and makes the state durable; its
+// error is SaveTo's. The guest stays paused while commit runs, for up to
+// CommitGrace: a resumed guest competes with the store for the CPU, and on
+// two cores with a guest that prints flat out, storing first made the whole
+// save 10 to 25 % faster.
 //
-// QMP commands that follow one another go out together (QEMU runs them in
-// order): status, stop and migrate in one round trip, the migration's
-// outcome and the resume in another.
-func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func(), captured func(error)) error {
+// SaveTo returns once the resume is sent. Its outcome arrives on resumed
+// (nil if the guest was not running): a guest that prints flat out holds
+// QEMU's big lock so much that the reply can take milliseconds, and the
+// state is stored whatever it says.
+func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func(), commit func(error) error) (resumed <-chan error, err error) {
+	notPaused := make(chan error, 1)
+	notPaused <- nil
 	sock := filepath.Join(p.dir, MigrationSocket)
 	os.Remove(sock)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
-		return fmt.Errorf("qemu: listen for migration: %w", err)
+		return notPaused, fmt.Errorf("qemu: listen for migration: %w", err)
 	}
 	defer os.Remove(sock)
 	defer ln.Close()
@@ -118,7 +127,7 @@ func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func(), captur
 	running, err := p.pauseAndMigrate(qctx, "unix:"+ln.Addr().String())
 	cancel()
 	if err != nil {
-		return err
+		return notPaused, err
 	}
 	noted := make(chan struct{})
 	go func() {
@@ -133,30 +142,59 @@ func (p *Process) SaveTo(ctx context.Context, w io.Writer, paused func(), captur
 	}
 	<-noted
 	qctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	// The stream ended, so the migration is over: ask how it went and
-	// resume together.
-	var outcome, resumed *qmp.Call
 	if err == nil {
-		outcome, err = p.QMP.Send(qctx, "query-migrate", nil)
+		// The stream ended, so the migration is over; its outcome is final.
+		var outcome *qmp.Call
+		if outcome, err = p.QMP.Send(qctx, "query-migrate", nil); err == nil {
+			err = p.migrated(qctx, outcome)
+		}
 	}
-	var rerr error
-	if running {
-		resumed, rerr = p.QMP.Send(qctx, "cont", nil)
+	committed := make(chan error, 1)
+	go func() {
+		if commit == nil {
+			committed <- nil
+			return
+		}
+		committed <- commit(err)
+	}()
+	grace := time.NewTimer(CommitGrace)
+	defer grace.Stop()
+	select {
+	case cerr := <-committed:
+		committed <- cerr
+	case <-grace.C:
 	}
-	if outcome != nil {
-		err = p.migrated(qctx, outcome)
+	resumed = p.resume(qctx, cancel, running)
+	if cerr := <-committed; err == nil {
+		err = cerr
 	}
-	if captured != nil {
-		captured(err)
+	return resumed, err
+}
+
+// resume sends cont if the guest ran, and reports its reply on the returned
+// channel; cancel ends ctx once the reply is in.
+func (p *Process) resume(ctx context.Context, cancel context.CancelFunc, running bool) <-chan error {
+	out := make(chan error, 1)
+	if !running {
+		cancel()
+		out <- nil
+		return out
 	}
-	if resumed != nil {
-		_, rerr = resumed.Wait(qctx)
+	call, err := p.QMP.Send(ctx, "cont", nil)
+	if err != nil {
+		cancel()
+		out <- fmt.Errorf("qemu: resume after snapshot: %w", err)
+		return out
 	}
-	if rerr != nil && err == nil {
-		err = fmt.Errorf("qemu: resume after snapshot: %w", rerr)
-	}
-	return err
+	go func() {
+		defer cancel()
+		if _, err := call.Wait(ctx); err != nil {
+			out <- fmt.Errorf("qemu: resume after snapshot: %w", err)
+			return
+		}
+		out <- nil
+	}()
+	return out
 }
 
 // pauseAndMigrate sends query-status, stop and migrate at once. Stopping a

@@ -113,9 +113,9 @@ func TestSaveRestoreContinues(t *testing.T) {
 }
 
 // TestSaveToStream streams a running machine's state into memory: paused
-// runs while the guest is paused, captured hears of the complete state, the
-// source runs on, and the state restores (through RestoreFrom) into a
-// machine that continues the stream.
+// runs while the guest is paused, commit hears of the complete state while
+// the guest is still paused, the source runs on, and the state restores
+// (through RestoreFrom) into a machine that continues the stream.
 func TestSaveToStream(t *testing.T) {
 	fw := testFirmware(t, "mps2-an385", "fw.elf")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -134,19 +134,24 @@ func TestSaveToStream(t *testing.T) {
 		r.ReadString('\n')
 	}
 	var state bytes.Buffer
-	var pausedState string
-	var capturedErr = errors.New("captured not called")
-	var capturedLen int
-	err = src.SaveTo(ctx, &state, func() {
+	var pausedState, commitState string
+	var committedErr = errors.New("commit not called")
+	var committedLen int
+	resumed, err := src.SaveTo(ctx, &state, func() {
 		pausedState, _ = src.QMP.Status(ctx)
-	}, func(err error) {
-		capturedErr, capturedLen = err, state.Len()
+	}, func(err error) error {
+		commitState, _ = src.QMP.Status(ctx)
+		committedErr, committedLen = err, state.Len()
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pausedState != "paused" || capturedErr != nil || capturedLen != state.Len() || state.Len() == 0 {
-		t.Fatalf("paused saw %q; captured saw %v, %d of %d bytes", pausedState, capturedErr, capturedLen, state.Len())
+	if pausedState != "paused" || commitState != "postmigrate" || committedErr != nil || committedLen != state.Len() || state.Len() == 0 {
+		t.Fatalf("paused saw %q; commit saw %q, %v, %d of %d bytes", pausedState, commitState, committedErr, committedLen, state.Len())
+	}
+	if err := <-resumed; err != nil {
+		t.Fatal(err)
 	}
 	if st, _ := src.QMP.Status(ctx); st != "running" {
 		t.Fatalf("source after save: %s", st)
@@ -172,8 +177,75 @@ func TestSaveToStream(t *testing.T) {
 }
 
 // TestSaveToFailingWriter ends the capture when its consumer fails: the
-// error reaches captured and the caller, and the guest runs on.
+// error reaches commit and the caller, and the guest runs on.
 func TestSaveToFailingWriter(t *testing.T) {
+	src := startRunning(t)
+	ctx := t.Context()
+	var captured error
+	resumed, err := src.SaveTo(ctx, failingWriter{}, nil, func(err error) error { captured = err; return err })
+	if !errors.Is(err, errDiskFull) || !errors.Is(captured, errDiskFull) {
+		t.Fatalf("SaveTo: %v; commit got: %v", err, captured)
+	}
+	if err := <-resumed; err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := src.QMP.Status(ctx); st != "running" {
+		t.Fatalf("source after a failed save: %s", st)
+	}
+	// The failed migration is over: the next one works.
+	resumed, err = src.SaveTo(ctx, io.Discard, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-resumed
+}
+
+// TestSaveToCommitFails: a commit that cannot store the state fails the
+// save, and the guest runs on.
+func TestSaveToCommitFails(t *testing.T) {
+	src := startRunning(t)
+	resumed, err := src.SaveTo(t.Context(), io.Discard, nil, func(err error) error { return errDiskFull })
+	if !errors.Is(err, errDiskFull) {
+		t.Fatalf("SaveTo: %v, want the commit's error", err)
+	}
+	if err := <-resumed; err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := src.QMP.Status(t.Context()); st != "running" {
+		t.Fatalf("source after a failed commit: %s", st)
+	}
+}
+
+// TestSaveToSlowCommit: a commit slower than CommitGrace finishes with the
+// guest already running again; its outcome is still SaveTo's.
+func TestSaveToSlowCommit(t *testing.T) {
+	src := startRunning(t)
+	ctx := t.Context()
+	var during string
+	_, err := src.SaveTo(ctx, io.Discard, nil, func(err error) error {
+		time.Sleep(3 * CommitGrace)
+		during, _ = src.QMP.Status(ctx)
+		return err
+	})
+	if err != nil || during != "running" {
+		t.Fatalf("SaveTo: %v; a slow commit saw the guest %q, want running", err, during)
+	}
+}
+
+// startRunning starts the test firmware on mps2-an385 and lets it run.
+func startRunning(t *testing.T) *Process {
+	t.Helper()
+	src := startPaused(t)
+	if _, err := src.QMP.Execute(t.Context(), "cont", nil); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// startPaused starts the test firmware on mps2-an385, paused (as Start
+// leaves it), with its console drained.
+func startPaused(t *testing.T) *Process {
+	t.Helper()
 	fw := testFirmware(t, "mps2-an385", "fw.elf")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -181,20 +253,9 @@ func TestSaveToFailingWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Stop(time.Second)
-	src.QMP.Execute(ctx, "cont", nil)
-	var captured error
-	err = src.SaveTo(ctx, failingWriter{}, nil, func(err error) { captured = err })
-	if !errors.Is(err, errDiskFull) || !errors.Is(captured, errDiskFull) {
-		t.Fatalf("SaveTo: %v; captured: %v", err, captured)
-	}
-	if st, _ := src.QMP.Status(ctx); st != "running" {
-		t.Fatalf("source after a failed save: %s", st)
-	}
-	// The failed migration is over: the next one works.
-	if err := src.SaveTo(ctx, io.Discard, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { src.Stop(time.Second) })
+	go io.Copy(io.Discard, src.Console)
+	return src
 }
 
 var errDiskFull = errors.New("disk full")
@@ -206,17 +267,15 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
 // TestSaveToKeepsPausedMachinePaused: a machine that was not running (here
 // never started) is saved and not resumed.
 func TestSaveToKeepsPausedMachinePaused(t *testing.T) {
-	fw := testFirmware(t, "mps2-an385", "fw.elf")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	src, err := Start(ctx, Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: fw, Format: model.FormatELF}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Stop(time.Second)
+	src := startPaused(t)
+	ctx := t.Context()
 	var state bytes.Buffer
-	if err := src.SaveTo(ctx, &state, nil, nil); err != nil || state.Len() == 0 {
+	resumed, err := src.SaveTo(ctx, &state, nil, nil)
+	if err != nil || state.Len() == 0 {
 		t.Fatalf("SaveTo: %v, %d bytes", err, state.Len())
+	}
+	if err := <-resumed; err != nil {
+		t.Fatal(err)
 	}
 	if st, _ := src.QMP.Status(ctx); st == "running" {
 		t.Fatal("a machine that was not running runs after the save")
