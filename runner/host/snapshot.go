@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,70 +58,103 @@ func (r *Runner) Snapshot(ctx context.Context, id string, req runnerapi.Snapshot
 		s.mu.Unlock()
 		return runnerapi.SnapshotResult{}, httpapi.Conflict("session %s is not running; only a running machine can be snapshotted", id)
 	}
-	dir := filepath.Join(r.cfg.Dir, "cache")
-	f, err := os.CreateTemp(dir, ".snap-*")
-	if err != nil {
-		s.mu.Unlock()
-		return runnerapi.SnapshotResult{}, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	// The state is hashed and uploaded as it streams out of QEMU, and kept
-	// in the cache; the console offset is read while the guest is paused.
-	pr, pw := io.Pipe()
-	stored := make(chan error, 1)
-	go func() {
-		err := r.blobs.Put(ctx, req.BlobKey, pr, -1, "application/octet-stream")
-		pr.CloseWithError(err)
-		stored <- err
-	}()
+	// The state is gathered in memory and hashed as it streams out of QEMU
+	// (an S3 upload needs its length first anyway); the console offset is
+	// read while the guest is paused.
+	state := statePool.Get().(*bytes.Buffer)
+	state.Reset()
+	defer statePool.Put(state)
 	h := sha256.New()
-	var size counter
 	res := runnerapi.SnapshotResult{EmulatorVersion: r.caps.Backends[0].Version, ManifestStored: req.Manifest != nil}
-	var manifest chan error // set once the manifest is being written
+	// QEMU's capture work runs outside the guest's CPU cap (the guest is
+	// paused meanwhile); the cap is back before the guest resumes.
+	t, _ := r.trackedOf(p)
+	capped := t.group.LiftCPU()
+	defer capped()
+	var cached string
 	t0 := time.Now()
-	err = p.SaveTo(ctx, io.MultiWriter(f, h, &size, pw), func() {
-		drainConsole(s, p.Console)
-		res.ConsoleOffset = s.ring.End()
-	}, func(err error) {
-		// Commit the state, and write its manifest beside it, while the
-		// guest resumes.
-		pw.CloseWithError(err)
-		res.Size, res.SHA256 = int64(size), hex.EncodeToString(h.Sum(nil))
-		if err == nil && req.Manifest != nil {
-			manifest = make(chan error, 1)
-			go func(res runnerapi.SnapshotResult) { manifest <- r.putManifest(ctx, req, res) }(res)
+	resumed, err := p.SaveTo(ctx, io.MultiWriter(state, h), func() {
+		res.ConsoleOffset = drainConsole(s, p.Console)
+	}, func(err error) error {
+		if cerr := capped(); cerr != nil {
+			r.log.Error("snapshot: CPU cap not restored", "session", id, "err", cerr)
 		}
+		if err != nil {
+			return err
+		}
+		res.Size, res.SHA256 = int64(state.Len()), hex.EncodeToString(h.Sum(nil))
+		// The state, its manifest and the runner's cached copy (a restore
+		// here needs no download) are written at once, while the guest is
+		// still paused (see qemu.Process.SaveTo).
+		var serr, merr error
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			serr = r.blobs.Put(ctx, req.BlobKey, bytes.NewReader(state.Bytes()), int64(state.Len()), "application/octet-stream")
+		})
+		if req.Manifest != nil {
+			wg.Go(func() { merr = r.putManifest(ctx, req, res) })
+		}
+		cached = r.cacheState(state.Bytes(), res.SHA256)
+		wg.Wait()
+		if serr != nil {
+			return fmt.Errorf("store snapshot %s: %w", req.SnapshotID, serr)
+		}
+		if merr != nil {
+			return fmt.Errorf("store manifest of snapshot %s: %w", req.SnapshotID, merr)
+		}
+		return nil
 	})
-	pw.CloseWithError(err) // in case the capture never began
 	t1 := time.Now()
+	go func() {
+		if err := <-resumed; err != nil {
+			r.log.Error("guest not resumed after snapshot", "session", id, "err", err)
+		}
+	}()
 	if err == nil {
 		s.restorable = true
 	}
 	s.mu.Unlock()
-	if serr := <-stored; err == nil && serr != nil {
-		err = fmt.Errorf("store snapshot %s: %w", req.SnapshotID, serr)
-	}
-	if manifest != nil {
-		if merr := <-manifest; err == nil && merr != nil {
-			err = fmt.Errorf("store manifest of snapshot %s: %w", req.SnapshotID, merr)
-		}
-	}
 	if err != nil {
 		cctx := context.WithoutCancel(ctx)
 		r.blobs.Remove(cctx, req.BlobKey)
 		if req.Manifest != nil {
 			r.blobs.Remove(cctx, req.ManifestKey)
 		}
+		if cached != "" {
+			os.Remove(cached)
+		}
 		return runnerapi.SnapshotResult{}, fmt.Errorf("snapshot of session %s: %w", id, err)
 	}
 	// The next restore of this session finds a paused -incoming QEMU ready.
-	defer r.prepare(s)
-	// Keep it in the cache: a restore on this runner needs no download.
-	_ = os.Link(f.Name(), filepath.Join(dir, res.SHA256+".state"))
-	r.log.Debug("snapshot stored", "session", id, "snapshot", req.SnapshotID, "size", res.Size,
-		"save_ms", ms(t1.Sub(t0)), "store_ms", ms(time.Since(t1)))
+	r.prepare(s)
+	r.log.Debug("snapshot stored", "session", id, "snapshot", req.SnapshotID, "size", res.Size, "save_ms", ms(t1.Sub(t0)))
 	return res, nil
+}
+
+// statePool keeps state buffers from one snapshot to the next: a state is
+// hundreds of kilobytes, and a fresh buffer costs page faults and copies
+// as it grows.
+var statePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// cacheState keeps a saved state in the runner's cache under its sha256,
+// so a restore on this runner needs no download, and returns its path ("" if
+// it could not be written: the blob store still has it).
+func (r *Runner) cacheState(b []byte, sum string) string {
+	dir := filepath.Join(r.cfg.Dir, "cache")
+	f, err := os.CreateTemp(dir, ".snap-*")
+	if err != nil {
+		return ""
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	path := filepath.Join(dir, sum+".state")
+	if err != nil || os.Rename(f.Name(), path) != nil {
+		return ""
+	}
+	return path
 }
 
 // putManifest stores the request's manifest completed with res.
@@ -132,14 +166,6 @@ func (r *Runner) putManifest(ctx context.Context, req runnerapi.SnapshotRequest,
 		return err
 	}
 	return r.blobs.Put(ctx, req.ManifestKey, bytes.NewReader(b), int64(len(b)), "application/json")
-}
-
-// counter counts the bytes written through it.
-type counter int64
-
-func (c *counter) Write(b []byte) (int, error) {
-	*c += counter(len(b))
-	return len(b), nil
 }
 
 // Restore replaces the session's machine (running or not) with the saved
@@ -218,29 +244,41 @@ func restoreFile(ctx context.Context, p *qemu.Process, path string) error {
 	return p.RestoreFrom(ctx, f)
 }
 
-// drainConsole waits (briefly) until the pump has moved every byte QEMU
-// wrote to the console socket into the ring, so the offset recorded with a
-// snapshot is where the paused guest's output really stands. The guest is
-// paused, so nothing new arrives.
-func drainConsole(s *session, c net.Conn) {
+// drainConsole returns where the paused guest's output stands: the ring's
+// end once the pump has moved every byte QEMU wrote to the console socket
+// into it. The pump is poked out of its read to do that itself; if it does
+// not answer (its QEMU is gone) within a moment, the ring's end as it is.
+func drainConsole(s *session, c net.Conn) int64 {
+	reply := make(chan int64, 1)
+	select {
+	case s.drain <- reply:
+	default: // a drain that timed out left its request: take its place
+		select {
+		case <-s.drain:
+		default:
+		}
+		s.drain <- reply
+	}
+	c.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case end := <-reply:
+		return end
+	case <-time.After(200 * time.Millisecond):
+		return s.ring.End()
+	}
+}
+
+// queued is how many bytes wait in a socket's receive queue.
+func queued(c net.Conn) int {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return
+		return 0
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return
+		return 0
 	}
-	deadline := time.Now().Add(200 * time.Millisecond)
-	last := int64(-1)
-	for time.Now().Before(deadline) {
-		pending := 0
-		raw.Control(func(fd uintptr) { pending, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
-		end := s.ring.End()
-		if pending == 0 && end == last {
-			return
-		}
-		last = end
-		time.Sleep(500 * time.Microsecond)
-	}
+	n := 0
+	raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+	return n
 }
