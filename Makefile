@@ -80,6 +80,7 @@ bench: deps-test firmware plugin
 	$(GO) test -count=1 -run '^$$' -bench RoundTrip -benchtime 5000x -timeout 30m ./runner/gdb/
 	$(GO) test -count=1 -run '^$$' -bench 'Overhead|Report' -benchtime 20x -timeout 30m ./runner/coverage/
 	$(GO) test -count=1 -run '^$$' -bench GetSessionAt200rps -benchtime 1000x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench ConsoleFlood -benchtime 5x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench 'Jobs$$' -benchtime 20x -timeout 30m ./e2e/
 
 clean:

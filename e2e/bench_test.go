@@ -194,3 +194,69 @@ func BenchmarkGetSessionAt200rps(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConsoleFlood measures what a guest that prints flat out costs:
+// the CPU of the standalone process (the runner's console pump and
+// everything else) and of QEMU, as percent of one core, over one second per
+// iteration, with the bytes that reached the console ring per second; with
+// the default gathering of output between reads and with none.
+func BenchmarkConsoleFlood(b *testing.B) {
+	for _, gather := range []string{"1ms", "0"} {
+		b.Run("gather-"+gather, func(b *testing.B) { consoleFlood(b, "MS_CONSOLE_GATHER="+gather) })
+	}
+}
+
+func consoleFlood(b *testing.B, env string) {
+	pl := startStandalone(b, "MS_LOG_LEVEL=warn", env)
+	id := runningSession(b, pl, "mps2-an385")
+	pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/console", []byte("stream\r"), nil)
+	time.Sleep(200 * time.Millisecond)
+	qemus := emulators(pl.socketDir + "/" + id)
+	if len(qemus) != 1 {
+		b.Fatalf("want the session's one emulator, found %v", qemus)
+	}
+	self := pl.procs[0].cmd.Process.Pid
+	// Where the console ring ends: the next offset after its newest byte.
+	end := func() int64 {
+		req, _ := http.NewRequest("GET", pl.base+"/api/v1/sessions/"+id+"/console?limit=1&offset=999999999999", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		n, err := strconv.ParseInt(resp.Header.Get("X-Console-Next-Offset"), 10, 64)
+		if err != nil {
+			b.Fatalf("console end: %d %v", resp.StatusCode, err)
+		}
+		return n
+	}
+	var platform, qemu, bytes float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p0, q0, e0 := cpuTicks(b, self), cpuTicks(b, qemus[0]), end()
+		time.Sleep(time.Second)
+		platform += float64(cpuTicks(b, self) - p0)
+		qemu += float64(cpuTicks(b, qemus[0]) - q0)
+		bytes += float64(end() - e0)
+	}
+	b.StopTimer()
+	pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/console", []byte("x\r"), nil)
+	pl.must(b, 204, "DELETE", "/api/v1/sessions/"+id, nil, nil)
+	n := float64(b.N)
+	b.ReportMetric(platform/n, "platform-cpu-%") // clock ticks are 1/100 s
+	b.ReportMetric(qemu/n, "qemu-cpu-%")
+	b.ReportMetric(bytes/n/1024, "console-KiB/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// cpuTicks is a process's user plus system time in clock ticks.
+func cpuTicks(b *testing.B, pid int) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return utime + stime
+}

@@ -40,14 +40,22 @@ func BenchmarkSnapshot(b *testing.B) {
 			pl := form.start(b, "MS_LOG_LEVEL=warn")
 			id := runningSession(b, pl, board)
 
-			var save, rawSave, restore, rawCold, rawDefer []time.Duration
+			var save, rawSave, quiet, rawQuiet, restore, rawCold, rawDefer []time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
+				// A machine that prints nothing (the firmware's idle loop),
+				// then raw QEMU's likewise.
+				t0 := time.Now()
+				var snap map[string]any
+				pl.must(b, 201, "POST", "/api/v1/sessions/"+id+"/snapshots", map[string]string{"name": "quiet"}, &snap)
+				quiet = append(quiet, time.Since(t0))
+				rawQuiet = append(rawQuiet, raw.save(b, false))
+				pl.must(b, 204, "DELETE", "/api/v1/snapshots/"+snap["id"].(string), nil, nil)
+
 				// Snapshot a machine that is printing, so the restored one prints at once.
 				pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/console", []byte("stream\r"), nil)
 				time.Sleep(50 * time.Millisecond)
-				t0 := time.Now()
-				var snap map[string]any
+				t0 = time.Now()
 				pl.must(b, 201, "POST", "/api/v1/sessions/"+id+"/snapshots", map[string]string{"name": "bench"}, &snap)
 				save = append(save, time.Since(t0))
 
@@ -55,7 +63,7 @@ func BenchmarkSnapshot(b *testing.B) {
 				pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/console", []byte("x\r"), nil)
 				// Raw QEMU's save right away, while the platform is as idle as
 				// it was for the API save.
-				rawSave = append(rawSave, raw.save(b))
+				rawSave = append(rawSave, raw.save(b, true))
 				time.Sleep(20 * time.Millisecond)
 				restore = append(restore, timeRestore(b, pl, id, snap["id"].(string)))
 				// The restored machine streams again: quiet it while raw QEMU is timed.
@@ -74,11 +82,15 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 			report("save", save)
 			report("raw-migrate", rawSave)
+			report("save-quiet", quiet)
+			report("raw-migrate-quiet", rawQuiet)
 			report("restore", restore)
 			report("raw-incoming-cold", rawCold)
 			report("raw-incoming-defer", rawDefer)
 			b.ReportMetric(float64(percentile(save, 0.5))/float64(percentile(rawSave, 0.5)), "save-ratio-p50")
 			b.ReportMetric(float64(percentile(save, 0.95))/float64(percentile(rawSave, 0.95)), "save-ratio-p95")
+			b.ReportMetric(float64(percentile(quiet, 0.5))/float64(percentile(rawQuiet, 0.5)), "save-quiet-ratio-p50")
+			b.ReportMetric(float64(percentile(quiet, 0.95))/float64(percentile(rawQuiet, 0.95)), "save-quiet-ratio-p95")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -153,23 +165,27 @@ func startRaw(b *testing.B, board, fw string) *rawMachine {
 	p.QMP.Execute(ctx, "cont", nil)
 	time.Sleep(100 * time.Millisecond)
 	m := &rawMachine{p: p, state: filepath.Join(dir, "state")}
-	m.save(b) // the restores need a state from the start
+	m.save(b, true) // the restores need a state from the start
 	return m
 }
 
-// save times one migration of the machine while it prints, as the API save
-// is timed, and quiets it again.
-func (m *rawMachine) save(b *testing.B) time.Duration {
+// save times one migration of the machine, while it prints if printing (as
+// the API save is timed) and quiets it again.
+func (m *rawMachine) save(b *testing.B, printing bool) time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	m.p.Console.Write([]byte("stream\r"))
-	time.Sleep(50 * time.Millisecond)
+	if printing {
+		m.p.Console.Write([]byte("stream\r"))
+		time.Sleep(50 * time.Millisecond)
+	}
 	t0 := time.Now()
 	if err := m.p.Save(ctx, m.state, nil); err != nil {
 		b.Fatal(err)
 	}
 	d := time.Since(t0)
-	m.p.Console.Write([]byte("x\r"))
+	if printing {
+		m.p.Console.Write([]byte("x\r"))
+	}
 	return d
 }
 
