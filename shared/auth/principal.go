@@ -2,9 +2,11 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/state"
 )
 
 // Scope is a permission a credential carries.
@@ -71,6 +73,13 @@ func Tenant(ctx context.Context) string {
 // tenant. Callers answer 404, not 403, when it does not, so ids do not leak.
 func Owns(ctx context.Context, t string) bool {
 	return Tenant(ctx) == model.TenantOr(t)
+}
+
+// Hidden reports whether a record of tenant t, read with err, must be
+// answered exactly like an unknown id: it is missing (state.ErrNotFound) or
+// it is another tenant's. Lookups by id go through it, so ids do not leak.
+func Hidden(ctx context.Context, t string, err error) bool {
+	return errors.Is(err, state.ErrNotFound) || (err == nil && !Owns(ctx, t))
 }
 
 // PlatformAdmin reports whether the request comes from an operator: an

@@ -11,7 +11,6 @@ import (
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
-	"github.com/machineserver/machineserver/shared/state"
 )
 
 // CDEvents in and out (payloads and mapping in events/cdevents.go), so a
@@ -69,10 +68,7 @@ func (h *Handler) cdArtifact(ctx context.Context, e cloudevents.Event) (cmdevent
 		return cmdevent.Reply{}, cdError(err)
 	}
 	p, err := h.d.Programs.ProgramByKey(ctx, key)
-	if err == nil && !auth.Owns(ctx, p.Tenant) {
-		err = state.ErrNotFound
-	}
-	if errors.Is(err, state.ErrNotFound) {
+	if auth.Hidden(ctx, p.Tenant, err) {
 		return cmdevent.Reply{}, httpapi.Unprocessable("no program was registered from bucket key %q (artifact %s); upload it to the programs bucket first", key, cd.Subject.ID)
 	}
 	if err != nil {

@@ -242,17 +242,14 @@ func (h *Handler) create(ctx context.Context, id, ruleID string, in model.JobSpe
 	}
 	if in.ProgramKey != "" {
 		p, err := h.d.Programs.ProgramByKey(ctx, in.ProgramKey)
-		if err == nil && !auth.Owns(ctx, p.Tenant) {
-			err = state.ErrNotFound
-		}
-		if errors.Is(err, state.ErrNotFound) {
+		if auth.Hidden(ctx, p.Tenant, err) {
 			return model.Job{}, false, httpapi.Unprocessable("no program was registered from program_key %q; upload it to the programs bucket (or use program_id)", in.ProgramKey)
 		}
 		if err != nil {
 			return model.Job{}, false, err
 		}
 		in.ProgramID = p.ID
-	} else if p, err := h.d.State.GetProgram(ctx, in.ProgramID); errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, p.Tenant)) {
+	} else if p, err := h.d.State.GetProgram(ctx, in.ProgramID); auth.Hidden(ctx, p.Tenant, err) {
 		return model.Job{}, false, httpapi.Unprocessable("program %s does not exist; upload it with POST /api/v1/programs", in.ProgramID)
 	} else if err != nil {
 		return model.Job{}, false, err
@@ -316,7 +313,7 @@ func (h *Handler) Get(ctx context.Context, id string) (model.Job, error) {
 		return model.Job{}, httpapi.NotFound("job %q not found (ids are 16 hex digits)", id)
 	}
 	j, err := h.d.State.GetJob(ctx, id)
-	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, j.Tenant)) {
+	if auth.Hidden(ctx, j.Tenant, err) {
 		return model.Job{}, httpapi.NotFound("job %s not found", id)
 	}
 	return j, err
@@ -593,7 +590,7 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 			// says whose it is and which key it came from, and only its
 			// tenant may run rules for it.
 			p, err := h.d.State.GetProgram(ctx, in.ID)
-			if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, p.Tenant)) {
+			if auth.Hidden(ctx, p.Tenant, err) {
 				return cmdevent.Reply{}, httpapi.Unprocessable("program %s does not exist", in.ID)
 			}
 			if err != nil {

@@ -184,7 +184,7 @@ func (h *Handler) Get(ctx context.Context, id string) (model.Program, error) {
 	p, err := h.d.State.GetProgram(ctx, id)
 	// Another tenant's program is answered like a missing one, so ids do
 	// not leak.
-	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, p.Tenant)) {
+	if auth.Hidden(ctx, p.Tenant, err) {
 		return model.Program{}, httpapi.NotFound("program %s not found", id)
 	}
 	return p, err

@@ -198,7 +198,7 @@ func (h *Handler) Owned(ctx context.Context, id string) (model.Session, error) {
 		return model.Session{}, httpapi.NotFound("session %q not found (ids are 16 hex digits)", id)
 	}
 	s, err := h.d.State.GetSession(ctx, id)
-	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, s.Tenant)) {
+	if auth.Hidden(ctx, s.Tenant, err) {
 		return model.Session{}, httpapi.NotFound("session %s not found", id)
 	}
 	return s, err
@@ -348,7 +348,7 @@ func (h *Handler) program(ctx context.Context, s model.Session, programID string
 		return runnerapi.Program{}, httpapi.Unprocessable("program_id %q is not a program id (16 hex digits)", programID)
 	}
 	p, err := h.d.State.GetProgram(ctx, programID)
-	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, p.Tenant)) {
+	if auth.Hidden(ctx, p.Tenant, err) {
 		// Another tenant's program reads exactly like a missing one.
 		return runnerapi.Program{}, httpapi.NotFound("program %s not found; upload it with POST /api/v1/programs", programID)
 	}

@@ -228,7 +228,7 @@ func (h *Handler) Get(ctx context.Context, id string) (model.Snapshot, error) {
 		return model.Snapshot{}, httpapi.NotFound("snapshot %q not found (ids are 16 hex digits)", id)
 	}
 	snap, err := h.d.State.GetSnapshot(ctx, id)
-	if errors.Is(err, state.ErrNotFound) || (err == nil && !auth.Owns(ctx, snap.Tenant)) {
+	if auth.Hidden(ctx, snap.Tenant, err) {
 		return model.Snapshot{}, httpapi.NotFound("snapshot %s not found", id)
 	}
 	return snap, err
