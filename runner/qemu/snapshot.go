@@ -22,21 +22,8 @@ import (
 func (p *Process) migration(ctx context.Context) error {
 	for {
 		raw, err := p.QMP.Execute(ctx, "query-migrate", nil)
-		if err != nil {
-			return fmt.Errorf("qemu: query-migrate: %w", err)
-		}
-		var st struct {
-			Status    string `json:"status"`
-			ErrorDesc string `json:"error-desc"`
-		}
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("qemu: query-migrate: %w", err)
-		}
-		switch st.Status {
-		case "completed":
-			return nil
-		case "failed", "cancelled":
-			return fmt.Errorf("qemu: migration %s: %s", st.Status, st.ErrorDesc)
+		if over, err := migrationOver(raw, err); over {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -46,6 +33,28 @@ func (p *Process) migration(ctx context.Context) error {
 		case <-time.After(500 * time.Microsecond):
 		}
 	}
+}
+
+// migrationOver reads a query-migrate answer: over is false while the
+// migration still runs; err is its failure (or the query's).
+func migrationOver(raw json.RawMessage, err error) (over bool, _ error) {
+	if err != nil {
+		return true, fmt.Errorf("qemu: query-migrate: %w", err)
+	}
+	var st struct {
+		Status    string `json:"status"`
+		ErrorDesc string `json:"error-desc"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return true, fmt.Errorf("qemu: query-migrate: %w", err)
+	}
+	switch st.Status {
+	case "completed":
+		return true, nil
+	case "failed", "cancelled":
+		return true, fmt.Errorf("qemu: migration %s: %s", st.Status, st.ErrorDesc)
+	}
+	return false, nil
 }
 
 // Save writes the machine's full state to path with a QMP migration (QEMU
@@ -238,22 +247,8 @@ func (p *Process) pauseAndMigrate(ctx context.Context, uri string) (running bool
 // closes the stream only once the migration is over, so it is final; should
 // it not be, wait for it.
 func (p *Process) migrated(ctx context.Context, outcome *qmp.Call) error {
-	raw, err := outcome.Wait(ctx)
-	if err != nil {
-		return fmt.Errorf("qemu: query-migrate: %w", err)
-	}
-	var st struct {
-		Status    string `json:"status"`
-		ErrorDesc string `json:"error-desc"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("qemu: query-migrate: %w", err)
-	}
-	switch st.Status {
-	case "completed":
-		return nil
-	case "failed", "cancelled":
-		return fmt.Errorf("qemu: migration %s: %s", st.Status, st.ErrorDesc)
+	if over, err := migrationOver(outcome.Wait(ctx)); over {
+		return err
 	}
 	return p.migration(ctx)
 }

@@ -40,22 +40,9 @@ var seqRe = regexp.MustCompile(`seq=(\d+)\r\n`)
 // TestSaveRestoreContinues saves a streaming firmware and restores it into a
 // new process: the sequence goes on from where the save cut it.
 func TestSaveRestoreContinues(t *testing.T) {
-	fw := testFirmware(t, "mps2-an385", "fw.elf")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: fw, Format: model.FormatELF}}
-	src, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Stop(time.Second)
-	src.QMP.Execute(ctx, "cont", nil)
-	r := bufio.NewReader(src.Console)
-	r.ReadString('\n') // banner
-	src.Console.Write([]byte("stream\r"))
-	for i := 0; i < 100; i++ {
-		r.ReadString('\n')
-	}
+	cfg, src := startStreaming(t, 100)
 	state := filepath.Join(sockDir(t), "s.state")
 	if err := src.Save(ctx, state, nil); err != nil {
 		t.Fatal(err)
@@ -117,22 +104,9 @@ func TestSaveRestoreContinues(t *testing.T) {
 // the guest is still paused, the source runs on, and the state restores
 // (through RestoreFrom) into a machine that continues the stream.
 func TestSaveToStream(t *testing.T) {
-	fw := testFirmware(t, "mps2-an385", "fw.elf")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: fw, Format: model.FormatELF}}
-	src, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Stop(time.Second)
-	src.QMP.Execute(ctx, "cont", nil)
-	r := bufio.NewReader(src.Console)
-	r.ReadString('\n') // banner
-	src.Console.Write([]byte("stream\r"))
-	for range 50 {
-		r.ReadString('\n')
-	}
+	cfg, src := startStreaming(t, 50)
 	var state bytes.Buffer
 	var pausedState, commitState string
 	var committedErr = errors.New("commit not called")
@@ -246,16 +220,41 @@ func startRunning(t *testing.T) *Process {
 // leaves it), with its console drained.
 func startPaused(t *testing.T) *Process {
 	t.Helper()
-	fw := testFirmware(t, "mps2-an385", "fw.elf")
+	_, src := start(t)
+	go io.Copy(io.Discard, src.Console)
+	return src
+}
+
+// startStreaming starts the test firmware on mps2-an385 printing its
+// sequence, and reads the banner and the given number of lines of it.
+func startStreaming(t *testing.T, lines int) (Config, *Process) {
+	t.Helper()
+	cfg, src := start(t)
+	if _, err := src.QMP.Execute(t.Context(), "cont", nil); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(src.Console)
+	r.ReadString('\n') // banner
+	src.Console.Write([]byte("stream\r"))
+	for range lines {
+		r.ReadString('\n')
+	}
+	return cfg, src
+}
+
+// start starts the test firmware on mps2-an385, paused, and returns its
+// config (for a restore target in another directory) and process.
+func start(t *testing.T) (Config, *Process) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	src, err := Start(ctx, Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: fw, Format: model.FormatELF}})
+	cfg := Config{Binary: "qemu-system-arm", Machine: "mps2-an385", Dir: sockDir(t), Firmware: Firmware{Path: testFirmware(t, "mps2-an385", "fw.elf"), Format: model.FormatELF}}
+	src, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Stop(time.Second) })
-	go io.Copy(io.Discard, src.Console)
-	return src
+	return cfg, src
 }
 
 var errDiskFull = errors.New("disk full")
