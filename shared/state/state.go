@@ -117,8 +117,14 @@ func put(ctx context.Context, pipe redis.Cmdable, key, index, id string, created
 }
 
 func get[T any](ctx context.Context, rdb redis.Cmdable, key string) (T, error) {
+	return value[T](key, rdb.Get(ctx, key))
+}
+
+// value decodes the reply of a GET of key (sent alone or pipelined);
+// a missing key is ErrNotFound.
+func value[T any](key string, c *redis.StringCmd) (T, error) {
 	var v T
-	b, err := rdb.Get(ctx, key).Bytes()
+	b, err := c.Bytes()
 	if errors.Is(err, redis.Nil) {
 		return v, ErrNotFound
 	}
@@ -394,18 +400,19 @@ func (s *Store) UnregisterRunner(ctx context.Context, id string) error {
 // only its decoding is skipped when the bytes are unchanged. Callers must
 // not modify the capabilities' slices.
 func (s *Store) Runner(ctx context.Context, id string) (Runner, error) {
-	b, err := s.rdb.Get(ctx, prefixRunner+id).Bytes()
+	return s.runner(id, s.rdb.Get(ctx, prefixRunner+id))
+}
+
+// runner decodes the reply of a GET of runner id's record (sent alone or
+// pipelined), unless it is the record decoded last.
+func (s *Store) runner(id string, c *redis.StringCmd) (Runner, error) {
+	b, err := c.Bytes()
 	if errors.Is(err, redis.Nil) {
 		return Runner{}, ErrNotFound
 	}
 	if err != nil {
 		return Runner{}, fmt.Errorf("state: get runner %s: %w", id, err)
 	}
-	return s.decodeRunner(id, b)
-}
-
-// decodeRunner decodes a runner record unless it is the one decoded last.
-func (s *Store) decodeRunner(id string, b []byte) (Runner, error) {
 	if c, ok := s.runners.Load(id); ok && bytes.Equal(c.(cachedRunner).raw, b) {
 		return c.(cachedRunner).r, nil
 	}
@@ -421,33 +428,14 @@ func (s *Store) decodeRunner(id string, b []byte) (Runner, error) {
 // each missing one is ErrNotFound in its own error.
 func (s *Store) RunnerAndProgram(ctx context.Context, runnerID, programID string) (r Runner, p model.Program, runnerErr, programErr error) {
 	var rc, pc *redis.StringCmd
-	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+	// A failed round trip fails both commands: each reports it below.
+	_, _ = s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		rc = pl.Get(ctx, prefixRunner+runnerID)
 		pc = pl.Get(ctx, prefixProgram+programID)
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		err = fmt.Errorf("state: get runner %s and program %s: %w", runnerID, programID, err)
-		return r, p, err, err
-	}
-	switch b, err := rc.Bytes(); {
-	case errors.Is(err, redis.Nil):
-		runnerErr = ErrNotFound
-	case err != nil:
-		runnerErr = fmt.Errorf("state: get runner %s: %w", runnerID, err)
-	default:
-		r, runnerErr = s.decodeRunner(runnerID, b)
-	}
-	switch b, err := pc.Bytes(); {
-	case errors.Is(err, redis.Nil):
-		programErr = ErrNotFound
-	case err != nil:
-		programErr = fmt.Errorf("state: get program %s: %w", programID, err)
-	default:
-		if err := json.Unmarshal(b, &p); err != nil {
-			programErr = fmt.Errorf("state: decode program %s: %w", programID, err)
-		}
-	}
+	r, runnerErr = s.runner(runnerID, rc)
+	p, programErr = value[model.Program](prefixProgram+programID, pc)
 	return r, p, runnerErr, programErr
 }
 
