@@ -228,19 +228,22 @@ func throttled(t *testing.T, pid int) int {
 // of wall time, over 2 s.
 func cpuShare(t *testing.T, pid int) float64 {
 	t.Helper()
-	ticks := func() float64 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		u, _ := strconv.ParseFloat(f[11], 64)
-		s, _ := strconv.ParseFloat(f[12], 64)
-		return (u + s) / 100 // USER_HZ
-	}
-	c0, t0 := ticks(), time.Now()
+	c0, t0 := cpuSeconds(t, pid), time.Now()
 	time.Sleep(2 * time.Second)
-	return (ticks() - c0) / time.Since(t0).Seconds()
+	return (cpuSeconds(t, pid) - c0) / time.Since(t0).Seconds()
+}
+
+// cpuSeconds is a process's CPU time (user+system, all threads) so far.
+func cpuSeconds(t testing.TB, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100 // USER_HZ
 }
 
 // runnableShare is the fraction of 2 s QEMU's threads spent running or
