@@ -46,7 +46,7 @@ type Settings struct {
 	// byte per send and its socket holds only about a hundred such sends,
 	// so this also paces a guest that prints flat out: 1 ms gives it about
 	// 160 KiB/s (fourteen times a 115200-baud UART) for a quarter of a core
-	// in the runner, where reading as it comes gives 370 to 500 KiB/s for
+	// in the runner, where reading as it comes gives 370 to 640 KiB/s for
 	// all of one.
 	ConsoleGather time.Duration `envconfig:"MS_CONSOLE_GATHER" default:"1ms"`
 	StopGrace     time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
