@@ -24,10 +24,7 @@ import (
 // reason, keys work until revoked, and session tokens open only their own
 // session's console or gdb stream.
 func TestAuth(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) { authScenario(t, form.start(t)) })
 	}
 }

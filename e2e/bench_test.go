@@ -147,10 +147,7 @@ func emulatorPSS(b *testing.B, dir string) int {
 // BenchmarkGetSessionAt200rps measures GET /api/v1/sessions/{id} latency
 // under an open-loop load of 200 requests per second.
 func BenchmarkGetSessionAt200rps(b *testing.B) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		b.Run(form.name, func(b *testing.B) {
 			pl := form.start(b, "MS_LOG_LEVEL=warn")
 			var s map[string]any

@@ -21,10 +21,7 @@ import (
 // TestCloudEvents drives the functions with real CloudEvents, in binary and
 // structured mode, and checks the replies and the events published to K_SINK.
 func TestCloudEvents(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
 			rec := &eventstest.Recorder{}
 			sink := httptest.NewServer(rec)

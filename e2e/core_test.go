@@ -15,10 +15,7 @@ const seedSession = `{"name":"my-session","backend":"qemu","board_config":{"proc
 536870912,"size":20480}}}}`
 
 func TestPlatform(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
 			pl := form.start(t)
 			t.Run("lifecycle", func(t *testing.T) { lifecycle(t, pl) })

@@ -109,10 +109,7 @@ func (pl *platform) coverageJSON(t *testing.T, path string) covReport {
 }
 
 func TestCoverage(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
 			rec := &eventstest.Recorder{}
 			sink := httptest.NewServer(rec)

@@ -17,10 +17,7 @@ import (
 // TestGDB debugs a session with the real gdb-multiarch over the direct TCP
 // path and over the WebSocket tunnel (msctl), on both forms of the platform.
 func TestGDB(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) { debugSession(t, form.start(t)) })
 	}
 }

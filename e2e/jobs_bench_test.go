@@ -47,10 +47,7 @@ func BenchmarkJobs(b *testing.B) {
 	const board = "netduino2"
 	const pattern = "MS-TEST-FW netduino2 ready"
 	fw := firmware(b, board, "fw.elf")
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		b.Run(form.name, func(b *testing.B) {
 			pl := form.start(b, "MS_LOG_LEVEL=warn", "MS_JOB_WORKERS=2")
 			prog := uploadFW(b, pl, board)

@@ -20,10 +20,7 @@ import (
 // TestJobs runs test jobs end to end in both forms: real QEMU, the job
 // queue on real Redis (distributed) and miniredis (standalone).
 func TestJobs(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
 			pl := form.start(t, "MS_JOB_WORKERS=2")
 			jobs(t, pl)

@@ -197,6 +197,12 @@ func shortDir(t testing.TB, prefix string) string {
 	return d
 }
 
+// forms are the platform's two forms, for the tests that run on both.
+var forms = []struct {
+	name  string
+	start func(testing.TB, ...string) *platform
+}{{"standalone", startStandalone}, {"distributed", startDistributed}}
+
 // startStandalone runs `machineserver` on a free port with a fresh data dir.
 func startStandalone(t testing.TB, env ...string) *platform {
 	port := testenv.FreePort(t)

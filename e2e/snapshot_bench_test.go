@@ -32,10 +32,7 @@ func BenchmarkSnapshot(b *testing.B) {
 	raw := startRaw(b, board, fw)
 	state := raw.state
 
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		b.Run(form.name, func(b *testing.B) {
 			pl := form.start(b, "MS_LOG_LEVEL=warn")
 			id := runningSession(b, pl, board)

@@ -67,10 +67,7 @@ func continues(t *testing.T, what string, snapAt, resumed, later int) {
 }
 
 func TestSnapshots(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
 			pl := form.start(t)
 			snapshots(t, pl)

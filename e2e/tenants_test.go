@@ -18,10 +18,7 @@ import (
 // any of them: every attempt is the same 404 an unknown id gets, lists are
 // empty, and the owner still has everything afterwards.
 func TestTenantIsolation(t *testing.T) {
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) { tenantIsolation(t, form.start(t)) })
 	}
 }

@@ -82,10 +82,7 @@ func (r *triggerRelay) serve(w http.ResponseWriter, req *http.Request) {
 // bucket prefix runs the program to passed with its console log stored.
 func TestObjectUploadTrigger(t *testing.T) {
 	hookToken := randomHex(16)
-	for _, form := range []struct {
-		name  string
-		start func(testing.TB, ...string) *platform
-	}{{"standalone", startStandalone}, {"distributed", startDistributed}} {
+	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
 			hook := newTriggerRelay(t, nil)
 			// The Broker's part: program.stored (published to K_SINK) goes
