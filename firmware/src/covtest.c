@@ -12,10 +12,16 @@
  *                 once it has been handled.
  *   covbench.elf  (COV_BENCH) runs a fixed CPU-bound workload at boot and
  *                 exits with status 0: the coverage overhead benchmark.
+ * Both link the stand-in C library (covlib.h) and the program's own
+ * assembly (covasm.S), and call each once at boot.
  */
 #include <stdint.h>
 
 #include "board.h"
+#include "covlib.h"
+
+/* In covasm.S: returns 2 * v. */
+uint32_t asm_twice(uint32_t v);
 
 #define LOOP_ITERATIONS 7u   /* the tests expect exactly this count */
 #define NEVER_MAGIC 0x5AFEC0DEu
@@ -173,11 +179,15 @@ static void wait_for_rx(void)
 
 int main(void)
 {
+	char word[4];
+
 	uart_init();
 	classify(3);
 	classify(42);
 	sink = loop_known();
 	maybe_never();
+	lib_memcpy(word, "COV", 4);
+	sink = lib_strlen(word) + asm_twice(2);
 #ifdef COV_BENCH
 	bench();
 	semihosting_exit(0);

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -67,12 +68,15 @@ func TestKnownPaths(t *testing.T) {
 				t.Errorf("input branch ran before any input: %s", describe(br[0]))
 			}
 
+			booted := g.snapshot(t)
 			g.send(t, "b")
 			g.expect(t, "ready\r\nb")
-			f = covFile(t, report.Analyze(prog, g.snapshot(t)))
+			afterB := g.snapshot(t)
+			f = covFile(t, report.Analyze(prog, afterB))
 			if n := lineCount(t, f, m["on-b"]); n != 1 {
 				t.Errorf("after 'b': on-b count %d, want 1", n)
 			}
+			checkWindow(t, report.Analyze(prog, report.Subtract(afterB, booted)))
 			br := branchesAt(t, f, m["on-b-if"])[0]
 			if !br.Executed || br.Taken+br.NotTaken != 1 {
 				t.Errorf("after 'b': input branch %s, want one outcome once", describe(br))
@@ -93,7 +97,7 @@ func TestKnownPaths(t *testing.T) {
 			g.waitExit(t, 0)
 			final := g.read(t)
 			r = report.Analyze(prog, final)
-			if !r.Final || r.Snapshot.Reason != "exit" || len(r.Notes) != 0 {
+			if !r.Final || r.Snapshot.Reason != "exit" || len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "outside the program's sources") {
 				t.Fatalf("after semihosting exit: reason %q final %v notes %v", r.Snapshot.Reason, r.Final, r.Notes)
 			}
 			f = covFile(t, r)
@@ -106,6 +110,7 @@ func TestKnownPaths(t *testing.T) {
 				t.Errorf("%d branches undetermined", r.BranchesUndetermined)
 			}
 			checkOutputs(t, r)
+			checkLibrary(t, prog, r, final)
 
 			twice := covFile(t, report.Analyze(prog, report.Merge(final, final)))
 			if n := lineCount(t, twice, m["loop-body"]); n != 14 {
@@ -159,8 +164,20 @@ func checkOutputs(t *testing.T, r *report.Report) {
 		rc.Close()
 		pages[zf.Name] = b.String()
 	}
-	if len(pages) != len(r.Files)+1 || !strings.Contains(pages["index.html"], "covtest.c") {
-		t.Errorf("HTML zip has %d pages for %d files; index: %.300s", len(pages), len(r.Files), pages["index.html"])
+	if len(pages) != len(r.Files)+len(r.OtherFiles)+1 || !strings.Contains(pages["index.html"], "covtest.c") {
+		t.Errorf("HTML zip has %d pages for %d+%d files; index: %.300s", len(pages), len(r.Files), len(r.OtherFiles), pages["index.html"])
+	}
+	// Dated at the snapshot (to the zip format's 2 s), not 1980.
+	for _, zf := range zr.File {
+		if d := zf.Modified.Sub(r.Snapshot.Time); d < -2*time.Second || d > 2*time.Second {
+			t.Errorf("%s dated %s, the snapshot %s", zf.Name, zf.Modified, r.Snapshot.Time)
+		}
+	}
+	// The index says which files' text was found: the program's own were,
+	// the stand-in library's (built "elsewhere") were not.
+	idx := pages["index.html"]
+	if !regexp.MustCompile(`covtest\.c</a>.*shown`).MatchString(idx) || !regexp.MustCompile(`covlib\.c</a>.*not available`).MatchString(idx) {
+		t.Errorf("index does not say which files have source text: %s", idx)
 	}
 	found := false
 	for _, p := range pages {
@@ -168,6 +185,72 @@ func checkOutputs(t *testing.T, r *report.Report) {
 	}
 	if !found {
 		t.Error("no HTML page shows covtest.c's source and functions")
+	}
+}
+
+// checkWindow checks the report of a window opened after boot, in which
+// only 'b' was handled: main was entered before it, so it has 0 calls but
+// executed; code that ran at boot only did not execute in it.
+func checkWindow(t *testing.T, r *report.Report) {
+	t.Helper()
+	f := covFile(t, r)
+	if fn := function(t, f.Functions, "main"); fn.Count != 0 || !fn.Executed {
+		t.Errorf("main in a window opened after boot: %+v, want 0 calls and executed", fn)
+	}
+	for _, name := range []string{"classify", "never_called"} {
+		if fn := function(t, f.Functions, name); fn.Count != 0 || fn.Executed {
+			t.Errorf("%s in a window opened after boot: %+v, want neither called nor executed", name, fn)
+		}
+	}
+	if !slices.ContainsFunc(r.Notes, func(n string) bool {
+		return strings.Contains(n, "without being entered") && strings.Contains(n, "main")
+	}) {
+		t.Errorf("notes do not explain main's 0 calls: %v", r.Notes)
+	}
+}
+
+// checkLibrary checks where the report puts the files of the stand-in C
+// library (built with debug paths of a machine that does not exist) and of
+// the firmware's own assembly (named relative to its compilation
+// directory): the library's apart in OtherFiles, out of the totals and the
+// LCOV unless all files are asked for, the assembly with the program's.
+func checkLibrary(t *testing.T, prog *report.Program, r *report.Report, c report.Counts) {
+	t.Helper()
+	src := filepath.Join(moduleRoot(t), "firmware", "src")
+	lib := "/nonexistent/toolchain-build/newlib/src/"
+	var other []string
+	for _, f := range r.OtherFiles {
+		other = append(other, f.Path)
+	}
+	if want := []string{lib + "covlib.c", lib + "covlib_copy.S"}; !slices.Equal(other, want) {
+		t.Errorf("other files %q, want %q", other, want)
+	}
+	for _, fn := range []string{"lib_memcpy", "lib_strlen", "asm_twice"} {
+		if got := function(t, r.Functions, fn); got.Count != 1 || !got.Executed {
+			t.Errorf("%s: %+v, want called once", fn, got)
+		}
+	}
+	own := map[string]bool{}
+	for _, f := range r.Files {
+		own[f.Path] = true
+	}
+	if !own[filepath.Join(src, "covasm.S")] || !own[filepath.Join(src, "covtest.c")] || len(own) != 4 {
+		t.Errorf("program's files %v, want covtest.c, covasm.S, startup.c and the UART's under %s", own, src)
+	}
+
+	all := report.AnalyzeAll(prog, c)
+	if len(all.Files) != len(r.Files)+len(r.OtherFiles) || len(all.OtherFiles) != 0 ||
+		all.Totals.Lines.Found != r.Totals.Lines.Found+r.OtherFiles[0].Totals.Lines.Found+r.OtherFiles[1].Totals.Lines.Found {
+		t.Errorf("all files: %d files, %d other, totals %+v; the program's: %d files, totals %+v", len(all.Files), len(all.OtherFiles), all.Totals, len(r.Files), r.Totals)
+	}
+	tracefile := writeFile(t, "all.info", func(f *os.File) error { return all.WriteLCOV(f, "") })
+	if got := lcovSummary(t, tracefile); got != all.Totals {
+		t.Errorf("lcov --summary of all files %+v, JSON totals %+v", got, all.Totals)
+	}
+	// What the default leaves out is what genhtml could not read.
+	out, err := exec.Command("genhtml", "-o", t.TempDir(), tracefile).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), lib) {
+		t.Errorf("genhtml of all files, with the library's missing: %v\n%s", err, out)
 	}
 }
 
@@ -288,7 +371,7 @@ func TestKillKeepsLastSnapshot(t *testing.T) {
 }
 
 // TestStrippedAndRaw: an ELF without DWARF gives functions only, one without
-// symbols and a BIN give addresses only, each saying so.
+// symbols (fully stripped) and a BIN give addresses only, each saying so.
 func TestStrippedAndRaw(t *testing.T) {
 	elf := firmware(t, "netduino2", "cov.elf")
 	strip := tool(t, "arm-none-eabi-strip", "binutils-arm-none-eabi")
@@ -339,8 +422,11 @@ func TestStrippedAndRaw(t *testing.T) {
 		if r.Level != report.LevelAddress || len(r.Blocks) == 0 {
 			t.Fatalf("level %s with %d blocks, want address", r.Level, len(r.Blocks))
 		}
-		if err := r.WriteLCOV(&bytes.Buffer{}, ""); !errors.Is(err, report.ErrAddressOnly) {
-			t.Fatalf("LCOV without symbols: %v, want ErrAddressOnly", err)
+		if err := r.WriteLCOV(&bytes.Buffer{}, ""); !errors.Is(err, report.ErrNoSymbols) {
+			t.Fatalf("LCOV without symbols: %v, want ErrNoSymbols", err)
+		}
+		if !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "fully stripped") && !strings.Contains(n, "BIN") }) {
+			t.Errorf("notes do not say the ELF is fully stripped: %v", r.Notes)
 		}
 	})
 	t.Run("bin", func(t *testing.T) {
@@ -357,7 +443,7 @@ func TestStrippedAndRaw(t *testing.T) {
 		if err := json.Unmarshal(buf.Bytes(), &decoded); err != nil {
 			t.Fatal(err)
 		}
-		if decoded.Level != "address" || len(decoded.Blocks) == 0 || !slices.ContainsFunc(decoded.Notes, func(n string) bool { return strings.Contains(n, "address only") }) {
+		if decoded.Level != "address" || len(decoded.Blocks) == 0 || !slices.ContainsFunc(decoded.Notes, func(n string) bool { return strings.Contains(n, "BIN or HEX image") }) {
 			t.Fatalf("BIN JSON: %s", buf.String())
 		}
 		buf.Reset()

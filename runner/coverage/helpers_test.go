@@ -308,15 +308,19 @@ func lcovSummary(t *testing.T, tracefile string) report.Totals {
 	return tot
 }
 
-// genhtml renders a tracefile and fails on any warning or error.
+// genhtml renders a tracefile as a user would, with default flags and then
+// with branches, from a directory of its own (so a relative path in the
+// tracefile finds nothing), and fails on any warning or error.
 func genhtml(t *testing.T, tracefile string) {
 	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(tool(t, "genhtml", "lcov"), "--branch-coverage", "--quiet", "-o", t.TempDir(), tracefile)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil || stderr.Len() > 0 || bytes.Contains(bytes.ToLower(out), []byte("warning")) {
-		t.Fatalf("genhtml: %v\nstderr: %s\nstdout: %s", err, stderr.String(), out)
+	for _, flags := range [][]string{nil, {"--branch-coverage"}} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(tool(t, "genhtml", "lcov"), append(flags, "-o", t.TempDir(), tracefile)...)
+		cmd.Dir, cmd.Stderr = t.TempDir(), &stderr
+		out, err := cmd.Output()
+		if err != nil || stderr.Len() > 0 || bytes.Contains(bytes.ToLower(out), []byte("warning")) {
+			t.Fatalf("genhtml %v: %v\nstderr: %s\nstdout: %s", flags, err, stderr.String(), out)
+		}
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"path"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,49 @@ func TestSweep(t *testing.T) {
 		if got := a.maxCount(c.lo, c.hi); got != c.want {
 			t.Errorf("[0x%x, 0x%x): %d, want %d", c.lo, c.hi, got, c.want)
 		}
+	}
+}
+
+// TestOwnSources: the program's sources are found from the unit holding
+// main, for the layouts builds produce, and the toolchain's files are not.
+func TestOwnSources(t *testing.T) {
+	for _, c := range []struct {
+		name, compDir, mainFile string
+		roots                   []string
+		own, other              []string
+	}{
+		{"make at the top", "/home/u/proj", "/home/u/proj/src/main.c", []string{"/home/u/proj"},
+			[]string{"/home/u/proj/drivers/uart.c", "/home/u/proj/startup.s"},
+			[]string{"/home/u/projx/a.c", "/build/newlib-Hs9v/newlib/libc/stdlib/malloc.c", "/usr/lib/gcc/arm-none-eabi/12.2.1/include/arm_acle.h", "src/memcpy.S"}},
+		{"cmake build dir", "/home/u/proj/build/app", "/home/u/proj/app/main.c", []string{"/home/u/proj"},
+			[]string{"/home/u/proj/lib/x.c", "/home/u/proj/build/gen.c"}, []string{"/home/tcwg/build/sbrk.c"}},
+		{"nothing in common", "/tmp/build", "/proj/src/main.c", []string{"/tmp/build", "/proj/src"},
+			[]string{"/tmp/build/gen.c", "/proj/src/x/y.c"}, []string{"/proj/lib/z.c", "/tmp/buildx/a.c"}},
+		{"prefix-mapped to .", ".", "src/main.c", []string{"."},
+			[]string{"src/a.c", "lib/b.c"}, []string{"../outside.c", "/opt/tc/newlib/memcpy.S"}},
+		{"windows", `C:\Users\u\proj\Debug`, "C:/Users/u/proj/Core/Src/main.c", []string{"C:/Users/u/proj"},
+			[]string{`C:\Users\u\proj\Drivers\hal.c`}, []string{"C:/ST/toolchain/newlib/sbrk.c", "/build/newlib/sbrk.c"}},
+		{"windows drives only", `D:\build`, "C:/proj/main.c", []string{"D:/build", "C:/proj"},
+			[]string{"C:/proj/a.c", "D:/build/b.c"}, []string{"C:/other/c.c"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := &Program{Roots: sourceRoots(c.compDir, path.Dir(cleanPath(c.mainFile)))}
+			if !slices.Equal(p.Roots, c.roots) {
+				t.Fatalf("roots %q, want %q", p.Roots, c.roots)
+			}
+			for _, f := range c.own {
+				if !p.Own(f) {
+					t.Errorf("%s is not the program's", f)
+				}
+			}
+			for _, f := range c.other {
+				if p.Own(f) {
+					t.Errorf("%s is the program's", f)
+				}
+			}
+		})
+	}
+	if !(&Program{}).Own("/anything.c") {
+		t.Error("without roots, a file is not the program's")
 	}
 }

@@ -8,7 +8,12 @@
 // that can write the counts format can feed it.
 //
 // How much can be mapped depends on the image: an ELF with DWARF gives
-// lines, functions and branches (LevelSource); without DWARF only functions
-// (LevelFunction, ErrNoDebugInfo for LCOV); a BIN or HEX image only block
-// addresses (LevelAddress, ErrAddressOnly).
+// lines, functions and branches (LevelSource); with symbols but no DWARF
+// only functions (LevelFunction, ErrNoDebugInfo for LCOV); a fully stripped
+// ELF (ErrNoSymbols) or a BIN or HEX image (ErrAddressOnly) only block
+// addresses (LevelAddress).
+//
+// Reports cover the program's own sources (Program.Own) unless asked for
+// all files: the toolchain's and libraries' files name directories of the
+// machine they were built on, where no one's genhtml can read them.
 package coverage

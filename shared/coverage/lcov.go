@@ -12,14 +12,12 @@ import (
 // record per source file, with test name tn (may be empty). Branches are
 // BRDA:<line>,<block>,<branch>,<count> with branch 0 = jumped to the target
 // and 1 = fell through; a branch that never ran (or whose outcomes are
-// undetermined) is "-". It needs source lines: ErrNoDebugInfo for an ELF
-// without DWARF, ErrAddressOnly for BIN/HEX.
+// undetermined) is "-". Only Files are written, not OtherFiles. It needs
+// source lines: ErrNoDebugInfo for an ELF without DWARF, ErrNoSymbols for
+// one without symbols either, ErrAddressOnly for BIN/HEX.
 func (r *Report) WriteLCOV(w io.Writer, tn string) error {
-	switch r.Level {
-	case LevelFunction:
-		return ErrNoDebugInfo
-	case LevelAddress:
-		return ErrAddressOnly
+	if r.unmapped != nil {
+		return r.unmapped
 	}
 	bw := bufio.NewWriter(w)
 	// LCOV test names are letters, digits and underscores.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -27,12 +28,15 @@ const (
 )
 
 var (
-	// ErrNoDebugInfo means the ELF has no DWARF line table, so there are no
-	// source lines to report: only functions (from symbols) and addresses.
-	ErrNoDebugInfo = errors.New("coverage: the ELF has no debug info (no DWARF line table): build it with -g; only function-level coverage from its symbols is available")
-	// ErrAddressOnly means the program is a raw image (BIN or HEX) or an ELF
-	// without symbols: coverage is reported per block address only.
-	ErrAddressOnly = errors.New("coverage: the program has no symbols or debug info (a BIN or HEX image): coverage is reported per block address only")
+	// ErrNoDebugInfo means the ELF has function symbols but no DWARF line
+	// table, so there are no source lines to report: only functions.
+	ErrNoDebugInfo = errors.New("coverage: the ELF has no debug info (no DWARF line table: built without -g, or stripped with --strip-debug): only function-level coverage from its symbols is available; upload the ELF built with -g for lines and branches")
+	// ErrNoSymbols means the ELF has neither DWARF nor function symbols (it
+	// was fully stripped): coverage is reported per block address only.
+	ErrNoSymbols = errors.New("coverage: the ELF has no debug info and no function symbols (fully stripped, as by strip --strip-all or gcc -s): coverage is reported per block address only; an ELF stripped with --strip-debug keeps function-level coverage, one built with -g and not stripped gives lines and branches")
+	// ErrAddressOnly means the program is a raw image (BIN or HEX): coverage
+	// is reported per block address only.
+	ErrAddressOnly = errors.New("coverage: the program is a BIN or HEX image, which has no symbols or debug info: coverage is reported per block address only; upload the ELF for functions, lines and branches")
 )
 
 // Function is a function symbol of the program.
@@ -65,8 +69,15 @@ type segment struct {
 type Program struct {
 	Level     Level
 	Functions []Function // sorted by Addr
-	// Files are the source files with line info, sorted.
+	// Files are the source files with line info, sorted. A relative name in
+	// the line table is joined to its unit's compilation directory.
 	Files []string
+	// Roots are the directories that hold the program's own sources (see
+	// Own). Empty when unknown: then every file counts as the program's.
+	Roots []string
+
+	// elf is false for a raw image, whose address-only report says so.
+	elf bool
 
 	lines    []lineRange // sorted by lo
 	code     []codeRange // sorted, from function symbols minus $d data
@@ -99,7 +110,7 @@ func LoadELF(r io.ReaderAt) (p *Program, err error) {
 	if f.Machine != elf.EM_ARM || f.Class != elf.ELFCLASS32 {
 		return nil, fmt.Errorf("coverage: ELF is %s %s, not 32-bit ARM", f.Class, f.Machine)
 	}
-	p = &Program{Level: LevelAddress, entries: map[uint64]bool{}}
+	p = &Program{Level: LevelAddress, elf: true, entries: map[uint64]bool{}}
 	for _, s := range f.Sections {
 		if s.Type != elf.SHT_PROGBITS || s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR == 0 {
 			continue
@@ -122,7 +133,7 @@ func LoadELF(r io.ReaderAt) (p *Program, err error) {
 	if err != nil || d == nil {
 		return p, nil // no DWARF: the level says what is possible
 	}
-	if err := p.loadLines(d); err != nil {
+	if err := p.loadLines(d, p.anchor(f.Entry)); err != nil {
 		return nil, err
 	}
 	if len(p.lines) > 0 {
@@ -178,11 +189,24 @@ func (p *Program) loadSymbols(syms []elf.Symbol) {
 	}
 }
 
+// anchor is the address whose compile unit tells where the program's own
+// sources are: main, or the entry point of a program without one.
+func (p *Program) anchor(entry uint64) uint64 {
+	for _, fn := range p.Functions {
+		if fn.Name == "main" {
+			return fn.Addr
+		}
+	}
+	return entry &^ 1
+}
+
 // loadLines reads every line-table sequence that lies in a function: a
 // sequence of a function the linker discarded (--gc-sections) is left at
-// address 0 and would otherwise claim whatever really is there.
-func (p *Program) loadLines(d *dwarf.Data) error {
+// address 0 and would otherwise claim whatever really is there. The unit
+// holding anchor sets Roots.
+func (p *Program) loadLines(d *dwarf.Data, anchor uint64) error {
 	files := map[string]bool{}
+	anchorDir, anchored := "", false
 	rd := d.Reader()
 	for {
 		e, err := rd.Next()
@@ -203,6 +227,7 @@ func (p *Program) loadLines(d *dwarf.Data) error {
 		if lr == nil {
 			continue
 		}
+		compDir, _ := e.Val(dwarf.AttrCompDir).(string)
 		var seq []dwarf.LineEntry
 		var le dwarf.LineEntry
 		for {
@@ -214,7 +239,9 @@ func (p *Program) loadLines(d *dwarf.Data) error {
 			}
 			seq = append(seq, le)
 			if le.EndSequence {
-				p.addSequence(seq, files)
+				if p.addSequence(seq, compDir, files) && !anchored && anchor >= seq[0].Address && anchor < le.Address {
+					anchorDir, anchored = compDir, true
+				}
 				seq = seq[:0]
 			}
 		}
@@ -230,22 +257,105 @@ func (p *Program) loadLines(d *dwarf.Data) error {
 			fn.File, fn.Line = r.file, r.line
 		}
 	}
+	if r, ok := p.lineAt(anchor); ok && anchored {
+		p.Roots = sourceRoots(anchorDir, path.Dir(slashed(r.file)))
+	}
 	return nil
 }
 
-func (p *Program) addSequence(seq []dwarf.LineEntry, files map[string]bool) {
+// addSequence adds one line-table sequence; it reports whether it was kept.
+// Go's reader joins a relative name to the compilation directory for DWARF
+// 4, but in DWARF 5 (GNU as, GCC 11 and later) it keeps a relative
+// directory as it is, so a name like ../../newlib/libc/machine/arm/memcpy.S
+// is joined here: a relative path names no file on the user's machine.
+func (p *Program) addSequence(seq []dwarf.LineEntry, compDir string, files map[string]bool) bool {
 	if len(seq) < 2 || p.functionAt(seq[0].Address) == nil {
-		return
+		return false
 	}
 	for i := 0; i+1 < len(seq); i++ {
 		e := seq[i]
 		if e.Line == 0 || e.File == nil || seq[i+1].Address <= e.Address {
 			continue
 		}
-		name := filepath.Clean(e.File.Name)
+		name := e.File.Name
+		if !isAbs(slashed(name)) && compDir != "" {
+			name = compDir + "/" + name
+		}
+		name = cleanPath(name)
 		files[name] = true
 		p.lines = append(p.lines, lineRange{lo: e.Address, hi: seq[i+1].Address, file: name, line: e.Line})
 	}
+	return true
+}
+
+// sourceRoots are the directories of the program's own sources, from the
+// unit that holds main: the deepest directory common to its compilation
+// directory and its source file's directory (a CMake build directory and
+// the source tree beside it share the project's directory). When they share
+// nothing but the file system's root, each of the two is a root.
+func sourceRoots(compDir, srcDir string) []string {
+	compDir = cleanPath(compDir)
+	if isAbs(compDir) != isAbs(srcDir) {
+		return []string{srcDir} // a relative compilation directory says nothing
+	}
+	a, b := components(compDir), components(srcDir)
+	n := 0
+	for n < min(len(a), len(b)) && a[n] == b[n] {
+		n++
+	}
+	switch {
+	case !isAbs(srcDir) && n == 0:
+		return []string{"."}
+	case !isAbs(srcDir) || n > 1: // more than "" (the root of /x) or a drive (C:)
+		return []string{strings.Join(a[:n], "/")}
+	}
+	return []string{compDir, srcDir}
+}
+
+// components splits a slashed clean path; "." has none.
+func components(p string) []string {
+	if p == "." {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+// Own reports whether file is one of the program's own sources: it lies
+// under one of Roots. Files elsewhere are toolchain and library code
+// (newlib, libgcc, the toolchain's headers) built on another machine.
+func (p *Program) Own(file string) bool {
+	if len(p.Roots) == 0 {
+		return true
+	}
+	f := slashed(file)
+	for _, r := range p.Roots {
+		if isAbs(r) != isAbs(f) {
+			continue
+		}
+		if r == "." && f != ".." && !strings.HasPrefix(f, "../") || f == r || strings.HasPrefix(f, strings.TrimSuffix(r, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanPath cleans a file name of the build machine: a Windows one
+// (C:\x\..\y) with slashes, since Clean here knows only slashes.
+func cleanPath(p string) string {
+	if s := slashed(p); len(s) >= 2 && s[1] == ':' {
+		return path.Clean(s)
+	}
+	return filepath.Clean(p)
+}
+
+// slashed is a path with a Windows build's separators as slashes, so paths
+// of an ELF built on any system compare alike.
+func slashed(p string) string { return strings.ReplaceAll(p, `\`, "/") }
+
+// isAbs reports whether a slashed path is absolute on its build machine
+// (/x, or C:/x from Windows).
+func isAbs(p string) bool {
+	return strings.HasPrefix(p, "/") || len(p) >= 3 && p[1] == ':' && p[2] == '/'
 }
 
 // functionAt is the function containing addr, or nil.

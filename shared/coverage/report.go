@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -40,6 +41,9 @@ type FunctionCount struct {
 	File  string `json:"file,omitempty"`
 	Line  int    `json:"line,omitempty"`
 	Count uint64 `json:"count"`
+	// Executed: any of its code ran. A function entered before the window
+	// opened (main, an RTOS task's loop) has Count 0 and is still executed.
+	Executed bool `json:"executed"`
 }
 
 // BranchCount is one conditional branch instruction (B<cond>, CBZ, CBNZ;
@@ -83,17 +87,34 @@ type Report struct {
 	Totals Totals `json:"totals"`
 	// BranchesUndetermined counts branches that ran but whose outcomes could
 	// not be derived.
-	BranchesUndetermined int          `json:"branches_undetermined"`
-	Files                []FileReport `json:"files,omitempty"`
+	BranchesUndetermined int `json:"branches_undetermined"`
+	// Files are the program's own source files (all files for AnalyzeAll);
+	// Totals add them up.
+	Files []FileReport `json:"files,omitempty"`
+	// OtherFiles are the files outside the program's sources (toolchain and
+	// library code, see Program.Own), out of Totals and the LCOV.
+	OtherFiles []FileReport `json:"other_files,omitempty"`
 	// Functions are all function symbols, with or without source (LevelSource
 	// and LevelFunction).
 	Functions []FunctionCount `json:"functions,omitempty"`
 	// Blocks are the raw counts (LevelAddress only).
 	Blocks []Block `json:"blocks,omitempty"`
+
+	// unmapped is why a report has no source lines (ErrNoDebugInfo,
+	// ErrNoSymbols or ErrAddressOnly), nil if it has them.
+	unmapped error
 }
 
-// Analyze maps counts onto the program.
-func Analyze(p *Program, c Counts) *Report {
+// Analyze maps counts onto the program's own sources: files outside them
+// (toolchain and library code, see Program.Own) go to OtherFiles, out of
+// Totals and the LCOV, so that the LCOV opens in genhtml where the
+// program's sources are, which has no copy of the toolchain's build tree.
+func Analyze(p *Program, c Counts) *Report { return analyze(p, c, false) }
+
+// AnalyzeAll is Analyze with every file in Files and Totals.
+func AnalyzeAll(p *Program, c Counts) *Report { return analyze(p, c, true) }
+
+func analyze(p *Program, c Counts, all bool) *Report {
 	r := &Report{Level: p.Level, Snapshot: c.Snapshot, Final: c.Snapshot.Final(), Edges: "derived"}
 	if c.ExactEdges {
 		r.Edges = "exact"
@@ -105,13 +126,20 @@ func Analyze(p *Program, c Counts) *Report {
 		}
 		r.Notes = append(r.Notes, fmt.Sprintf("snapshot (%s) from %s: the program was still running or the emulator did not exit normally, so anything that ran later is missing", c.Snapshot.Reason, at))
 	}
-	switch p.Level {
-	case LevelAddress:
-		r.Notes = append(r.Notes, ErrAddressOnly.Error())
+	switch {
+	case p.Level == LevelAddress && p.elf:
+		r.unmapped = ErrNoSymbols
+	case p.Level == LevelAddress:
+		r.unmapped = ErrAddressOnly
+	case p.Level == LevelFunction:
+		r.unmapped = ErrNoDebugInfo
+	}
+	if r.unmapped != nil {
+		r.Notes = append(r.Notes, r.unmapped.Error())
+	}
+	if p.Level == LevelAddress {
 		r.Blocks = c.Blocks
 		return r
-	case LevelFunction:
-		r.Notes = append(r.Notes, ErrNoDebugInfo.Error())
 	}
 
 	a := newAnalysis(p, c)
@@ -123,9 +151,14 @@ func Analyze(p *Program, c Counts) *Report {
 		return files[path]
 	}
 	unmapped := 0
+	var running []string
 	for _, fn := range p.Functions {
-		fc := FunctionCount{Name: fn.Name, Addr: fn.Addr, File: fn.File, Line: fn.Line, Count: a.entries[fn.Addr]}
+		fc := FunctionCount{Name: fn.Name, Addr: fn.Addr, File: fn.File, Line: fn.Line, Count: a.entries[fn.Addr],
+			Executed: a.maxCount(fn.Addr, fn.Addr+fn.Size) > 0}
 		r.Functions = append(r.Functions, fc)
+		if fc.Executed && fc.Count == 0 {
+			running = append(running, fn.Name)
+		}
 		if p.Level == LevelFunction {
 			tally(&r.Totals.Functions, fc.Count)
 			continue
@@ -137,6 +170,9 @@ func Analyze(p *Program, c Counts) *Report {
 		f := file(fn.File)
 		f.Functions = append(f.Functions, fc)
 		tally(&f.Totals.Functions, fc.Count)
+	}
+	if len(running) > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d functions ran without being entered in this window (%s): they were entered before it opened, like main or a task's loop, so their calls count 0 and executed is true", len(running), examples(running)))
 	}
 	if p.Level == LevelFunction {
 		return r
@@ -180,6 +216,7 @@ func Analyze(p *Program, c Counts) *Report {
 		f.Branches = append(f.Branches, b)
 	}
 
+	var outside []string
 	for _, f := range files {
 		slices.SortFunc(f.Lines, func(a, b LineCount) int { return cmp.Compare(a.Line, b.Line) })
 		slices.SortFunc(f.Functions, func(a, b FunctionCount) int { return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Name, b.Name)) })
@@ -193,6 +230,13 @@ func Analyze(p *Program, c Counts) *Report {
 				f.Totals.Branches.Hit += int(min(b.Taken, 1) + min(b.NotTaken, 1))
 			}
 		}
+		if !p.Own(f.Path) {
+			outside = append(outside, f.Path)
+			if !all {
+				r.OtherFiles = append(r.OtherFiles, *f)
+				continue
+			}
+		}
 		// Totals add up the files, as lcov --summary does with the LCOV.
 		r.Totals.Lines.Found += f.Totals.Lines.Found
 		r.Totals.Lines.Hit += f.Totals.Lines.Hit
@@ -202,11 +246,28 @@ func Analyze(p *Program, c Counts) *Report {
 		r.Totals.Branches.Hit += f.Totals.Branches.Hit
 		r.Files = append(r.Files, *f)
 	}
-	slices.SortFunc(r.Files, func(a, b FileReport) int { return cmp.Compare(a.Path, b.Path) })
+	byPath := func(a, b FileReport) int { return cmp.Compare(a.Path, b.Path) }
+	slices.SortFunc(r.Files, byPath)
+	slices.SortFunc(r.OtherFiles, byPath)
+	slices.Sort(outside)
+	switch {
+	case len(outside) > 0 && all:
+		r.Notes = append(r.Notes, fmt.Sprintf("files include %d outside the program's sources (under %s): toolchain and library code, e.g. %s; genhtml stops at the first it cannot read unless given --ignore-errors source", len(outside), strings.Join(p.Roots, " and "), examples(outside)))
+	case len(outside) > 0:
+		r.Notes = append(r.Notes, fmt.Sprintf("%d files outside the program's sources (under %s) are in other_files, not in files, totals or LCOV: toolchain and library code, e.g. %s (include=all keeps them)", len(outside), strings.Join(p.Roots, " and "), examples(outside)))
+	}
 	if r.BranchesUndetermined > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d branches ran but their outcomes could not be derived from block counts (shown as not executed); collect with exact edges for them", r.BranchesUndetermined))
 	}
 	return r
+}
+
+// examples names up to three of a list for a note.
+func examples(names []string) string {
+	if len(names) > 3 {
+		return strings.Join(names[:3], ", ") + ", ..."
+	}
+	return strings.Join(names, ", ")
 }
 
 func tally(t *Tally, n uint64) {

@@ -114,8 +114,9 @@ func (h *Handler) sessionCounts(ctx context.Context, id string) (model.Session, 
 	return s, c, err
 }
 
-// analyze maps counts onto the program's image.
-func (h *Handler) analyze(ctx context.Context, programID string, c report.Counts) (*report.Report, model.Program, error) {
+// analyze maps counts onto the program's image: onto its own sources, or
+// with all, onto every file (the toolchain's and libraries' too).
+func (h *Handler) analyze(ctx context.Context, programID string, c report.Counts, all bool) (*report.Report, model.Program, error) {
 	p, err := h.d.State.GetProgram(ctx, programID)
 	if errors.Is(err, state.ErrNotFound) {
 		return nil, p, httpapi.Unprocessable("program %s is gone", programID)
@@ -132,6 +133,9 @@ func (h *Handler) analyze(ctx context.Context, programID string, c report.Counts
 		if prog, err = report.LoadELF(bytes.NewReader(img)); err != nil {
 			return nil, p, httpapi.Unprocessable("program %s: %v", p.ID, err)
 		}
+	}
+	if all {
+		return report.AnalyzeAll(prog, c), p, nil
 	}
 	return report.Analyze(prog, c), p, nil
 }
@@ -152,7 +156,7 @@ func render(r *report.Report, c report.Counts, format, name string) ([]byte, err
 	default:
 		return nil, httpapi.BadRequest("format must be json, lcov, html or counts; got %q", format)
 	}
-	if errors.Is(err, report.ErrNoDebugInfo) || errors.Is(err, report.ErrAddressOnly) {
+	if errors.Is(err, report.ErrNoDebugInfo) || errors.Is(err, report.ErrNoSymbols) || errors.Is(err, report.ErrAddressOnly) {
 		return nil, httpapi.Unprocessable("%v", err)
 	}
 	return b.Bytes(), err
@@ -160,7 +164,7 @@ func render(r *report.Report, c report.Counts, format, name string) ([]byte, err
 
 // storeReport writes a report's artifacts and manifest and announces it.
 func (h *Handler) storeReport(ctx context.Context, programID string, c report.Counts, sessions, parents []string) (events.CoverageReport, error) {
-	rep, p, err := h.analyze(ctx, programID, c)
+	rep, p, err := h.analyze(ctx, programID, c, false)
 	if err != nil {
 		return events.CoverageReport{}, err
 	}
@@ -330,7 +334,12 @@ func (h *Handler) writeReport(w http.ResponseWriter, r *http.Request, programID 
 		httpapi.WriteError(w, r, httpapi.BadRequest("format must be json, lcov, html or counts; got %q", format))
 		return
 	}
-	rep, _, err := h.analyze(r.Context(), programID, c)
+	include := r.URL.Query().Get("include")
+	if include != "" && include != "program" && include != "all" {
+		httpapi.WriteError(w, r, httpapi.BadRequest(`include must be "program" (the default: the program's own source files) or "all" (with the toolchain's and libraries' files); got %q`, include))
+		return
+	}
+	rep, _, err := h.analyze(r.Context(), programID, c, include == "all")
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
