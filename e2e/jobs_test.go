@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/events/eventstest"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/testenv"
 )
@@ -22,15 +25,24 @@ import (
 func TestJobs(t *testing.T) {
 	for _, form := range forms {
 		t.Run(form.name, func(t *testing.T) {
-			pl := form.start(t, "MS_JOB_WORKERS=2")
-			jobs(t, pl)
+			rec := &eventstest.Recorder{}
+			sink := httptest.NewServer(rec)
+			defer sink.Close()
+			pl := form.start(t, "MS_JOB_WORKERS=2", "K_SINK="+sink.URL)
+			jobs(t, pl, rec)
 		})
 	}
 }
 
 func uploadFW(t testing.TB, pl *platform, board string) string {
 	t.Helper()
-	code, body := pl.upload(t, "jobfw", "elf", firmware(t, board, "fw.elf"), nil)
+	return uploadELF(t, pl, board, "fw.elf")
+}
+
+// uploadELF uploads the test firmware image name built for board.
+func uploadELF(t testing.TB, pl *platform, board, name string) string {
+	t.Helper()
+	code, body := pl.upload(t, "jobfw", "elf", firmware(t, board, name), nil)
 	if code != 201 {
 		t.Fatalf("upload: %d %s", code, body)
 	}
@@ -72,7 +84,7 @@ func (pl *platform) waitJobState(t testing.TB, id string, want model.JobState) m
 	return j
 }
 
-func jobs(t *testing.T, pl *platform) {
+func jobs(t *testing.T, pl *platform, rec *eventstest.Recorder) {
 	prog := uploadFW(t, pl, "netduino2")
 	board := model.BoardConfig{Board: "netduino2"}
 	banner := `MS-TEST-FW netduino2 ready`
@@ -117,6 +129,9 @@ func jobs(t *testing.T, pl *platform) {
 		if j.ConsoleKey != model.JobConsoleKey(j.ID) || j.Artifacts["manifest"] != model.JobManifestKey(j.ID) || j.FinishedAt == nil || j.DurationMS <= 0 || j.SessionID == "" {
 			t.Errorf("%s: artifacts and times: %+v", c.name, j)
 		}
+		if j.CoverageReportID != "" || j.CoverageError != "" {
+			t.Errorf("%s: a job without coverage has coverage: %+v", c.name, j)
+		}
 		_, log := pl.call(t, "GET", "/api/v1/jobs/"+j.ID+"/console", nil, nil)
 		// A job ends as soon as its verdict is known, possibly mid-line
 		// (a fail pattern matched on part of the banner).
@@ -127,6 +142,8 @@ func jobs(t *testing.T, pl *platform) {
 			t.Errorf("uart-script: console %q, want two count= lines", log)
 		}
 	}
+
+	t.Run("coverage", func(t *testing.T) { jobCoverage(t, pl, rec) })
 
 	t.Run("cancel", func(t *testing.T) {
 		var queued, running model.Job
@@ -293,6 +310,97 @@ func jobs(t *testing.T, pl *platform) {
 	}
 	if st.Queue.Depth != 0 || st.Queue.Pending != 0 || st.States["passed"] < 4 || st.States["running"] != 0 || st.Workers != 2 {
 		t.Errorf("stats at the end: %+v", st)
+	}
+}
+
+// jobCoverage runs the coverage firmware in two jobs with coverage: one
+// whose firmware exits (its counts are final) and one that passes while
+// the firmware runs. Each job stores its report before its session goes,
+// links it from the job and its job.finished event, and the reports read
+// and merge like any others; another tenant reads neither.
+func jobCoverage(t *testing.T, pl *platform, rec *eventstest.Recorder) {
+	m := markers(t)
+	prog := uploadELF(t, pl, "netduino2", "cov.elf")
+	board := model.BoardConfig{Board: "netduino2"}
+	specs := []model.JobSpec{
+		// 'b' takes the input branch once (echoed once handled), 'q' exits.
+		{Name: "cov-exit", ProgramID: prog, BoardConfig: board, Timeout: "20s", Coverage: true, ExpectExitCode: intp(0),
+			UARTScript: []model.Step{{WaitFor: "COV ready"}, {Send: "b"}, {WaitFor: "b"}, {Send: "q"}}},
+		{Name: "cov-running", ProgramID: prog, BoardConfig: board, Timeout: "20s", Coverage: true, PassPattern: "COV ready"},
+	}
+	onB := []uint64{1, 0}
+	var reports []string
+	for i, spec := range specs {
+		var j model.Job
+		pl.must(t, 201, "POST", "/api/v1/jobs", spec, &j)
+		j = pl.waitJob(t, j.ID)
+		if j.State != model.JobPassed || j.CoverageReportID == "" || j.CoverageError != "" {
+			t.Fatalf("%s: %+v", spec.Name, j)
+		}
+		if ev := finishedEvent(t, rec, j.ID); ev.CoverageReportID != j.CoverageReportID {
+			t.Fatalf("%s: job.finished links report %q, the job %q", spec.Name, ev.CoverageReportID, j.CoverageReportID)
+		}
+		path := "/api/v1/coverage/reports/" + j.CoverageReportID
+		var rep events.CoverageReport
+		pl.must(t, 200, "GET", path, nil, &rep)
+		if rep.ProgramID != prog || len(rep.Sessions) != 1 || rep.Sessions[0] != j.SessionID || rep.Artifacts["lcov"] == "" {
+			t.Fatalf("%s: stored report %+v of job %+v", spec.Name, rep, j)
+		}
+		r := pl.coverageJSON(t, path)
+		for name, want := range map[string]uint64{"loop-body": 7, "classify-then": 2, "classify-else": 0, "on-b": onB[i]} {
+			if got := r.line(t, m[name]); got != want {
+				t.Errorf("%s: line %s ran %d times, want %d", spec.Name, name, got, want)
+			}
+		}
+		if lcov := string(pl.coverage(t, path, "lcov")); !strings.Contains(lcov, "covtest.c") || !strings.Contains(lcov, fmt.Sprintf("\nDA:%d,%d\n", m["on-b"], onB[i])) {
+			t.Errorf("%s: lcov of the job's report:\n%s", spec.Name, lcov)
+		}
+		reports = append(reports, j.CoverageReportID)
+	}
+
+	var merged events.CoverageReport
+	pl.must(t, 201, "POST", "/api/v1/coverage/merge", map[string]any{"report_ids": reports}, &merged)
+	r := pl.coverageJSON(t, "/api/v1/coverage/reports/"+merged.ID)
+	if got, gotB := r.line(t, m["loop-body"]), r.line(t, m["on-b"]); got != 14 || gotB != 1 {
+		t.Errorf("merged job reports: loop-body %d, on-b %d; want 14 and 1", got, gotB)
+	}
+
+	var key struct {
+		Key string `json:"key"`
+	}
+	pl.must(t, 201, "POST", "/api/v1/admin/keys", map[string]any{"name": "jobs-cov-acme", "tenant": "acme", "scopes": []string{"read", "write"}}, &key)
+	acme := "ApiKey " + key.Key
+	for _, rid := range reports {
+		if code, b := pl.as(t, acme, "GET", "/api/v1/coverage/reports/"+rid, nil); code != 404 {
+			t.Errorf("another tenant reads job report %s: %d %s", rid, code, b)
+		}
+		if code, b := pl.as(t, acme, "GET", "/api/v1/coverage/reports/"+rid+"?format=lcov", nil); code != 404 {
+			t.Errorf("another tenant reads the lcov of job report %s: %d %s", rid, code, b)
+		}
+	}
+	if code, b := pl.as(t, acme, "POST", "/api/v1/coverage/merge", map[string]any{"report_ids": reports}); code != 404 {
+		t.Errorf("another tenant merges job reports: %d %s", code, b)
+	}
+}
+
+// finishedEvent waits for the job.finished event of job id and answers its
+// data.
+func finishedEvent(t *testing.T, rec *eventstest.Recorder, id string) model.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for n := 1; ; n++ {
+		evs, err := rec.Wait(ctx, events.TypeJobFinished, n)
+		if err != nil {
+			t.Fatalf("no job.finished event of job %s: %v", id, err)
+		}
+		if e := evs[n-1]; e.Subject() == id {
+			var j model.Job
+			if err := e.DataAs(&j); err != nil {
+				t.Fatal(err)
+			}
+			return j
+		}
 	}
 }
 

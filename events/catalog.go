@@ -83,7 +83,7 @@ var Catalog = []Spec{
 	spec(TypeJobCreate, Command, model.JobSpec{}, "Queue a test job: run a program on a board and judge it by console patterns, UART script and exit code."),
 	spec(TypeJobQueued, Notification, model.Job{}, "A test job was queued (state queued)."),
 	spec(TypeJobStarted, Notification, model.Job{}, "A worker started a test job (state running; attempts counts the runs)."),
-	spec(TypeJobFinished, Notification, model.Job{}, "A test job ended: passed, failed, timed_out or error, with the reason and its console log in the blob store."),
+	spec(TypeJobFinished, Notification, model.Job{}, "A test job ended: passed, failed, timed_out or error, with the reason and its console log in the blob store (and, with coverage, coverage_report_id: its stored coverage report)."),
 	spec(TypeJobCancelled, Notification, model.Job{}, "A test job was cancelled before it ended."),
 	spec(TypeJobTriggered, Notification, JobsTriggered{}, "The job rules matching a stored program's bucket key queued these jobs."),
 }

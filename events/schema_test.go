@@ -127,6 +127,13 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 	}
 	byFunction := merged
 	byFunction.Level = "function"
+	// A job with coverage ends with its report, or with why it has none.
+	covered := model.Job{
+		ID: model.NewID(), JobSpec: model.JobSpec{ProgramID: elf.ID, BoardConfig: named.BoardConfig, Timeout: "20s", PassPattern: "ok", Coverage: true},
+		State: model.JobPassed, Attempts: 1, CoverageReportID: merged.ID, CreatedAt: now, UpdatedAt: later, FinishedAt: &later,
+	}
+	uncovered := covered
+	uncovered.State, uncovered.CoverageReportID, uncovered.CoverageError = model.JobError, "", "coverage report not stored: the runner is gone"
 	for _, tc := range []struct {
 		typ  string
 		data any
@@ -167,6 +174,8 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeCoverageReady, rawCoverage},
 		{TypeCoverageReady, merged},
 		{TypeCoverageReady, byFunction},
+		{TypeJobFinished, covered},
+		{TypeJobFinished, uncovered},
 	} {
 		e, err := New(SourceSessions, tc.typ, "", tc.data)
 		if err != nil {
@@ -268,6 +277,8 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeCoverageReady, "artifact key not a string", func(d obj) { d["artifacts"].(obj)["lcov"] = 7 }},
 		{TypeCoverageReady, "empty artifact key", func(d obj) { d["artifacts"].(obj)["html"] = "" }},
 		{TypeCoverageReady, "time not RFC 3339", func(d obj) { d["created_at"] = "now" }},
+		{TypeJobFinished, "malformed coverage report id", func(d obj) { d["coverage_report_id"] = "coverage/c8e1f04b7a29d365" }},
+		{TypeJobFinished, "empty coverage error", func(d obj) { d["coverage_error"] = "" }},
 	}
 	for _, s := range Catalog {
 		cases = append(cases, struct {

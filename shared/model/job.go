@@ -79,6 +79,11 @@ type Job struct {
 	ConsoleKey string `json:"console_key,omitempty"`
 	// Artifacts maps an artifact name ("console", "manifest") to its blob key.
 	Artifacts map[string]string `json:"artifacts,omitempty"`
+	// CoverageReportID is the stored coverage report of a job with
+	// coverage (GET /api/v1/coverage/reports/{id}); CoverageError says
+	// why such a job has none.
+	CoverageReportID string `json:"coverage_report_id,omitempty"`
+	CoverageError    string `json:"coverage_error,omitempty"`
 	// SessionID is the session the job runs (or ran) in; it is deleted
 	// once the result is stored.
 	SessionID  string     `json:"session_id,omitempty"`

@@ -446,3 +446,29 @@ func TestPublishedEventsCarryTenant(t *testing.T) {
 		t.Fatalf("tenant attributes %q and %q, want acme and default", a, b)
 	}
 }
+
+// A job with coverage that ends without a report says why: no run of it
+// ended (cancelled before its retry ran), or its counts went with its
+// runner.
+func TestCoverageErrorSaysWhy(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	j := f.crashedJob(t, func(x *model.Job) { x.CancelRequested, x.Coverage = true, true })
+	f.h.execute(ctx, "w", f.claim(t, "w"))
+	got, _ := f.st.GetJob(ctx, j.ID)
+	if got.State != model.JobCancelled || got.CoverageReportID != "" || !strings.Contains(got.CoverageError, "no run of the job reached its end") {
+		t.Fatalf("a job with coverage cancelled before it ran: %+v", got)
+	}
+	s := model.Session{ID: model.NewID(), Tenant: "acme", Name: sessionName(j.ID), State: model.StateStopped, RunnerID: "gone-runner",
+		ProgramID: j.ProgramID, Coverage: true, CreatedAt: time.Now().UTC()}
+	if err := f.st.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	id, why := f.h.storeCoverage(tenantContext(ctx, "acme", "t"), s.ID)
+	if id != "" || !strings.Contains(why, "coverage report not stored") || !strings.Contains(why, "runner gone-runner") {
+		t.Fatalf("coverage of a session whose runner is gone: %q %q", id, why)
+	}
+	if _, why := f.h.storeCoverage(ctx, ""); !strings.Contains(why, "never created") {
+		t.Fatalf("coverage of no session: %q", why)
+	}
+}

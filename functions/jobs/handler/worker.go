@@ -270,6 +270,10 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 		log.Info("job handed back")
 		return
 	}
+	if j.Coverage {
+		// Before the session goes: its counts go with it.
+		v.coverage, v.coverageErr = h.storeCoverage(bg, sid)
+	}
 	// The stored job, for what changed while it ran (a cancel request).
 	if cur, err := h.d.State.GetJob(bg, j.ID); err == nil {
 		j = cur
@@ -312,6 +316,25 @@ type verdict struct {
 	duration time.Duration
 	// loaded and poweredOn time the run's phases, for the debug log.
 	loaded, poweredOn time.Time
+	// coverage is the id of the run's stored coverage report;
+	// coverageErr says why a job with coverage has none.
+	coverage, coverageErr string
+}
+
+// storeCoverage closes the coverage window of the job's session and stores
+// its report, owned by the job's tenant (ctx's), exactly as a coverage stop
+// through the API does. A failure is the job's coverage_error, not its
+// verdict: the firmware's run was judged all the same.
+func (h *Handler) storeCoverage(ctx context.Context, sid string) (id, why string) {
+	if sid == "" {
+		return "", "the job's session was never created, so nothing was counted"
+	}
+	rep, err := h.d.Sessions.CoverageStop(ctx, sid)
+	if err != nil {
+		h.d.Log.Warn("job coverage not stored", "session", sid, "err", err)
+		return "", "coverage report not stored: " + err.Error()
+	}
+	return rep.ID, ""
 }
 
 // recordAttempts bounds the tries to record a job's result.
@@ -336,10 +359,14 @@ func (h *Handler) finish(ctx context.Context, j model.Job, v verdict, console []
 	// FinishedAt is when the result is stored: the manifest written with
 	// it is the last artifact.
 	now := time.Now().UTC()
+	if j.Coverage && v.coverage == "" && v.coverageErr == "" {
+		v.coverageErr = "no run of the job reached its end, so no coverage was stored"
+	}
 	apply := func(x *model.Job) {
 		x.State, x.Reason, x.ExitCode, x.FinishedAt = v.state, v.reason, v.exitCode, &now
 		x.DurationMS = float64(v.duration.Microseconds()) / 1000
 		x.ConsoleKey, x.Artifacts = consoleKey, arts
+		x.CoverageReportID, x.CoverageError = v.coverage, v.coverageErr
 	}
 	final := j
 	apply(&final)
