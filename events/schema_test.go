@@ -95,6 +95,11 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 	lost := with(started, func(s *model.Session) {
 		s.State, s.Reason = model.StateError, "lost: the runner restarted and the emulator is gone"
 	})
+	crashed := with(started, func(s *model.Session) {
+		s.State, s.Reason = model.StateError, "emulator killed by signal aborted: qemu: fatal: Lockup: can't escalate 3 to HardFault"
+		s.EmulatorLog = []string{"qemu: fatal: Lockup: can't escalate 3 to HardFault", "R00=00000000 R01=00000000"}
+		s.Warnings = []string{"the vector table's initial stack pointer 0x20400000 is outside netduino2's RAM"}
+	})
 	relocatable := model.Program{
 		ID: model.NewID(), Name: "app.bin", Format: model.FormatBIN, Size: 4096,
 		SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Segments: []model.Segment{{Addr: 0, Size: 4096}}, CreatedAt: now,
@@ -153,6 +158,7 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeSessionStopped, stopped},
 		{TypeSessionStopped, with(started, func(s *model.Session) { s.State = model.StateStopped })},
 		{TypeSessionFailed, lost},
+		{TypeSessionFailed, crashed},
 		{TypeSessionDeleted, named},
 		{TypeSessionDeleted, lost},
 		{TypeProgramStored, relocatable},

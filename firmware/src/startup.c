@@ -9,11 +9,17 @@ int main(void);
 void systick_handler(void);
 void uart_irq_handler(void);
 
+/*
+ * A fault stops the core for good, as on silicon when the fault handler
+ * itself faults: UDF inside HardFault is a lockup, which QEMU reports as
+ * "qemu: fatal: Lockup: ..." and aborts. So an image run on the wrong
+ * board (the crash tests load mps2-an385's on a netduino2, whose RAM ends
+ * below its initial stack pointer) ends its emulator visibly instead of
+ * idling unseen in a handler.
+ */
 static void fault_handler(void)
 {
-	for (;;) {
-		__asm__ volatile("wfi");
-	}
+	__asm__ volatile("udf #0");
 }
 
 void reset_handler(void)

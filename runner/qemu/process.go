@@ -333,6 +333,33 @@ func (p *Process) Usage() (cpu time.Duration, rss int64) {
 // Output is the tail of QEMU's own stdout and stderr (never the UART).
 func (p *Process) Output() string { return p.output.String() }
 
+// Log is the meaningful lines of Output: without blank lines, a line cut
+// by the tail's bound, and notices QEMU prints in normal operation. A
+// guest that crashes QEMU leaves its fatal error here, followed by the
+// register dump, e.g. "qemu: fatal: Lockup: can't escalate 3 to HardFault".
+func (p *Process) Log() []string {
+	out, cut := p.output.contents()
+	if cut {
+		// The first line is only the end of one.
+		_, out, _ = strings.Cut(out, "\n")
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimRight(l, " \t\r")
+		if strings.TrimSpace(l) == "" || notice(l) {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// notice reports a line QEMU prints while all is well (lm3s6965evb's
+// timer chatter, on every run).
+func notice(line string) bool {
+	return strings.HasSuffix(line, "Timer with period zero, disabling")
+}
+
 // Stop asks QEMU to quit over QMP, waits up to grace, then sends SIGTERM to
 // the process group, and finally SIGKILL. It returns when QEMU is gone.
 func (p *Process) Stop(grace time.Duration) {
@@ -413,6 +440,7 @@ type tail struct {
 	mu  sync.Mutex
 	n   int
 	buf []byte
+	cut bool // bytes before buf were dropped
 }
 
 func newTail(n int) *tail { return &tail{n: n} }
@@ -423,8 +451,16 @@ func (t *tail) Write(p []byte) (int, error) {
 	t.buf = append(t.buf, p...)
 	if len(t.buf) > t.n {
 		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.n:]...)
+		t.cut = true
 	}
 	return len(p), nil
+}
+
+// contents is what the tail holds and whether bytes before it were dropped.
+func (t *tail) contents() (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf), t.cut
 }
 
 func (t *tail) String() string {

@@ -104,15 +104,21 @@ func firstLines(s string, n int) string {
 	return strings.Join(l, "\n")
 }
 
-func TestStartConsoleStop(t *testing.T) {
-	fw := testFirmware(t, "netduino2", "fw.elf")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	p, err := Start(ctx, Config{Binary: "qemu-system-arm", Machine: "netduino2", Dir: sockDir(t),
+// startELF starts QEMU paused on machine with an ELF image.
+func startELF(ctx context.Context, t *testing.T, machine, fw string) *Process {
+	t.Helper()
+	p, err := Start(ctx, Config{Binary: "qemu-system-arm", Machine: machine, Dir: sockDir(t),
 		Firmware: Firmware{Path: fw, Format: model.FormatELF}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+func TestStartConsoleStop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p := startELF(ctx, t, "netduino2", testFirmware(t, "netduino2", "fw.elf"))
 	if st, _ := p.QMP.Status(ctx); st != "prelaunch" {
 		t.Fatalf("status before cont: %q", st)
 	}
@@ -138,12 +144,7 @@ func TestStartConsoleStop(t *testing.T) {
 // TestStopKillsWedgedProcess: when QMP is gone and SIGTERM is ignored the
 // group still dies by SIGKILL.
 func TestStopEscalates(t *testing.T) {
-	fw := testFirmware(t, "netduino2", "fw.elf")
-	p, err := Start(context.Background(), Config{Binary: "qemu-system-arm", Machine: "netduino2", Dir: sockDir(t),
-		Firmware: Firmware{Path: fw, Format: model.FormatELF}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startELF(context.Background(), t, "netduino2", testFirmware(t, "netduino2", "fw.elf"))
 	p.QMP.Close() // no graceful path left
 	start := time.Now()
 	p.Stop(200 * time.Millisecond)

@@ -74,6 +74,69 @@ func (b Board) Fits(segs []model.Segment) error {
 	return nil
 }
 
+// Words reads little-endian 32-bit words an image loads at an address;
+// false when the image does not load all of them.
+type Words func(addr uint64, n int) ([]uint32, bool)
+
+// BootWarnings lists signs that an image was built for another board,
+// without refusing it: QEMU runs what fits, and a user may know better. A
+// Cortex-M core of every catalog board reads its initial stack pointer and
+// reset vector from address 0 at reset (where boards like netduino2 alias
+// their flash), so an image built for another board's memory map tends to
+// give a stack outside this board's RAM, or no vector table at all; QEMU
+// then dies of a CPU lockup at the first fault. entry is the ELF or HEX
+// entry point, nil if the image has none.
+func (b Board) BootWarnings(words Words, entry *uint64) []string {
+	var warn []string
+	add := func(format string, args ...any) {
+		warn = append(warn, fmt.Sprintf(format, args...)+"; was the image built for another board?")
+	}
+	boot := "address 0"
+	if b.FlashAlias != nil && *b.FlashAlias == 0 {
+		boot = fmt.Sprintf("address 0 (flash 0x%08x aliased)", b.Flash.Base)
+	}
+	if entry != nil && !b.bootRegion(*entry&^1) {
+		add("entry point 0x%08x is outside %s's boot flash at %s", *entry, b.Name, boot)
+	}
+	vec, ok := b.read(words, 0, 2)
+	if !ok {
+		add("the image loads no vector table at %s, where %s's core reads its initial stack pointer and reset vector", boot, b.Name)
+		return warn
+	}
+	sp, reset := uint64(vec[0]), uint64(vec[1])
+	// The stack is full-descending: the first push writes below sp.
+	if sp <= b.RAM.Base || sp > b.RAM.End() {
+		add("the vector table's initial stack pointer 0x%08x is outside %s's RAM 0x%08x-0x%08x", sp, b.Name, b.RAM.Base, b.RAM.End())
+	}
+	if _, ok := b.read(words, reset&^1, 1); reset&1 == 0 || !ok {
+		add("the vector table's reset vector 0x%08x is not Thumb code the image loads (the core faults at its first instruction)", reset)
+	}
+	return warn
+}
+
+// bootRegion reports whether addr lies in flash or its alias.
+func (b Board) bootRegion(addr uint64) bool {
+	if b.Flash.Contains(addr, 1) {
+		return true
+	}
+	return b.FlashAlias != nil && addr >= *b.FlashAlias && addr-*b.FlashAlias < b.Flash.Size
+}
+
+// read is words at addr, also through the flash alias: an image linked for
+// flash is seen at the alias and the other way round.
+func (b Board) read(words Words, addr uint64, n int) ([]uint32, bool) {
+	if w, ok := words(addr, n); ok || b.FlashAlias == nil {
+		return w, ok
+	}
+	switch alias := *b.FlashAlias; {
+	case addr >= alias && addr-alias < b.Flash.Size:
+		return words(addr-alias+b.Flash.Base, n)
+	case b.Flash.Contains(addr, 1):
+		return words(addr-b.Flash.Base+alias, n)
+	}
+	return nil, false
+}
+
 func addr(v uint64) *uint64 { return &v }
 
 // Known is what the project knows about QEMU machines beyond their names:
@@ -140,7 +203,8 @@ type Capabilities struct {
 
 // LimitSupport is how a runner caps each emulator: CPU and memory through
 // cgroups (Cgroup is "v1", "v2" or "none", with Reason saying why a limit
-// is not enforced), and the idle timeout.
+// is not enforced), and the idle timeout; and how many paused spare
+// emulators it keeps at most.
 type LimitSupport struct {
 	CPU               bool   `json:"cpu"`
 	Memory            bool   `json:"memory"`
@@ -150,6 +214,10 @@ type LimitSupport struct {
 	DefaultMemoryMB   int    `json:"default_memory_mb,omitempty"`
 	// IdleTimeout is how long a running session may go unused; "" is never.
 	IdleTimeout string `json:"idle_timeout,omitempty"`
+	// Spares is the budget of paused QEMUs kept ready for power on and
+	// restore (MS_RUNNER_SPARES; 0 with prelaunch off): past it the least
+	// recently used sessions' spares go.
+	Spares int `json:"spares"`
 }
 
 // Features are what every session offers, whatever the board.

@@ -2,9 +2,12 @@ package board
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/machineserver/machineserver/shared/fwimage"
 	"github.com/machineserver/machineserver/shared/model"
 )
 
@@ -101,5 +104,93 @@ func TestFits(t *testing.T) {
 	}
 	if err := b.Fits([]model.Segment{{Addr: 0xffffffff, Size: 2}}); err == nil {
 		t.Fatal("wrapping segment accepted")
+	}
+}
+
+// Each test firmware boots its own board without a warning, and the
+// mps2-an385 image, which fits netduino2's memory map through the flash
+// alias, is named as built for another board by its stack pointer.
+func TestBootWarningsOfRealImages(t *testing.T) {
+	dir := os.Getenv("MS_TEST_FIRMWARE_DIR")
+	if dir == "" {
+		dir = "../../build/firmware"
+	}
+	open := func(board, file string) fwimage.Image {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join(dir, board, file))
+		if err != nil {
+			t.Fatalf("test firmware missing (run make firmware): %v", err)
+		}
+		format := model.Format(strings.TrimPrefix(filepath.Ext(file), "."))
+		var at *uint64
+		if format == model.FormatBIN {
+			k, _ := testBackend().Board(board)
+			at = &k.Flash.Base
+		}
+		im, err := fwimage.Open(format, data, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return im
+	}
+	be := testBackend()
+	for _, name := range []string{"netduino2", "mps2-an385", "lm3s6965evb"} {
+		b, _ := be.Board(name)
+		for _, file := range []string{"fw.elf", "fw.bin", "fw.hex"} {
+			im := open(name, file)
+			if w := b.BootWarnings(im.Words, im.Entry); w != nil {
+				t.Errorf("%s/%s on its own board: %q", name, file, w)
+			}
+		}
+	}
+	netduino2, _ := be.Board("netduino2")
+	im := open("mps2-an385", "fw.elf")
+	if err := netduino2.Fits(im.Segments); err != nil {
+		t.Fatalf("the wrong-board case needs an image that fits: %v", err)
+	}
+	w := netduino2.BootWarnings(im.Words, im.Entry)
+	if len(w) != 1 || !strings.Contains(w[0], "initial stack pointer 0x20400000 is outside netduino2's RAM 0x20000000-0x20020000") {
+		t.Fatalf("mps2-an385 image on netduino2: %q", w)
+	}
+}
+
+// The vector table is read through the flash alias both ways, and each
+// sign of another board's image is named.
+func TestBootWarnings(t *testing.T) {
+	netduino2, _ := testBackend().Board("netduino2")
+	image := func(at uint64, words ...uint32) Words {
+		return func(addr uint64, n int) ([]uint32, bool) {
+			i := int(addr-at) / 4
+			if addr < at || i+n > len(words) {
+				return nil, false
+			}
+			return words[i : i+n], true
+		}
+	}
+	entry := func(v uint64) *uint64 { return &v }
+	for _, tc := range []struct {
+		name  string
+		words Words
+		entry *uint64
+		want  []string
+	}{
+		{"linked for flash", image(0x08000000, 0x20020000, 0x08000009, 0), entry(0x08000009), nil},
+		{"linked for the alias", image(0, 0x20001000, 0x00000009, 0), entry(0x9), nil},
+		{"nothing at the boot address", image(0x20000000, 0x20001000, 0x20000009), entry(0x20000009),
+			[]string{"entry point 0x20000009 is outside", "loads no vector table at address 0 (flash 0x08000000 aliased)"}},
+		{"stack below RAM", image(0x08000000, 0x20000000, 0x08000009, 0), nil, []string{"initial stack pointer 0x20000000"}},
+		{"ARM-state reset vector", image(0x08000000, 0x20020000, 0x08000008, 0), nil, []string{"reset vector 0x08000008"}},
+		{"reset vector outside the image", image(0x08000000, 0x20020000, 0x08040001, 0), nil, []string{"reset vector 0x08040001"}},
+	} {
+		got := netduino2.BootWarnings(tc.words, tc.entry)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) || !strings.HasSuffix(got[i], "another board?") {
+				t.Errorf("%s: %q, want %q", tc.name, got[i], w)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package fwimage
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -62,14 +63,43 @@ func (b block) end() uint64 { return b.addr + uint64(len(b.data)) }
 // the base it will be loaded at, or nil for the board's flash base (decided
 // later; Info.Relocatable is then true and the segment starts at 0).
 func Parse(format model.Format, data []byte, loadAddress *uint64) (Info, error) {
+	im, err := Open(format, data, loadAddress)
+	return im.Info, err
+}
+
+// Image is a validated image with the bytes it loads, for reading what
+// lies where (a Cortex-M vector table).
+type Image struct {
+	Info
+	blocks []block
+}
+
+// Words returns the n little-endian 32-bit words the image loads from addr
+// on, and false unless it loads every byte of them.
+func (im Image) Words(addr uint64, n int) ([]uint32, bool) {
+	for _, b := range im.blocks {
+		if addr < b.addr || addr+uint64(4*n) > b.end() {
+			continue
+		}
+		w := make([]uint32, n)
+		for i := range w {
+			w[i] = binary.LittleEndian.Uint32(b.data[addr-b.addr+uint64(4*i):])
+		}
+		return w, true
+	}
+	return nil, false
+}
+
+// Open is Parse that keeps the image's bytes.
+func Open(format model.Format, data []byte, loadAddress *uint64) (Image, error) {
 	if !slices.Contains(model.Formats, format) {
-		return Info{}, errorf("unknown format %q: allowed values are %s", format, allowedFormats())
+		return Image{}, errorf("unknown format %q: allowed values are %s", format, allowedFormats())
 	}
 	if len(data) == 0 {
-		return Info{}, errorf("image is empty")
+		return Image{}, errorf("image is empty")
 	}
 	if loadAddress != nil && format != model.FormatBIN {
-		return Info{}, errorf("load_address applies only to bin, not %s (%s images carry their own addresses)", format, format)
+		return Image{}, errorf("load_address applies only to bin, not %s (%s images carry their own addresses)", format, format)
 	}
 	var (
 		info   Info
@@ -85,7 +115,7 @@ func Parse(format model.Format, data []byte, loadAddress *uint64) (Info, error) 
 		info, blocks, err = parseBIN(data, loadAddress)
 	}
 	if err != nil {
-		return Info{}, err
+		return Image{}, err
 	}
 	info.Format = format
 	info.Size = int64(len(data))
@@ -95,7 +125,7 @@ func Parse(format model.Format, data []byte, loadAddress *uint64) (Info, error) 
 	for i, b := range blocks {
 		info.Segments[i] = model.Segment{Addr: b.addr, Size: uint64(len(b.data))}
 	}
-	return info, nil
+	return Image{Info: info, blocks: blocks}, nil
 }
 
 func parseBIN(data []byte, loadAddress *uint64) (Info, []block, error) {

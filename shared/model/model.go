@@ -60,11 +60,18 @@ type Session struct {
 	Backend     string      `json:"backend"`
 	BoardConfig BoardConfig `json:"board_config"`
 	// Machine is the emulator machine the board config resolved to.
-	Machine   string `json:"machine"`
-	State     State  `json:"state"`
-	Reason    string `json:"reason,omitempty"`
-	ProgramID string `json:"program_id,omitempty"`
-	RunnerID  string `json:"runner_id,omitempty"`
+	Machine string `json:"machine"`
+	State   State  `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+	// EmulatorLog is what the emulator itself printed (never the UART)
+	// when it last ended on its own, e.g. QEMU's fatal error and register
+	// dump after a guest locked the CPU up; the next power on clears it.
+	EmulatorLog []string `json:"emulator_log,omitempty"`
+	ProgramID   string   `json:"program_id,omitempty"`
+	// Warnings are signs, found when the program was loaded, that it was
+	// built for another board (QEMU still runs it).
+	Warnings []string `json:"warnings,omitempty"`
+	RunnerID string   `json:"runner_id,omitempty"`
 	// Coverage is on while the session's coverage window is open.
 	Coverage bool `json:"coverage,omitempty"`
 	// SnapshotID is the snapshot the machine was last restored from.

@@ -19,6 +19,7 @@ import (
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/cmdevent"
+	"github.com/machineserver/machineserver/shared/fwimage"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/quota"
@@ -344,28 +345,35 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Session, error) 
 
 // program finds a program and where it loads on the session's board.
 func (h *Handler) program(ctx context.Context, s model.Session, programID string) (runnerapi.Program, error) {
+	rp, _, err := h.place(ctx, s, programID)
+	return rp, err
+}
+
+// place is program that also returns the board it checked the program
+// against.
+func (h *Handler) place(ctx context.Context, s model.Session, programID string) (runnerapi.Program, board.Board, error) {
 	if !model.ValidID(programID) {
-		return runnerapi.Program{}, httpapi.Unprocessable("program_id %q is not a program id (16 hex digits)", programID)
+		return runnerapi.Program{}, board.Board{}, httpapi.Unprocessable("program_id %q is not a program id (16 hex digits)", programID)
 	}
 	p, err := h.d.State.GetProgram(ctx, programID)
 	if auth.Hidden(ctx, p.Tenant, err) {
 		// Another tenant's program reads exactly like a missing one.
-		return runnerapi.Program{}, httpapi.NotFound("program %s not found; upload it with POST /api/v1/programs", programID)
+		return runnerapi.Program{}, board.Board{}, httpapi.NotFound("program %s not found; upload it with POST /api/v1/programs", programID)
 	}
 	if err != nil {
-		return runnerapi.Program{}, err
+		return runnerapi.Program{}, board.Board{}, err
 	}
 	if p.State == model.ProgramRejected {
-		return runnerapi.Program{}, httpapi.Unprocessable("program %s was rejected when it was registered (%s), so it has no image to load; upload a valid ELF, HEX or BIN image", p.ID, p.Reason)
+		return runnerapi.Program{}, board.Board{}, httpapi.Unprocessable("program %s was rejected when it was registered (%s), so it has no image to load; upload a valid ELF, HEX or BIN image", p.ID, p.Reason)
 	}
 	caps, err := h.Capabilities(ctx)
 	if err != nil {
-		return runnerapi.Program{}, err
+		return runnerapi.Program{}, board.Board{}, err
 	}
 	be, _ := caps.Backend(s.Backend)
 	b, ok := be.Board(s.Machine)
 	if !ok {
-		return runnerapi.Program{}, httpapi.Unprocessable("board %s of session %s is no longer offered", s.Machine, s.ID)
+		return runnerapi.Program{}, board.Board{}, httpapi.Unprocessable("board %s of session %s is no longer offered", s.Machine, s.ID)
 	}
 	rp := runnerapi.Program{ID: p.ID, Format: p.Format, SHA256: p.SHA256, BlobKey: model.ProgramImageKey(p.ID)}
 	segs := p.Segments
@@ -377,9 +385,9 @@ func (h *Handler) program(ctx context.Context, s model.Session, programID string
 		segs = []model.Segment{{Addr: rp.LoadAddress, Size: uint64(p.Size)}}
 	}
 	if err := b.Fits(segs); err != nil {
-		return runnerapi.Program{}, httpapi.Unprocessable("program %s does not fit board %s: %v", p.ID, b.Name, err)
+		return runnerapi.Program{}, board.Board{}, httpapi.Unprocessable("program %s does not fit board %s: %v", p.ID, b.Name, err)
 	}
-	return rp, nil
+	return rp, b, nil
 }
 
 // LoadProgram sets the session's program. A running session is restarted
@@ -392,12 +400,13 @@ func (h *Handler) LoadProgram(ctx context.Context, id string, in LoadRequest) (m
 	if in.ProgramID == "" {
 		return s, httpapi.BadRequest("program_id is required")
 	}
-	rp, err := h.program(ctx, s, in.ProgramID)
+	rp, b, err := h.place(ctx, s, in.ProgramID)
 	if err != nil {
 		return s, err
 	}
+	warnings := h.bootWarnings(ctx, rp, b)
 	if s, err = h.d.State.UpdateSession(ctx, id, func(x *model.Session) error {
-		x.ProgramID = in.ProgramID
+		x.ProgramID, x.Warnings = in.ProgramID, warnings
 		return nil
 	}); err != nil {
 		return s, err
@@ -424,6 +433,28 @@ func (h *Handler) LoadProgram(ctx context.Context, id string, in LoadRequest) (m
 	}
 	h.publish(events.TypeSessionProgramLoaded, s)
 	return s, nil
+}
+
+// bootWarnings are signs that the image was built for another board
+// (board.BootWarnings). They cost a read of the image, so only loading
+// looks for them; an image that cannot be read has none, as the load
+// itself does not need it.
+func (h *Handler) bootWarnings(ctx context.Context, rp runnerapi.Program, b board.Board) []string {
+	data, err := blob.GetBytes(ctx, h.d.Blobs, rp.BlobKey)
+	if err != nil {
+		h.d.Log.Warn("boot checks skipped: image unreadable", "program", rp.ID, "err", err)
+		return nil
+	}
+	var at *uint64
+	if rp.Format == model.FormatBIN {
+		at = &rp.LoadAddress
+	}
+	im, err := fwimage.Open(rp.Format, data, at)
+	if err != nil {
+		h.d.Log.Warn("boot checks skipped: image invalid", "program", rp.ID, "err", err)
+		return nil
+	}
+	return b.BootWarnings(im.Words, im.Entry)
 }
 
 // PowerOn starts the session's machine with its program.
@@ -500,7 +531,14 @@ func (h *Handler) Reset(ctx context.Context, id string) (model.Session, error) {
 	if err := rc.Reset(ctx, id); err != nil {
 		return s, err
 	}
-	h.publish(events.TypeSessionRebooted, s)
+	// A reset changes the machine, so updated_at moves; a guest that
+	// crashed QEMU on the way up is already in error here.
+	if s, err = h.d.State.UpdateSession(ctx, id, func(*model.Session) error { return nil }); err != nil {
+		return s, err
+	}
+	if s.State == model.StateRunning {
+		h.publish(events.TypeSessionRebooted, s)
+	}
 	return s, nil
 }
 
@@ -730,7 +768,9 @@ func (h *Handler) GDB(ctx context.Context, id, base string) (GDBInfo, error) {
 				"servertype": "external", "gdbTarget": g.TCP, "gdbPath": "gdb-multiarch",
 				"executable": "${workspaceFolder}/path/to/firmware.elf",
 			},
-			HaltedPowerOn: fmt.Sprintf("curl -X POST %s/api/v1/sessions/%s/poweron?halted=true", base, id),
+			// With the caller's API key from the environment, as the
+			// walkthrough keeps it, so the line works pasted as it is.
+			HaltedPowerOn: fmt.Sprintf(`curl -X POST -H "Authorization: ApiKey $MS_API_KEY" '%s/api/v1/sessions/%s/poweron?halted=true'`, base, id),
 		},
 	}, nil
 }
@@ -767,6 +807,17 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 			return cmdevent.Reply{Type: typ, Subject: s.ID, Data: s}, err
 		}
 	}
+	// A guest that crashes QEMU as it starts or resets is answered with
+	// the failure, not with started or rebooted.
+	orFailed := func(op cmdevent.Op) cmdevent.Op {
+		return func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
+			r, err := op(ctx, e)
+			if s, ok := r.Data.(model.Session); ok && err == nil && s.State == model.StateError {
+				r.Type = events.TypeSessionFailed
+			}
+			return r, err
+		}
+	}
 	ops := map[string]cmdevent.Op{
 		events.TypeSessionCreate: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
 			var in events.CreateSession
@@ -784,10 +835,12 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 			s, err := h.LoadProgram(ctx, in.SessionID, LoadRequest{ProgramID: in.ProgramID})
 			return cmdevent.Reply{Type: events.TypeSessionProgramLoaded, Subject: s.ID, Data: s}, err
 		},
-		events.TypeSessionDelete:   simple(events.TypeSessionDeleted, h.Delete),
-		events.TypeSessionPowerOn:  simple(events.TypeSessionStarted, func(ctx context.Context, id string) (model.Session, error) { return h.PowerOn(ctx, id, false) }),
+		events.TypeSessionDelete: simple(events.TypeSessionDeleted, h.Delete),
+		events.TypeSessionPowerOn: orFailed(simple(events.TypeSessionStarted, func(ctx context.Context, id string) (model.Session, error) {
+			return h.PowerOn(ctx, id, false)
+		})),
 		events.TypeSessionPowerOff: simple(events.TypeSessionStopped, h.PowerOff),
-		events.TypeSessionReset:    simple(events.TypeSessionRebooted, h.Reset),
+		events.TypeSessionReset:    orFailed(simple(events.TypeSessionRebooted, h.Reset)),
 	}
 	return cmdevent.Handler(ctx, h.source, ops, h.d.Log)
 }

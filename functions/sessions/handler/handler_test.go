@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
 	report "github.com/machineserver/machineserver/shared/coverage"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -34,6 +35,8 @@ type fakeRunner struct {
 	bodies []runnerapi.StartRequest
 	status int
 	st     *state.Store
+	// crash is the reason a start records instead of running.
+	crash string
 }
 
 func (f *fakeRunner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -68,9 +71,16 @@ func (f *fakeRunner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasSuffix(r.URL.Path, "/start") {
-		// The real runner records the running state itself.
+		// The real runner records the running state itself (or the error
+		// of a guest that crashed QEMU at once).
 		id := strings.Split(r.URL.Path, "/")[4]
-		f.st.UpdateSession(r.Context(), id, func(s *model.Session) error { s.State = model.StateRunning; return nil })
+		f.st.UpdateSession(r.Context(), id, func(s *model.Session) error {
+			s.State = model.StateRunning
+			if f.crash != "" {
+				s.State, s.Reason = model.StateError, f.crash
+			}
+			return nil
+		})
 	}
 	httpapi.WriteJSON(w, 200, runnerapi.Status{})
 }
@@ -107,7 +117,11 @@ func setupStore(t *testing.T, st *state.Store) (*Handler, *state.Store, *fakeRun
 	if err := st.RegisterRunner(ctx, state.Runner{ID: "r1", URL: srv.URL, Capacity: 4, Capabilities: caps}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	h := New(Deps{State: st, Publisher: events.Nop, RunnerToken: "tok", Log: slog.New(slog.DiscardHandler)})
+	blobs, err := blob.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(Deps{State: st, Blobs: blobs, Publisher: events.Nop, RunnerToken: "tok", Log: slog.New(slog.DiscardHandler)})
 	return h, st, f
 }
 
