@@ -79,6 +79,7 @@ fuzz:
 
 bench: deps-test firmware plugin
 	$(GO) test -count=1 -run '^$$' -bench PowerOnToFirstByte -benchtime 20x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench IdleSessions -benchtime 1x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench Snapshot -benchtime 20x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench RoundTrip -benchtime 5000x -timeout 30m ./runner/gdb/
 	$(GO) test -count=1 -run '^$$' -bench 'Overhead|Report' -benchtime 20x -timeout 30m ./runner/coverage/

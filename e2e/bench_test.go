@@ -130,7 +130,13 @@ func emulatorPSS(b *testing.B, dir string) int {
 	if len(pids) != 1 {
 		b.Fatalf("want one emulator, have %v", pids)
 	}
-	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pids[0]))
+	return pssKiB(b, pids[0])
+}
+
+// pssKiB is a process's proportional set size: its private pages plus its
+// share of the pages it maps with others (QEMU's libraries, mostly).
+func pssKiB(b *testing.B, pid int) int {
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -142,6 +148,75 @@ func emulatorPSS(b *testing.B, dir string) int {
 	}
 	b.Fatal("no Pss in smaps_rollup")
 	return 0
+}
+
+// BenchmarkIdleSessions measures what an idle session costs a runner in
+// memory: the PSS of all emulator processes of N idle sessions, spares
+// included, divided by N, and how many such sessions fit in 24 GiB against
+// the goal of 500 (emulators only: the runner's own memory is not
+// counted). Idle is running firmware asleep in WFI, alone or with the
+// incoming spare of a session that took a snapshot, or stopped after a
+// snapshot (a cold and an incoming spare). The spare budget is set high
+// enough to keep every spare: this is the cost per session before the
+// budget bounds it.
+func BenchmarkIdleSessions(b *testing.B) {
+	const n, board, goal = 20, "mps2-an385", 500
+	for _, c := range []struct {
+		name           string
+		snapshot, stop bool
+		procs          int // per session
+	}{
+		{"running", false, false, 1},
+		{"running-snapshotted", true, false, 2},
+		{"stopped-snapshotted", true, true, 2},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			pl := startStandalone(b, "MS_LOG_LEVEL=warn", "MS_IDLE_TIMEOUT=0", fmt.Sprint("MS_QUOTA_SESSIONS=", n),
+				fmt.Sprint("MS_RUNNER_CAPACITY=", 2*n), fmt.Sprint("MS_RUNNER_SPARES=", 2*n))
+			code, body := pl.upload(b, "idle", "elf", firmware(b, board, "fw.elf"), nil)
+			if code != 201 {
+				b.Fatalf("upload: %d %s", code, body)
+			}
+			prog := decode(b, body)["id"].(string)
+			for range n {
+				var s map[string]any
+				pl.must(b, 201, "POST", "/api/v1/sessions", map[string]any{"name": "idle", "board_config": map[string]string{"board": board}}, &s)
+				id := s["id"].(string)
+				pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/program", map[string]string{"program_id": prog}, nil)
+				pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/poweron", nil, nil)
+				cs := pl.dialConsole(b, id, "")
+				cs.waitFor(b, "ready", 1)
+				cs.c.CloseNow()
+				if c.snapshot {
+					pl.must(b, 201, "POST", "/api/v1/sessions/"+id+"/snapshots", map[string]string{"name": "idle"}, nil)
+				}
+				if c.stop {
+					pl.must(b, 200, "POST", "/api/v1/sessions/"+id+"/poweroff", nil, nil)
+				}
+				waitEmulators(b, pl.socketDir+"/"+id, c.procs)
+			}
+			time.Sleep(2 * time.Second) // idle: the firmware sleeps in WFI between ticks
+			var kib float64
+			b.ResetTimer()
+			for range b.N {
+				pids := emulators(pl.socketDir)
+				if len(pids) != n*c.procs {
+					b.Fatalf("%d emulators for %d sessions, want %d", len(pids), n, n*c.procs)
+				}
+				for _, pid := range pids {
+					kib += float64(pssKiB(b, pid))
+				}
+			}
+			b.StopTimer()
+			perSession := kib / float64(b.N) / n / 1024
+			fits := 24 * 1024 / perSession
+			b.ReportMetric(perSession, "PSS-MiB/session")
+			b.ReportMetric(fits, "sessions/24GiB")
+			b.ReportMetric(fits/goal, "of-goal-500")
+			b.ReportMetric(0, "ns/op")
+			b.Logf("%d sessions %s: %.1f MiB PSS each (%d QEMU each): %.0f per 24 GiB runner, goal %d", n, c.name, perSession, c.procs, fits, goal)
+		})
+	}
 }
 
 // BenchmarkGetSessionAt200rps measures GET /api/v1/sessions/{id} latency

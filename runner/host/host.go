@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/machineserver/machineserver/runner/coverage"
 	"github.com/machineserver/machineserver/runner/gdb"
 	"github.com/machineserver/machineserver/runner/qemu"
+	"github.com/machineserver/machineserver/runner/qmp"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -53,6 +55,10 @@ type Settings struct {
 	// Prelaunch keeps a paused QEMU ready for each stopped session that has
 	// a program, so power on is a QMP cont instead of a cold start.
 	Prelaunch bool `envconfig:"MS_PRELAUNCH" default:"true"`
+	// Spares bounds those paused QEMUs (a session that used snapshots has
+	// two): past it, the spares of the least recently used sessions go,
+	// and their next power on or restore is a cold start. 0 keeps none.
+	Spares int `envconfig:"MS_RUNNER_SPARES" default:"16"`
 	// GDBListen is the address each session's debugger port binds to (port
 	// 0: one ephemeral port per session); GDBAdvertise is the host name
 	// reported to users (default: the listen host, or the hostname when
@@ -114,6 +120,8 @@ type Runner struct {
 	exitedCPU   time.Duration
 	dropMetrics func()
 	idleDone    chan struct{}
+	// budget bounds the spares (spares.go).
+	budget *spareBudget
 }
 
 // session is one session's emulator slot. ring outlives processes: the UART
@@ -169,6 +177,9 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
 	}
+	if cfg.Spares < 0 {
+		return nil, fmt.Errorf("host: MS_RUNNER_SPARES is %d; it is how many paused spare emulators to keep, 0 or more", cfg.Spares)
+	}
 	if cfg.SocketDir == "" {
 		// Per runner identity and data directory, so two runners on one
 		// machine (or two standalone servers) never reconcile each other's
@@ -193,6 +204,7 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		deleted:  map[string]time.Time{},
 		procs:    map[*qemu.Process]tracked{},
 		idleDone: make(chan struct{}),
+		budget:   newSpareBudget(),
 	}
 	r.openLimits()
 	if cfg.Coverage {
@@ -388,15 +400,11 @@ func (r *Runner) gdbHost() string {
 	return r.cfg.GDBListen
 }
 
-// setProc and setSpare keep the counters in step with the slots; s.mu is held.
+// setProc keeps the counter in step with the slot (setSpare likewise for
+// spares); s.mu is held.
 func (r *Runner) setProc(s *session, p *qemu.Process) {
 	r.active.Add(delta(s.proc != nil, p != nil))
 	s.proc = p
-}
-
-func (r *Runner) setSpare(sp *spare, p *qemu.Process) {
-	r.spares.Add(delta(sp.p != nil, p != nil))
-	sp.p = p
 }
 
 func delta(had, has bool) int32 {
@@ -471,13 +479,47 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 		s.cov = covState{on: true, started: true, acc: s.cov.acc}
 	}
 	t1 := time.Now()
+	from := s.ring.End()
 	st, err := r.activate(ctx, s, proc, req.Halted)
-	if err != nil {
+	if err != nil || !st.Running {
 		return st, err
 	}
 	r.log.Info("emulator started", "session", id, "machine", req.Machine, "pid", proc.Pid(), "program", req.Program.ID,
 		"launch_ms", ms(t1.Sub(t0)), "run_ms", ms(time.Since(t1)))
+	if !req.Halted && r.crashedAtBoot(ctx, s, proc, from) {
+		return r.status(s), nil
+	}
 	return st, nil
+}
+
+// bootSettle bounds how long power on waits for a booting guest's first
+// UART output. A guest that crashes QEMU before any (an image built for
+// another board locks the CPU up within a few milliseconds) is answered
+// with its error instead of "running"; a guest that prints at boot costs
+// nothing, and only one silent at boot waits it out.
+const bootSettle = 25 * time.Millisecond
+
+// crashedAtBoot waits up to bootSettle for the guest's first UART output
+// after from, and reports whether QEMU ended before it; its end is then
+// recorded. s.mu is held.
+func (r *Runner) crashedAtBoot(ctx context.Context, s *session, p *qemu.Process, from int64) bool {
+	ctx, cancel := context.WithTimeout(ctx, bootSettle)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	_ = s.ring.Wait(ctx, from) // output, QEMU's end or the bound: all mean stop waiting
+	select {
+	case <-p.Done():
+		r.awaitRecorded(s)
+		return true
+	default:
+		return false
+	}
 }
 
 // activate makes a paused process the session's machine: it pumps its UART
@@ -496,6 +538,7 @@ func (r *Runner) activate(ctx context.Context, s *session, proc *qemu.Process, h
 	now := time.Now().UTC()
 	updated, err := r.state.UpdateSession(ctx, s.id, func(sess *model.Session) error {
 		sess.State, sess.Reason, sess.StartedAt, sess.RunnerID = model.StateRunning, "", &now, r.cfg.ID
+		sess.EmulatorLog = nil
 		return nil
 	})
 	if err != nil {
@@ -507,12 +550,45 @@ func (r *Runner) activate(ctx context.Context, s *session, proc *qemu.Process, h
 	}
 	if !halted {
 		if _, err := proc.QMP.Execute(ctx, "cont", nil); err != nil {
+			if r.died(s, proc, err) {
+				// The guest crashed QEMU at once: not a failure to start,
+				// the session is in error and says why.
+				return r.status(s), nil
+			}
 			r.stopLocked(s)
 			return runnerapi.Status{}, fmt.Errorf("start session %s: cont: %w", s.id, err)
 		}
 	}
 	r.publish(events.TypeSessionStarted, updated)
 	return r.status(s), nil
+}
+
+// died reports whether err, from a QMP command to p, is QEMU ending (its
+// monitor closes as it exits: a guest that locks the CPU up makes QEMU
+// abort while a cont or system_reset is answered) and then waits until
+// watch has recorded the exit, so the caller answers with the session's
+// error. s.mu is held.
+func (r *Runner) died(s *session, p *qemu.Process, err error) bool {
+	if !errors.Is(err, qmp.ErrClosed) {
+		return false
+	}
+	t := time.NewTimer(r.cfg.StopGrace)
+	defer t.Stop()
+	select {
+	case <-p.Done():
+	case <-t.C:
+		return false
+	}
+	r.awaitRecorded(s)
+	return true
+}
+
+// awaitRecorded lets watch, which needs s.mu, record the end of the
+// session's process, and waits until it has. s.mu is held.
+func (r *Runner) awaitRecorded(s *session) {
+	s.mu.Unlock()
+	r.waitRecorded(s.id)
+	s.mu.Lock()
 }
 
 // pump copies the UART into the ring until the process's socket closes.
@@ -574,6 +650,11 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 	// Whatever happens below, the next power on should find a spare.
 	defer r.prepare(s)
 
+	// What QEMU printed matters only when it ended on its own.
+	var log []string
+	if !requested {
+		log = p.Log()
+	}
 	newState, reason, typ := model.StateStopped, "", events.TypeSessionStopped
 	switch {
 	case requested:
@@ -590,8 +671,8 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 		if code := p.ExitCode(); code > 0 {
 			reason = fmt.Sprintf("firmware exited with status %d", code)
 		}
-		if out := p.Output(); out != "" {
-			reason += ": " + lastLine(out)
+		if line := crashLine(log); line != "" {
+			reason += ": " + line
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -601,7 +682,7 @@ func (r *Runner) watch(s *session, p *qemu.Process) {
 		if sess.RunnerID != r.cfg.ID || sess.State != model.StateRunning || r.hasProc(s) {
 			return errUnchanged
 		}
-		sess.State, sess.Reason = newState, reason
+		sess.State, sess.Reason, sess.EmulatorLog = newState, reason, log
 		return nil
 	})
 	if err != nil {
@@ -620,17 +701,19 @@ func (r *Runner) hasProc(s *session) bool {
 	return s.proc != nil
 }
 
-func lastLine(s string) string {
-	lines := []byte(s)
-	for len(lines) > 0 && (lines[len(lines)-1] == '\n' || lines[len(lines)-1] == '\r') {
-		lines = lines[:len(lines)-1]
-	}
-	for i := len(lines) - 1; i >= 0; i-- {
-		if lines[i] == '\n' {
-			return string(lines[i+1:])
+// crashLine is the line of an emulator's log that says why it ended: the
+// last "qemu: fatal:" line (a register dump follows it, so the last line
+// is only a register), else the last line.
+func crashLine(log []string) string {
+	for i := len(log) - 1; i >= 0; i-- {
+		if strings.HasPrefix(log[i], "qemu: fatal:") {
+			return log[i]
 		}
 	}
-	return string(lines)
+	if len(log) == 0 {
+		return ""
+	}
+	return log[len(log)-1]
 }
 
 // Stop powers a session off. Stopping a stopped session is a no-op.
@@ -662,10 +745,7 @@ func (r *Runner) stopLocked(s *session) {
 	<-s.pumped
 	r.harvest(s, p)
 	r.setProc(s, nil)
-	// watch needs s.mu to finish; let it run.
-	s.mu.Unlock()
-	r.waitRecorded(s.id)
-	s.mu.Lock()
+	r.awaitRecorded(s)
 }
 
 // waitRecorded gives watch a moment to write the stopped state, so a
@@ -698,6 +778,9 @@ func (r *Runner) Reset(ctx context.Context, id string) error {
 		return httpapi.Conflict("session %s is not running; power it on first", id)
 	}
 	if _, err := s.proc.QMP.Execute(ctx, "system_reset", nil); err != nil {
+		if r.died(s, s.proc, err) {
+			return nil
+		}
 		return fmt.Errorf("reset session %s: %w", id, err)
 	}
 	return nil
@@ -729,6 +812,7 @@ func (r *Runner) Delete(id string) error {
 	r.mu.Lock()
 	delete(r.sessions, id)
 	r.mu.Unlock()
+	r.budget.forget(id)
 	return nil
 }
 
@@ -867,131 +951,3 @@ func (r *Runner) removeDir(p *qemu.Process) {
 	os.RemoveAll(p.Dir())
 	r.retire(p)
 }
-
-// spare is a paused QEMU kept ready for one image: cold ones boot it on
-// power on, incoming ones (-incoming defer) take a snapshot on restore.
-type spare struct {
-	p   *qemu.Process
-	key string
-}
-
-// take returns the spare if it serves key, and discards it otherwise.
-// s.mu is held.
-func (r *Runner) take(sp *spare, key string) *qemu.Process {
-	p := sp.p
-	if p == nil {
-		return nil
-	}
-	r.setSpare(sp, nil)
-	select {
-	case <-p.Done():
-		r.removeDir(p)
-		return nil
-	default:
-	}
-	if sp.key != key {
-		p.Kill()
-		<-p.Done()
-		r.removeDir(p)
-		return nil
-	}
-	return p
-}
-
-// drop kills a spare. s.mu is held.
-func (r *Runner) drop(sp *spare) {
-	if p := sp.p; p != nil {
-		r.setSpare(sp, nil)
-		p.Kill()
-		<-p.Done()
-		r.removeDir(p)
-	}
-}
-
-func (r *Runner) dropSpares(s *session) {
-	r.drop(&s.cold)
-	r.drop(&s.incoming)
-}
-
-// Prepare records what the session will run and prelaunches a spare for it.
-func (r *Runner) Prepare(id string, req runnerapi.StartRequest) error {
-	if _, ok := r.caps.Backends[0].Board(req.Machine); !ok {
-		return httpapi.Unprocessable("machine %q is not offered by this runner", req.Machine)
-	}
-	s, err := r.slot(id, true)
-	if err != nil {
-		return err
-	}
-	if err := runnerapi.CheckLimits(req.Limits); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	req.Halted, req.Restart = false, false
-	s.last = &req
-	if req.Limits != nil {
-		s.limits = req.Limits
-	}
-	s.mu.Unlock()
-	r.prepare(s)
-	return nil
-}
-
-// prepare starts spares in the background when prelaunch is on and the
-// runner has room: a cold one while the session is stopped, and an incoming
-// one once the session has used snapshots. The launch holds s.mu, so a
-// power on or restore arriving meanwhile waits and then uses the spare.
-func (r *Runner) prepare(s *session) {
-	if !r.cfg.Prelaunch {
-		return
-	}
-	go func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		r.mu.Lock()
-		closed := r.closed
-		r.mu.Unlock()
-		if closed || s.deleted || s.last == nil {
-			return
-		}
-		if s.proc == nil {
-			r.ensure(s, &s.cold, false)
-		}
-		if s.restorable {
-			r.ensure(s, &s.incoming, true)
-		}
-	}()
-}
-
-// ensure makes sp a live spare for the session's image. s.mu is held.
-func (r *Runner) ensure(s *session, sp *spare, incoming bool) {
-	key := imageKey(*s.last)
-	if sp.p != nil && sp.key == key {
-		return
-	}
-	r.drop(sp)
-	if r.emulators() >= r.cfg.Capacity {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := r.launch(ctx, s, *s.last, incoming)
-	if err != nil {
-		r.log.Warn("prelaunch failed", "session", s.id, "err", err)
-		return
-	}
-	r.setSpare(sp, p)
-	sp.key = key
-	go func() {
-		// A spare that dies while waiting is simply forgotten.
-		<-p.Done()
-		s.mu.Lock()
-		if sp.p == p {
-			r.setSpare(sp, nil)
-			r.removeDir(p)
-		}
-		s.mu.Unlock()
-	}()
-}
-
-// emulators counts live QEMU processes, spares included.
-func (r *Runner) emulators() int { return int(r.active.Load() + r.spares.Load()) }

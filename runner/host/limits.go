@@ -47,6 +47,9 @@ func (r *Runner) openLimits() {
 	if r.cfg.IdleTimeout > 0 {
 		ls.IdleTimeout = shortDuration(r.cfg.IdleTimeout)
 	}
+	if r.cfg.Prelaunch {
+		ls.Spares = r.cfg.Spares
+	}
 	r.caps.Limits = ls
 	feats := slices.Clone(r.caps.Features)
 	if ls.CPU {
@@ -168,7 +171,7 @@ func (r *Runner) stats() metrics.RunnerStats {
 	}
 	cpu := r.exitedCPU
 	r.procMu.Unlock()
-	st := metrics.RunnerStats{ActiveSessions: r.running()}
+	st := metrics.RunnerStats{ActiveSessions: r.running(), Spares: int(r.spares.Load())}
 	for _, p := range procs {
 		c, rss := p.Usage()
 		cpu += c
@@ -190,12 +193,14 @@ func (r *Runner) stats() metrics.RunnerStats {
 // alone is not activity: a firmware that prints forever is not in use.
 func (s *session) touch() { s.active.Store(time.Now().UnixNano()) }
 
+// touch also orders the session's spares, least recently used first to go.
 func (r *Runner) touch(id string) {
 	r.mu.Lock()
 	s := r.sessions[id]
 	r.mu.Unlock()
 	if s != nil {
 		s.touch()
+		r.budget.use(id)
 	}
 }
 

@@ -62,7 +62,7 @@ func TestGauges(t *testing.T) {
 	has(t, scrape(t), "simulation_jobs_queued 4")
 
 	r1 := AddRunner(func() RunnerStats {
-		return RunnerStats{ActiveSessions: 2, Processes: 3, CPUSeconds: 1.5, MemoryBytes: 100}
+		return RunnerStats{ActiveSessions: 2, Processes: 3, CPUSeconds: 1.5, MemoryBytes: 100, Spares: 1}
 	})
 	r2 := AddRunner(func() RunnerStats {
 		return RunnerStats{ActiveSessions: 1, Processes: 1, CPUSeconds: 0.5, MemoryBytes: 50}
@@ -72,6 +72,7 @@ func TestGauges(t *testing.T) {
 	has(t, body, "runner_emulator_processes 4")
 	has(t, body, "runner_emulator_cpu_seconds_total 2")
 	has(t, body, "runner_emulator_memory_bytes 150")
+	has(t, body, "runner_emulator_spares 1")
 	r1()
 	has(t, scrape(t), "simulation_active_sessions 1")
 	r2()

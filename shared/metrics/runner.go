@@ -12,6 +12,9 @@ type RunnerStats struct {
 	ActiveSessions int
 	// Processes are live QEMU processes, prelaunched spares included.
 	Processes int
+	// Spares are the paused QEMUs kept ready for power on and restore
+	// (part of Processes).
+	Spares int
 	// CPUSeconds is the user+system CPU time of every emulator this runner
 	// started, exited ones included, so it only grows.
 	CPUSeconds float64
@@ -26,7 +29,8 @@ var (
 	procsDesc   = prometheus.NewDesc("runner_emulator_processes", "Live QEMU processes, prelaunched spares included.", nil, nil)
 	cpuDesc     = prometheus.NewDesc("runner_emulator_cpu_seconds_total", "CPU time (user+system) used by emulators.", nil, nil)
 	memDesc     = prometheus.NewDesc("runner_emulator_memory_bytes", "Resident memory of the live emulators.", nil, nil)
-	runnerDescs = []*prometheus.Desc{activeDesc, procsDesc, cpuDesc, memDesc}
+	sparesDesc  = prometheus.NewDesc("runner_emulator_spares", "Paused QEMU processes kept ready for power on and restore (part of runner_emulator_processes).", nil, nil)
+	runnerDescs = []*prometheus.Desc{activeDesc, procsDesc, cpuDesc, memDesc, sparesDesc}
 )
 
 // runnerCollector sums the runners of this process (one in a pod or the
@@ -64,10 +68,12 @@ func (c *runnerCollector) Collect(ch chan<- prometheus.Metric) {
 		sum.Processes += s.Processes
 		sum.CPUSeconds += s.CPUSeconds
 		sum.MemoryBytes += s.MemoryBytes
+		sum.Spares += s.Spares
 	}
 	c.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, float64(sum.ActiveSessions))
 	ch <- prometheus.MustNewConstMetric(procsDesc, prometheus.GaugeValue, float64(sum.Processes))
 	ch <- prometheus.MustNewConstMetric(cpuDesc, prometheus.CounterValue, sum.CPUSeconds)
 	ch <- prometheus.MustNewConstMetric(memDesc, prometheus.GaugeValue, float64(sum.MemoryBytes))
+	ch <- prometheus.MustNewConstMetric(sparesDesc, prometheus.GaugeValue, float64(sum.Spares))
 }
