@@ -12,14 +12,22 @@ export PATH := $(GOBIN_DIR):$(PATH)
 export MS_TEST_FIRMWARE_DIR := $(FW)
 export MS_COVERAGE_PLUGIN := $(PLUGIN)/libmscov.so
 
-# command:package pairs; a package is installed only if its command is missing.
-RUN_TOOLS := qemu-system-arm:qemu-system-arm gcc:gcc
+# command:package pairs (or /absolute/file:package for a package without a
+# command); a package is installed only if its command or file is missing.
+# qemu-system-misc brings qemu-system-riscv32 and qemu-system-avr; Debian's
+# gdb-multiarch has no AVR support, gdb-avr has.
+RUN_TOOLS := qemu-system-arm:qemu-system-arm qemu-system-riscv32:qemu-system-misc \
+	qemu-system-avr:qemu-system-misc gcc:gcc
 TEST_TOOLS := $(RUN_TOOLS) arm-none-eabi-gcc:gcc-arm-none-eabi redis-server:redis-server \
-	gdb-multiarch:gdb-multiarch lcov:lcov curl:curl jq:jq
+	gdb-multiarch:gdb-multiarch lcov:lcov curl:curl jq:jq \
+	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf avr-gcc:gcc-avr \
+	/usr/lib/avr/include/avr/io.h:avr-libc avr-gdb:gdb-avr
 
 define apt_install
 	@missing=""; for pair in $(1); do \
-		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+		c="$${pair%%:*}"; \
+		command -v "$$c" >/dev/null 2>&1 || [ -e "$$c" ] || case " $$missing " in \
+			*" $${pair##*:} "*) ;; *) missing="$$missing $${pair##*:}";; esac; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
