@@ -55,7 +55,7 @@ var envNames = map[string]bool{
 	"MS_S3_SECURE": true, "MS_RUNNER_TOKEN": true, "MS_LOG_LEVEL": true,
 	"MS_MAX_UPLOAD_BYTES": true,
 	"MS_RUNNER_ID":        true, "MS_RUNNER_URL": true, "MS_RUNNER_DIR": true,
-	"MS_QEMU_BINARY": true, "MS_RUNNER_CAPACITY": true,
+	"MS_QEMU_BINARIES": true, "MS_RUNNER_CAPACITY": true,
 	"POD_NAME": true, "POD_NAMESPACE": true, "K_SINK": true,
 	"MS_JOB_WORKERS": true, "MS_JOB_LEASE": true, "MS_JOB_MAX_ATTEMPTS": true,
 	"MS_PROGRAMS_BUCKET": true, "MS_SESSION_TOKEN_SECRET": true, "MS_BOOTSTRAP_API_KEY": true,

@@ -31,4 +31,18 @@ int uart_rx_ready(void);
  */
 int uart_getc(void);
 
+/*
+ * Optional second UART, which main.c serves with a plain echo so tests can
+ * reach an emulator's extra serial ports. A board with one defines all of
+ * these; main.c has weak stand-ins for the others (no IRQ, nothing ever
+ * received). Same contracts as above.
+ */
+#define NO_IRQ 0xFFFFFFFFu
+/* A function, not a constant: GCC folds a weak constant's default. */
+uint32_t uart1_irq(void);
+void uart1_init(void);
+void uart1_putc(char c);
+int uart1_rx_ready(void);
+int uart1_getc(void);
+
 #endif

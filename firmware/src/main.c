@@ -1,6 +1,7 @@
 /*
  * Test firmware behaviour shared by every board: banner, echo, line
- * commands ("exit N", "count", "stream") and a SysTick-driven counter.
+ * commands ("exit N", "count", "stream") and a SysTick-driven counter; on
+ * boards with a second UART, a plain echo there.
  *
  * The CPU sleeps in WFI until SysTick (every 100 ms) or the UART's RX
  * interrupt wakes it, so an idle QEMU uses almost no host CPU and echo is
@@ -29,6 +30,41 @@ static volatile uint32_t counter;
 /* Set by the RX interrupt, for loops that must not touch the UART. */
 static volatile uint32_t rx_seen;
 
+/* Stand-ins for boards without a second UART (see board.h). */
+__attribute__((weak)) uint32_t uart1_irq(void)
+{
+	return NO_IRQ;
+}
+__attribute__((weak)) void uart1_init(void) {}
+__attribute__((weak)) void uart1_putc(char c)
+{
+	(void)c;
+}
+__attribute__((weak)) int uart1_rx_ready(void)
+{
+	return 0;
+}
+__attribute__((weak)) int uart1_getc(void)
+{
+	return -1;
+}
+
+static void irq_disable(uint32_t irq)
+{
+	if (irq != NO_IRQ) {
+		NVIC_ICER[irq / 32] = 1u << (irq % 32);
+	}
+}
+
+/* Clears a stale pending bit first, so only a line that is high now fires. */
+static void irq_enable(uint32_t irq)
+{
+	if (irq != NO_IRQ) {
+		NVIC_ICPR[irq / 32] = 1u << (irq % 32);
+		NVIC_ISER[irq / 32] = 1u << (irq % 32);
+	}
+}
+
 void systick_handler(void)
 {
 	counter++;
@@ -40,7 +76,8 @@ void systick_handler(void)
  */
 void uart_irq_handler(void)
 {
-	NVIC_ICER[board_uart_irq / 32] = 1u << (board_uart_irq % 32);
+	irq_disable(board_uart_irq);
+	irq_disable(uart1_irq());
 	rx_seen = 1;
 }
 
@@ -52,12 +89,10 @@ void uart_irq_handler(void)
  */
 static void wait_for_event(void)
 {
-	uint32_t bit = 1u << (board_uart_irq % 32);
-
 	__asm__ volatile("cpsid i" ::: "memory");
-	NVIC_ICPR[board_uart_irq / 32] = bit;
-	NVIC_ISER[board_uart_irq / 32] = bit;
-	if (!uart_rx_ready()) {
+	irq_enable(board_uart_irq);
+	irq_enable(uart1_irq());
+	if (!uart_rx_ready() && !uart1_rx_ready()) {
 		__asm__ volatile("wfi");
 	}
 	__asm__ volatile("cpsie i" ::: "memory");
@@ -153,12 +188,9 @@ static void stream(void)
  */
 static void spin(void)
 {
-	uint32_t bit = 1u << (board_uart_irq % 32);
-
 	puts_raw("spinning\r\n");
 	rx_seen = 0;
-	NVIC_ICPR[board_uart_irq / 32] = bit;
-	NVIC_ISER[board_uart_irq / 32] = bit;
+	irq_enable(board_uart_irq);
 	while (!rx_seen) {
 		seq++;
 	}
@@ -207,6 +239,7 @@ int main(void)
 	uint32_t printed = 0;
 
 	uart_init();
+	uart1_init();
 	puts_raw("MS-TEST-FW ");
 	puts_raw(board_name);
 	puts_raw(" ready\r\n");
@@ -227,6 +260,9 @@ int main(void)
 			} else if (len < sizeof(line) - 1) {
 				line[len++] = (char)c;
 			}
+		}
+		while ((c = uart1_getc()) >= 0) {
+			uart1_putc((char)c);
 		}
 
 		uint32_t now = counter;

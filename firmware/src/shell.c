@@ -2,8 +2,9 @@
  * Test firmware for boards of other architectures than ARM (RISC-V, AVR),
  * speaking the same console protocol as main.c: the banner
  * "MS-TEST-FW <board> ready", echo, "tick N" once a second, and the line
- * commands "count", "exit N" (where the board can end its emulator) and
- * "stream". The core sleeps between events, so an idle QEMU costs no CPU.
+ * commands "count", "exit N" (where the board can end its emulator),
+ * "stream" and "work N" (N rounds of CPU-bound work, then "done": what the
+ * coverage benchmark times). The core sleeps between events, so an idle QEMU costs no CPU.
  */
 #include <stdint.h>
 
@@ -28,7 +29,23 @@ static void stream(void)
 	uart_putc((char)c);
 }
 
-static void run_line(const char *line)
+/* Branchy arithmetic on a volatile, so no compiler folds the loop away. */
+static void work(uint32_t n)
+{
+	volatile uint32_t acc = 1;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (acc & 1) {
+			acc = acc * 3 + i;
+		} else {
+			acc >>= 1;
+		}
+	}
+	puts_raw("done\r\n");
+}
+
+/* Not inlined, so debugger tests can break on it. */
+static __attribute__((noinline)) void run_line(const char *line)
 {
 	uint32_t n;
 
@@ -44,6 +61,8 @@ static void run_line(const char *line)
 		puts_raw("\r\n");
 	} else if (equal(line, "stream")) {
 		stream();
+	} else if (has_prefix(line, "work ") && parse_uint(line + 5, &n)) {
+		work(n);
 	}
 }
 

@@ -1,4 +1,7 @@
-/* mps2-an385: CMSDK APB UART0 at 0x40004000, RX IRQ 0. */
+/*
+ * mps2-an385: CMSDK APB UART0 at 0x40004000, RX IRQ 0; UART1 at
+ * 0x40005000, RX IRQ 2, the second UART main.c echoes on.
+ */
 #include "board.h"
 
 #define UART0_DATA (*(volatile uint32_t *)0x40004000)
@@ -50,5 +53,47 @@ int uart_getc(void)
 	c = (int)(UART0_DATA & 0xFF);
 	/* Reading DATA does not clear the RX interrupt; only INTCLEAR does. */
 	UART0_INTCLEAR = INT_RX;
+	return c;
+}
+
+/* UART1 has UART0's register layout, 0x1000 further on. */
+#define UART1_DATA (*(volatile uint32_t *)0x40005000)
+#define UART1_STATE (*(volatile uint32_t *)0x40005004)
+#define UART1_CTRL (*(volatile uint32_t *)0x40005008)
+#define UART1_INTCLEAR (*(volatile uint32_t *)0x4000500C)
+#define UART1_BAUDDIV (*(volatile uint32_t *)0x40005010)
+
+uint32_t uart1_irq(void)
+{
+	return 2;
+}
+
+void uart1_init(void)
+{
+	UART1_BAUDDIV = 16;
+	UART1_CTRL = CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INTEN;
+}
+
+void uart1_putc(char c)
+{
+	while (UART1_STATE & STATE_TXFULL) {
+	}
+	UART1_DATA = (uint8_t)c;
+}
+
+int uart1_rx_ready(void)
+{
+	return (UART1_STATE & STATE_RXFULL) != 0;
+}
+
+int uart1_getc(void)
+{
+	int c;
+
+	if (!uart1_rx_ready()) {
+		return -1;
+	}
+	c = (int)(UART1_DATA & 0xFF);
+	UART1_INTCLEAR = INT_RX;
 	return c;
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/machineserver/machineserver/runner/qemu"
 	report "github.com/machineserver/machineserver/shared/coverage"
 )
 
@@ -69,10 +68,12 @@ func Locate() (string, error) {
 	}
 }
 
-// PluginFor is the plugin (at path so) to add to the qemu.Config of an
-// instance whose directory is dir: counts go to dir/cov.dat and the control
-// socket is dir/cov.sock (dir is short already, for QEMU's own sockets).
-func PluginFor(so, dir string, o Options) qemu.Plugin {
+// PluginArgs are the plugin's arguments (name=value) for an instance whose
+// directory is dir: counts go to dir/cov.dat and the control socket is
+// dir/cov.sock (dir is short already, for QEMU's own sockets). They go into
+// a qemu.Plugin with the path Locate found; this package does not import
+// runner/qemu, whose backend reads counts through it.
+func PluginArgs(dir string, o Options) []string {
 	args := []string{
 		"out=" + filepath.Join(dir, CountsFile),
 		"ctl=" + filepath.Join(dir, ControlSocket),
@@ -83,7 +84,7 @@ func PluginFor(so, dir string, o Options) qemu.Plugin {
 	if o.ExactEdges {
 		args = append(args, "edges=exact")
 	}
-	return qemu.Plugin{Path: so, Args: args}
+	return args
 }
 
 // Read parses the counts in dir. While QEMU runs they are the last snapshot

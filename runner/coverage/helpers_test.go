@@ -16,6 +16,7 @@ import (
 
 	"github.com/machineserver/machineserver/runner/coverage"
 	"github.com/machineserver/machineserver/runner/qemu"
+	catalog "github.com/machineserver/machineserver/shared/board"
 	report "github.com/machineserver/machineserver/shared/coverage"
 	"github.com/machineserver/machineserver/shared/model"
 )
@@ -118,15 +119,31 @@ type guest struct {
 	changed chan struct{}
 }
 
+// archOf is a catalog board's architecture and the QEMU binary that runs it.
+func archOf(t testing.TB, name string) (arch, binary string) {
+	t.Helper()
+	for _, k := range catalog.Known {
+		if k.Name == name {
+			pkg := "qemu-system-misc"
+			if k.Arch == catalog.ArchARM {
+				pkg = "qemu-system-arm"
+			}
+			return k.Arch, tool(t, "qemu-system-"+k.Arch, pkg)
+		}
+	}
+	t.Fatalf("board %s is not in the catalog", name)
+	return "", ""
+}
+
 func start(t testing.TB, board string, fw qemu.Firmware, o coverage.Options) *guest {
 	t.Helper()
-	tool(t, "qemu-system-arm", "qemu-system-arm")
+	arch, binary := archOf(t, board)
 	g := &guest{dir: shortDir(t), changed: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	p, err := qemu.Start(ctx, qemu.Config{
-		Binary: "qemu-system-arm", Machine: board, Dir: g.dir, Firmware: fw,
-		Plugins: []qemu.Plugin{coverage.PluginFor(pluginPath(t), g.dir, o)},
+		Binary: binary, Arch: arch, Machine: board, Dir: g.dir, Firmware: fw,
+		Plugins: []qemu.Plugin{{Path: pluginPath(t), Args: coverage.PluginArgs(g.dir, o)}},
 	})
 	if err != nil {
 		t.Fatal(err)

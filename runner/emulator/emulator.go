@@ -87,6 +87,11 @@ type Machine interface {
 	Dir() string
 }
 
+// UARTPort names a board's i-th UART among a Machine's Ports ("uart0"
+// for the first, in the catalog's order), whatever the board's manual
+// calls it, so every backend's console is "uart0".
+func UARTPort(i int) string { return fmt.Sprintf("uart%d", i) }
+
 // Snapshotter is a Machine whose full state can be saved and restored.
 type Snapshotter interface {
 	// SaveTo pauses the guest, streams its state to w, calls commit (with

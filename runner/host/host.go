@@ -39,10 +39,12 @@ import (
 type Settings struct {
 	// SocketDir holds the per-emulator sockets; short, since unix socket
 	// paths are capped at 108 bytes. Default: /tmp/ms-<hash of id and Dir>.
-	SocketDir    string `envconfig:"MS_RUNNER_SOCKET_DIR"`
-	QEMU         string `envconfig:"MS_QEMU_BINARY" default:"qemu-system-arm"`
-	Capacity     int    `envconfig:"MS_RUNNER_CAPACITY" default:"16"`
-	ConsoleBytes int    `envconfig:"MS_CONSOLE_BUFFER_BYTES" default:"1048576"`
+	SocketDir string `envconfig:"MS_RUNNER_SOCKET_DIR"`
+	// QEMU are the emulator binaries offered (names on PATH or paths), one
+	// per architecture; those not installed are left out, with a warning.
+	QEMU         []string `envconfig:"MS_QEMU_BINARIES" default:"qemu-system-arm,qemu-system-riscv32,qemu-system-avr"`
+	Capacity     int      `envconfig:"MS_RUNNER_CAPACITY" default:"16"`
+	ConsoleBytes int      `envconfig:"MS_CONSOLE_BUFFER_BYTES" default:"1048576"`
 	// ConsoleGather is how long the console pump waits between reads while
 	// output keeps coming (0: read as it comes). QEMU writes the UART a
 	// byte per send and its socket holds only about a hundred such sends,
@@ -98,7 +100,10 @@ type Runner struct {
 	pub   events.Publisher
 	log   *slog.Logger
 	caps  board.Capabilities
-	start time.Time
+	// backend runs the boards (for now only its probe and its choice of
+	// binary per board are used; launches still go through qemu.Start).
+	backend *qemu.Backend
+	start   time.Time
 	// plugin is the coverage plugin, "" when coverage is unavailable.
 	plugin string
 
@@ -192,13 +197,17 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 			return nil, fmt.Errorf("host: %w", err)
 		}
 	}
-	probe, err := qemu.Discover(ctx, cfg.QEMU)
+	// The probe's snapshot results are cached in the program cache's
+	// directory: it starts two emulators per board.
+	backend := qemu.New(qemu.Options{Binaries: cfg.QEMU, CacheDir: cfg.Dir})
+	offered, err := backend.Probe(ctx)
 	if err != nil {
 		return nil, err
 	}
 	r := &Runner{
 		cfg: cfg, state: st, blobs: blobs, pub: pub, log: log.With("runner", cfg.ID),
-		caps:     board.Build(probe.Version, probe.Binary, probe.Machines, probe.CPUs, probeSnapshots(ctx, probe, cfg.Dir)),
+		backend:  backend,
+		caps:     board.Document(offered),
 		start:    time.Now().UTC(),
 		sessions: map[string]*session{},
 		deleted:  map[string]time.Time{},
@@ -230,21 +239,6 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		go r.idleLoop(r.idleDone)
 	}
 	return r, nil
-}
-
-// probeSnapshots asks the binary which catalog boards restore saved state.
-func probeSnapshots(ctx context.Context, probe qemu.Probe, cacheDir string) map[string]board.SnapshotProbe {
-	var machines []string
-	for _, k := range board.Known {
-		if slices.Contains(probe.Machines, k.Name) {
-			machines = append(machines, k.Name)
-		}
-	}
-	out := map[string]board.SnapshotProbe{}
-	for m, p := range qemu.ProbeSnapshots(ctx, probe.Binary, machines, cacheDir) {
-		out[m] = board.SnapshotProbe{Restores: p.Restores, Unsaved: p.Unsaved}
-	}
-	return out
 }
 
 // Capabilities is what this runner's QEMU offers.
@@ -777,6 +771,16 @@ func (r *Runner) Reset(ctx context.Context, id string) error {
 	if s.proc == nil {
 		return httpapi.Conflict("session %s is not running; power it on first", id)
 	}
+	if s.last != nil && r.resetRestarts(s.last.Machine) {
+		// The core cannot be reset in place: start the machine afresh with
+		// the same image, as a power cycle that keeps the console.
+		req := *s.last
+		req.Restart = true
+		s.mu.Unlock()
+		_, err := r.Start(ctx, id, req)
+		s.mu.Lock()
+		return err
+	}
 	if _, err := s.proc.QMP.Execute(ctx, "system_reset", nil); err != nil {
 		if r.died(s, s.proc, err) {
 			return nil
@@ -784,6 +788,12 @@ func (r *Runner) Reset(ctx context.Context, id string) error {
 		return fmt.Errorf("reset session %s: %w", id, err)
 	}
 	return nil
+}
+
+// resetRestarts says a machine's core cannot be reset in place.
+func (r *Runner) resetRestarts(machine string) bool {
+	b, _ := r.caps.Backends[0].Board(machine)
+	return b.ResetRestarts
 }
 
 // Delete stops the machine and drops the console history. The id is
@@ -917,14 +927,18 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 	s.gen++
 	dir := filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen))
 	b, _ := r.caps.Backends[0].Board(req.Machine)
+	bin, err := r.backend.BinaryFor(ctx, req.Machine)
+	if err != nil {
+		return nil, err
+	}
 	cfg := qemu.Config{
-		Binary: r.caps.Backends[0].Binary, Machine: req.Machine, Incoming: incoming, GDB: true, Dir: dir, Ethernet: b.Ethernet,
+		Binary: bin, Arch: b.Arch, Machine: req.Machine, Incoming: incoming, GDB: true, Dir: dir, Ethernet: b.Ethernet,
 		Firmware: qemu.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
 	}
 	if r.plugin != "" {
 		// Always counted (a few percent of run time), so coverage can start
 		// on a running machine: QEMU cannot load a plugin later.
-		cfg.Plugins = []qemu.Plugin{coverage.PluginFor(r.plugin, dir, coverage.Options{Interval: time.Second})}
+		cfg.Plugins = []qemu.Plugin{{Path: r.plugin, Args: coverage.PluginArgs(dir, coverage.Options{Interval: time.Second})}}
 	}
 	g, err := r.group(s, lim)
 	if err != nil {

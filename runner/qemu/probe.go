@@ -44,7 +44,9 @@ func Discover(ctx context.Context, binary string) (Probe, error) {
 	if err != nil {
 		return p, err
 	}
-	p.CPUs = parseList(c, "Available CPUs")
+	for _, cpu := range parseList(c, "Available CPUs") {
+		p.CPUs = append(p.CPUs, cpuName(cpu))
+	}
 	return p, nil
 }
 
@@ -73,4 +75,14 @@ func parseList(s, header string) []string {
 		out = append(out, f[0])
 	}
 	return out
+}
+
+// cpuName takes a CPU as -cpu help lists it to the name the board catalog
+// uses: qemu-system-avr lists QOM type names ("avr5-avr-cpu") where the
+// others list bare names.
+func cpuName(s string) string {
+	if base, ok := strings.CutSuffix(s, "-avr-cpu"); ok {
+		return base
+	}
+	return s
 }

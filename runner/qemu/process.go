@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/runner/qmp"
+	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/model"
 )
 
@@ -28,7 +29,21 @@ const (
 	MigrationSocket = "m.sock"
 	PidFile         = "pid"
 	maxSocketPath   = 100
+	// maxSerials keeps serial socket names one digit long.
+	maxSerials = 10
 )
+
+// serialSocket is the socket of the i-th serial port: ConsoleSocket for the
+// first, so a console-only instance looks as it always did.
+func serialSocket(i int) string {
+	if i == 0 {
+		return ConsoleSocket
+	}
+	return fmt.Sprintf("c%d.sock", i)
+}
+
+// serials is how many serial ports c connects.
+func (c Config) serials() int { return max(c.Serials, 1) }
 
 // Firmware is the image QEMU loads.
 type Firmware struct {
@@ -57,6 +72,13 @@ type Config struct {
 	Plugins []Plugin
 	// Ethernet is set for boards with a NIC, so it can be isolated.
 	Ethernet bool
+	// Arch is the board's architecture (board.ArchAVR changes how the
+	// image is loaded and drops semihosting; "" is ARM).
+	Arch string
+	// Serials is how many of the board's UARTs get a connection, in
+	// QEMU's -serial order (0 means 1: the console only). The others have
+	// no backend: what the guest writes there is dropped.
+	Serials int
 	// Incoming starts QEMU waiting for a migration stream (-incoming defer),
 	// to be fed with QMP migrate-incoming: a restore target.
 	Incoming bool
@@ -77,7 +99,10 @@ func (c Config) Validate() error {
 	if !filepath.IsAbs(c.Dir) || strings.Contains(c.Dir, ",") {
 		return fmt.Errorf("qemu: instance dir %q must be absolute and contain no commas", c.Dir)
 	}
-	if n := len(filepath.Join(c.Dir, ConsoleSocket)); n > maxSocketPath {
+	if c.Serials < 0 || c.Serials > maxSerials {
+		return fmt.Errorf("qemu: %d serial ports asked for; 0 to %d are allowed", c.Serials, maxSerials)
+	}
+	if n := len(filepath.Join(c.Dir, serialSocket(max(c.Serials, 1)-1))); n > maxSocketPath {
 		return fmt.Errorf("qemu: socket path in %q is %d bytes; unix sockets allow about 108", c.Dir, n)
 	}
 	if strings.Contains(c.Firmware.Path, ",") {
@@ -114,9 +139,14 @@ func (c Config) Args() []string {
 		"-display", "none", "-monitor", "none",
 		"-S",
 		"-qmp", "unix:" + filepath.Join(c.Dir, QMPSocket),
-		"-chardev", "socket,id=ser0,path=" + filepath.Join(c.Dir, ConsoleSocket),
-		"-serial", "chardev:ser0",
-		"-semihosting-config", "enable=on,target=native",
+	}
+	for i := range c.serials() {
+		id := fmt.Sprintf("ser%d", i)
+		a = append(a, "-chardev", "socket,id="+id+",path="+filepath.Join(c.Dir, serialSocket(i)), "-serial", "chardev:"+id)
+	}
+	if c.Arch != board.ArchAVR {
+		// AVR has no semihosting (QEMU refuses the option for it).
+		a = append(a, "-semihosting-config", "enable=on,target=native")
 	}
 	if c.Ethernet {
 		// A board with a NIC gets QEMU's default user-mode network, which
@@ -136,7 +166,13 @@ func (c Config) Args() []string {
 	}
 	switch c.Firmware.Format {
 	case model.FormatELF:
-		a = append(a, "-kernel", c.Firmware.Path)
+		if c.Arch == board.ArchAVR {
+			// QEMU's AVR boards load their ELF as the flash image (-bios);
+			// -kernel is ignored there and the core runs erased flash.
+			a = append(a, "-bios", c.Firmware.Path)
+		} else {
+			a = append(a, "-kernel", c.Firmware.Path)
+		}
 	case model.FormatBIN:
 		a = append(a, "-device", fmt.Sprintf("loader,file=%s,addr=0x%x", c.Firmware.Path, c.Firmware.LoadAddress))
 	case model.FormatHEX:
@@ -149,9 +185,12 @@ func (c Config) Args() []string {
 // Process is a running QEMU. Its lifetime is independent of the context that
 // started it.
 type Process struct {
-	cmd     *exec.Cmd
-	dir     string
-	QMP     *qmp.Monitor
+	cmd *exec.Cmd
+	dir string
+	QMP *qmp.Monitor
+	// Serials are the connected serial ports (Config.Serials of them), in
+	// QEMU's order; Console is the first.
+	Serials []net.Conn
 	Console net.Conn
 	output  *tail
 
@@ -176,7 +215,11 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 			ln.Close()
 		}
 	}()
-	for _, f := range []string{QMPSocket, ConsoleSocket} {
+	socks := []string{QMPSocket}
+	for i := range cfg.serials() {
+		socks = append(socks, serialSocket(i))
+	}
+	for _, f := range socks {
 		path := filepath.Join(cfg.Dir, f)
 		os.Remove(path)
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -240,9 +283,14 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if p.QMP, err = qmp.New(sctx, qconn); err != nil {
 		return fail("QMP handshake", err)
 	}
-	if p.Console, err = accept(sctx, lns[1]); err != nil {
-		return fail("connect console", err)
+	for i, ln := range lns[1:] {
+		c, err := accept(sctx, ln)
+		if err != nil {
+			return fail(fmt.Sprintf("connect serial port %d", i), err)
+		}
+		p.Serials = append(p.Serials, c)
 	}
+	p.Console = p.Serials[0]
 	return p, nil
 }
 
@@ -409,8 +457,8 @@ func (p *Process) closeConns() {
 	if p.QMP != nil {
 		p.QMP.Close()
 	}
-	if p.Console != nil {
-		p.Console.Close()
+	for _, c := range p.Serials {
+		c.Close()
 	}
 }
 

@@ -19,15 +19,27 @@ type UART struct {
 
 // Board is one machine an emulator backend can run.
 type Board struct {
-	Name        string       `json:"name"`
-	Backend     string       `json:"backend"`
-	Description string       `json:"description"`
-	CPU         string       `json:"cpu"`
-	Flash       model.Region `json:"flash"`
-	RAM         model.Region `json:"ram"`
+	Name        string `json:"name"`
+	Backend     string `json:"backend"`
+	Description string `json:"description"`
+	// Arch is the instruction set family ("arm", "riscv32", "avr"): it picks
+	// the emulator binary, and an ELF must be built for it.
+	Arch string `json:"arch"`
+	CPU  string `json:"cpu"`
+	// Processors are other names the board's processor answers to in a
+	// board_config (the ISA or the MCU part: "rv32imac", "atmega328p").
+	Processors []string `json:"processors,omitempty"`
+	// Debugger is the GDB client that speaks the board's architecture.
+	Debugger string       `json:"debugger"`
+	Flash    model.Region `json:"flash"`
+	RAM      model.Region `json:"ram"`
 	// FlashAlias is where flash is mirrored so the vector table is found at 0.
 	FlashAlias *uint64 `json:"flash_alias,omitempty"`
 	UARTs      []UART  `json:"uarts"`
+	// ResetRestarts: the emulator cannot reset the core in place, so a
+	// reset starts the machine afresh (QEMU 7.2's system_reset leaves the
+	// AVR core running where it was: its timer counts on, no banner).
+	ResetRestarts bool `json:"reset_restarts,omitempty"`
 	// Ethernet: the board has a NIC (its network is isolated, see qemu.Config).
 	Ethernet    bool     `json:"ethernet,omitempty"`
 	Peripherals []string `json:"peripherals"`
@@ -87,6 +99,11 @@ type Words func(addr uint64, n int) ([]uint32, bool)
 // then dies of a CPU lockup at the first fault. entry is the ELF or HEX
 // entry point, nil if the image has none.
 func (b Board) BootWarnings(words Words, entry *uint64) []string {
+	if b.Arch != ArchARM {
+		// Only Cortex-M reads a vector table from address 0; the others
+		// start at a fixed reset address the image cannot move.
+		return nil
+	}
 	var warn []string
 	add := func(format string, args ...any) {
 		warn = append(warn, fmt.Sprintf(format, args...)+"; was the image built for another board?")
@@ -139,6 +156,23 @@ func (b Board) read(words Words, addr uint64, n int) ([]uint32, bool) {
 
 func addr(v uint64) *uint64 { return &v }
 
+// Architectures of the catalog's boards, as ELF images name them.
+const (
+	ArchARM     = "arm"
+	ArchRISCV32 = "riscv32"
+	ArchAVR     = "avr"
+)
+
+// debuggers is the GDB client per architecture: Debian's gdb-multiarch has
+// no AVR target, gdb-avr has.
+var debuggers = map[string]string{ArchARM: "gdb-multiarch", ArchRISCV32: "gdb-multiarch", ArchAVR: "avr-gdb"}
+
+// Processes reports whether model names the board's processor (its CPU or
+// one of its other names).
+func (b Board) Processes(model string) bool {
+	return model == b.CPU || slices.Contains(b.Processors, strings.ToLower(model))
+}
+
 // Known is what the project knows about QEMU machines beyond their names:
 // memory maps and UARTs are not discoverable from -machine help. A board is
 // offered only if the installed binary also lists it (see Capabilities).
@@ -175,6 +209,43 @@ var Known = []Board{
 		UARTs:       []UART{{"uart0", "cmsdk-apb-uart", 0x40004000}, {"uart1", "cmsdk-apb-uart", 0x40005000}, {"uart2", "cmsdk-apb-uart", 0x40006000}},
 		Ethernet:    true,
 		Peripherals: []string{"uart0", "uart1", "uart2", "uart3", "uart4", "timer0", "timer1", "dualtimer", "watchdog", "scc", "fpgaio", "ethernet"}},
+	// RISC-V: the mask ROM jumps to 0x20400000 in the memory-mapped SPI
+	// flash (the region is QEMU's 512 MiB XIP window); 16 KiB of DTIM RAM.
+	{Name: "sifive_e", Backend: "qemu", Arch: ArchRISCV32, Description: "SiFive HiFive1 (FE310, E31 core, RV32IMAC)", CPU: "sifive-e31",
+		Processors: []string{"rv32imac", "fe310", "e31"},
+		Flash:      model.Region{Base: 0x20000000, Size: 512 << 20}, RAM: model.Region{Base: 0x80000000, Size: 16 << 10},
+		UARTs:       []UART{{"uart0", "riscv.sifive.uart", 0x10013000}, {"uart1", "riscv.sifive.uart", 0x10023000}},
+		Peripherals: []string{"uart0", "uart1", "clint", "plic", "gpio0", "prci", "pwm0", "aon"}},
+	// AVR: flash is the code space from 0; ELF images put SRAM at
+	// 0x800000 + its data-space address (the first 0x100 or 0x200 bytes of
+	// data space are registers and I/O). USART addresses are data space.
+	{Name: "arduino-uno", Backend: "qemu", Arch: ArchAVR, ResetRestarts: true, Description: "Arduino Uno (ATmega328P, AVR5)", CPU: "avr5",
+		Processors: []string{"atmega328p", "atmega328"},
+		Flash:      model.Region{Base: 0, Size: 32 << 10}, RAM: model.Region{Base: 0x800100, Size: 2 << 10},
+		UARTs:       []UART{{"usart0", "avr-usart", 0xC0}},
+		Peripherals: []string{"usart0", "timer0", "timer1", "timer2", "gpio"}},
+	{Name: "arduino-mega", Backend: "qemu", Arch: ArchAVR, ResetRestarts: true, Description: "Arduino Mega (ATmega1280, AVR51)", CPU: "avr51",
+		Processors: []string{"atmega1280"},
+		Flash:      model.Region{Base: 0, Size: 128 << 10}, RAM: model.Region{Base: 0x800200, Size: 8 << 10},
+		UARTs: []UART{{"usart0", "avr-usart", 0xC0}, {"usart1", "avr-usart", 0xC8}, {"usart2", "avr-usart", 0xD0},
+			{"usart3", "avr-usart", 0x130}},
+		Peripherals: []string{"usart0", "usart1", "usart2", "usart3", "timer0", "timer1", "timer2", "timer3", "timer4", "timer5", "gpio"}},
+	{Name: "arduino-mega-2560-v3", Backend: "qemu", Arch: ArchAVR, ResetRestarts: true, Description: "Arduino Mega 2560 (ATmega2560, AVR6)", CPU: "avr6",
+		Processors: []string{"atmega2560"},
+		Flash:      model.Region{Base: 0, Size: 256 << 10}, RAM: model.Region{Base: 0x800200, Size: 8 << 10},
+		UARTs: []UART{{"usart0", "avr-usart", 0xC0}, {"usart1", "avr-usart", 0xC8}, {"usart2", "avr-usart", 0xD0},
+			{"usart3", "avr-usart", 0x130}},
+		Peripherals: []string{"usart0", "usart1", "usart2", "usart3", "timer0", "timer1", "timer2", "timer3", "timer4", "timer5", "gpio"}},
+}
+
+func init() {
+	for i := range Known {
+		k := &Known[i]
+		if k.Arch == "" {
+			k.Arch = ArchARM
+		}
+		k.Debugger = debuggers[k.Arch]
+	}
 }
 
 // Backend is one emulator backend as discovered on a runner.
@@ -228,22 +299,36 @@ var Features = []string{"power", "reset", "halted-poweron", "console-http", "con
 // snapshots, from the probe, say which of them restore saved state.
 func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[string]SnapshotProbe) Capabilities {
 	b := Backend{Name: "qemu", Version: qemuVersion, Binary: binary, Machines: machines, Processors: cpus}
-	periph := map[string]bool{}
 	for _, k := range Known {
 		if !slices.Contains(machines, k.Name) || !slices.Contains(cpus, k.CPU) {
 			continue
 		}
 		k.Features = Features
+		if k.Arch == ArchAVR {
+			// AVR has no semihosting: firmware cannot end its emulator.
+			k.Features = slices.DeleteFunc(slices.Clone(Features), func(f string) bool { return f == "semihosting-exit" })
+		}
 		if p, ok := snapshots[k.Name]; ok {
 			k.SnapshotUnsaved = p.Unsaved
 			if p.Restores && len(k.UARTs) > 0 && !slices.Contains(p.Unsaved, k.UARTs[0].Kind) {
 				k.Snapshots = true
-				k.Features = append(slices.Clone(Features), "snapshot")
+				k.Features = append(slices.Clone(k.Features), "snapshot")
 			}
 		}
 		b.Boards = append(b.Boards, k)
-		for _, p := range k.Peripherals {
-			periph[p] = true
+	}
+	return Document(b)
+}
+
+// Document makes the capabilities document of the backends a runner
+// offers.
+func Document(backends ...Backend) Capabilities {
+	periph := map[string]bool{}
+	for _, b := range backends {
+		for _, k := range b.Boards {
+			for _, p := range k.Peripherals {
+				periph[p] = true
+			}
 		}
 	}
 	var ps []string
@@ -252,7 +337,7 @@ func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[st
 	}
 	sort.Strings(ps)
 	return Capabilities{
-		Backends:    []Backend{b},
+		Backends:    backends,
 		Formats:     []string{string(model.FormatELF), string(model.FormatBIN), string(model.FormatHEX)},
 		BusTypes:    []string{"uart"},
 		Features:    Features,
@@ -278,6 +363,20 @@ func (b Backend) Board(name string) (Board, bool) {
 		}
 	}
 	return Board{}, false
+}
+
+// BoardsOf lists the backend's boards of one architecture.
+func (b Backend) BoardsOf(arch string) []string {
+	var n []string
+	for _, k := range b.Boards {
+		if k.Arch == arch {
+			n = append(n, k.Name)
+		}
+	}
+	if len(n) == 0 {
+		return []string{"none on this platform"}
+	}
+	return n
 }
 
 // BoardNames lists the backend's boards, for error messages.
@@ -325,7 +424,7 @@ func (b Backend) Resolve(cfg model.BoardConfig) (Board, error) {
 		if !ok {
 			return Board{}, &InvalidError{fmt.Sprintf("unknown board %q; boards of backend %s: %s", cfg.Board, b.Name, strings.Join(b.BoardNames(), ", "))}
 		}
-		if cfg.Processor != nil && cfg.Processor.Model != "" && cfg.Processor.Model != k.CPU {
+		if cfg.Processor != nil && cfg.Processor.Model != "" && !k.Processes(cfg.Processor.Model) {
 			return Board{}, &InvalidError{fmt.Sprintf("board %s has a %s, not a %s", k.Name, k.CPU, cfg.Processor.Model)}
 		}
 		if cfg.Memory != nil {
@@ -338,22 +437,21 @@ func (b Backend) Resolve(cfg model.BoardConfig) (Board, error) {
 	if cfg.Processor == nil || cfg.Processor.Model == "" {
 		return Board{}, &InvalidError{"board_config needs either board or processor.model (with memory)"}
 	}
-	if cfg.Memory == nil {
-		return Board{}, &InvalidError{"board_config.memory (flash and ram regions) is required when no board is named"}
-	}
-	if cfg.Memory.Flash.Size == 0 || cfg.Memory.RAM.Size == 0 {
+	// Without a memory map the processor alone decides: of the boards
+	// with it, the smallest.
+	if cfg.Memory != nil && (cfg.Memory.Flash.Size == 0 || cfg.Memory.RAM.Size == 0) {
 		return Board{}, &InvalidError{"board_config.memory.flash.size and memory.ram.size must be greater than zero"}
 	}
-	if !slices.Contains(b.Processors, cfg.Processor.Model) {
+	if !slices.Contains(b.Processors, cfg.Processor.Model) && !slices.ContainsFunc(b.Boards, func(k Board) bool { return k.Processes(cfg.Processor.Model) }) {
 		return Board{}, &InvalidError{fmt.Sprintf("unknown processor %q; processors of backend %s include: %s", cfg.Processor.Model, b.Name, strings.Join(boardCPUs(b), ", "))}
 	}
 	var fits []Board
 	var cands []Candidate
 	for _, k := range b.Boards {
 		reason := ""
-		if k.CPU != cfg.Processor.Model {
+		if !k.Processes(cfg.Processor.Model) {
 			reason = "cpu is " + k.CPU
-		} else {
+		} else if cfg.Memory != nil {
 			reason = fitsMemory(k, *cfg.Memory)
 		}
 		if reason == "" && checkPeripherals(k, cfg.Peripherals) != nil {
@@ -381,8 +479,10 @@ func (b Backend) Resolve(cfg model.BoardConfig) (Board, error) {
 func boardCPUs(b Backend) []string {
 	var c []string
 	for _, k := range b.Boards {
-		if !slices.Contains(c, k.CPU) {
-			c = append(c, k.CPU)
+		for _, p := range append([]string{k.CPU}, k.Processors...) {
+			if !slices.Contains(c, p) {
+				c = append(c, p)
+			}
 		}
 	}
 	return c

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,7 +17,29 @@ func testBackend() Backend {
 	for _, k := range Known {
 		machines = append(machines, k.Name)
 	}
-	return Build("7.2.0", "qemu-system-arm", machines, []string{"cortex-m3", "cortex-m4", "cortex-a9"}, nil).Backends[0]
+	return Build("7.2.0", "qemu-system-arm", machines, []string{"cortex-m3", "cortex-m4", "cortex-a9", "sifive-e31", "avr5", "avr51", "avr6"}, nil).Backends[0]
+}
+
+// A processor alone, by its CPU, ISA or MCU name, resolves to the
+// smallest board that has it.
+func TestProcessorAloneResolves(t *testing.T) {
+	for model_, want := range map[string]string{
+		"rv32imac": "sifive_e", "sifive-e31": "sifive_e", "atmega328p": "arduino-uno", "ATmega328P": "arduino-uno",
+		"atmega1280": "arduino-mega", "atmega2560": "arduino-mega-2560-v3", "avr6": "arduino-mega-2560-v3",
+		"cortex-m3": "lm3s811evb",
+	} {
+		b, err := testBackend().Resolve(model.BoardConfig{Processor: &model.Processor{Model: model_}})
+		if err != nil || b.Name != want {
+			t.Errorf("processor %s: got %q, %v; want %s", model_, b.Name, err, want)
+		}
+	}
+	b, err := testBackend().Resolve(model.BoardConfig{Board: "arduino-uno", Processor: &model.Processor{Model: "atmega328p"}})
+	if err != nil || b.Arch != ArchAVR || b.Debugger != "avr-gdb" || slices.Contains(b.Features, "semihosting-exit") {
+		t.Errorf("arduino-uno by name and MCU: %+v, %v", b, err)
+	}
+	if _, err := testBackend().Resolve(model.BoardConfig{Board: "arduino-uno", Processor: &model.Processor{Model: "atmega2560"}}); err == nil {
+		t.Error("arduino-uno accepted an atmega2560")
+	}
 }
 
 func TestSeedResolvesToNetduino2(t *testing.T) {
@@ -65,7 +88,6 @@ func TestResolveErrors(t *testing.T) {
 		{"unknown board", model.BoardConfig{Board: "pdp11"}, "unknown board"},
 		{"cpu mismatch", model.BoardConfig{Board: "netduino2", Processor: &model.Processor{Model: "cortex-m4"}}, "has a cortex-m3"},
 		{"nothing", model.BoardConfig{}, "either board or processor"},
-		{"no memory", model.BoardConfig{Processor: &model.Processor{Model: "cortex-m3"}}, "memory"},
 		{"zero sizes", model.BoardConfig{Processor: &model.Processor{Model: "cortex-m3"}, Memory: &model.Memory{}}, "greater than zero"},
 		{"unknown cpu", model.BoardConfig{Processor: &model.Processor{Model: "z80"}, Memory: &model.Memory{Flash: model.Region{Size: 1}, RAM: model.Region{Size: 1}}}, "unknown processor"},
 		{"unknown peripheral", model.BoardConfig{Board: "netduino2", Peripherals: []string{"can9"}}, "no peripheral"},

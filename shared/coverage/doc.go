@@ -3,7 +3,8 @@
 // blocks with their counts, and optionally the edges out of conditional
 // branches), adds up counts of several runs of one program, maps them onto
 // the program (files and lines through the DWARF line table, functions from
-// ELF symbols, branch outcomes from the Thumb code) and writes LCOV, a JSON
+// ELF symbols, branch outcomes from the code: Thumb, RV32IMAC or AVR, by
+// the ELF's machine) and writes LCOV, a JSON
 // summary and a zipped HTML report. It knows nothing about QEMU: any emulator
 // that can write the counts format can feed it.
 //

@@ -78,6 +78,15 @@ type Program struct {
 
 	// elf is false for a raw image, whose address-only report says so.
 	elf bool
+	// ioRestart: counts come from QEMU's AVR translator, which abandons a
+	// block at its first I/O access (see splitRestarts).
+	ioRestart bool
+	// stabs: the ELF has STABS debug info instead of DWARF (avr-gcc 5's
+	// -g), which the report names as the reason for missing lines.
+	stabs bool
+	// decode decodes one instruction of the ELF's machine (nil for a raw
+	// image, whose counts are not decoded).
+	decode func(b []byte, addr uint64) (insn, bool)
 
 	lines    []lineRange // sorted by lo
 	code     []codeRange // sorted, from function symbols minus $d data
@@ -91,9 +100,17 @@ type Program struct {
 // block addresses.
 func RawProgram() *Program { return &Program{Level: LevelAddress} }
 
-// LoadELF reads a 32-bit ARM ELF executable. An ELF without DWARF still
-// loads, at LevelFunction (or LevelAddress without function symbols); the
-// report then says so and WriteLCOV returns ErrNoDebugInfo.
+// decoders are the instruction sets coverage decodes, by ELF machine.
+var decoders = map[elf.Machine]func(b []byte, addr uint64) (insn, bool){
+	elf.EM_ARM:   decodeThumb,
+	elf.EM_RISCV: decodeRISCV,
+	elf.EM_AVR:   decodeAVR,
+}
+
+// LoadELF reads a 32-bit ELF executable for ARM (Thumb), RISC-V (RV32IMAC)
+// or AVR. An ELF without DWARF still loads, at LevelFunction (or
+// LevelAddress without function symbols); the report then says so and
+// WriteLCOV returns ErrNoDebugInfo.
 func LoadELF(r io.ReaderAt) (p *Program, err error) {
 	// Images are uploaded by users; a malformed one must fail this call,
 	// not take the process down with a panic deep in debug/dwarf.
@@ -107,10 +124,11 @@ func LoadELF(r io.ReaderAt) (p *Program, err error) {
 		return nil, fmt.Errorf("coverage: reading ELF: %w", err)
 	}
 	defer f.Close()
-	if f.Machine != elf.EM_ARM || f.Class != elf.ELFCLASS32 {
-		return nil, fmt.Errorf("coverage: ELF is %s %s, not 32-bit ARM", f.Class, f.Machine)
+	decode := decoders[f.Machine]
+	if decode == nil || f.Class != elf.ELFCLASS32 {
+		return nil, fmt.Errorf("coverage: ELF is %s %s, not 32-bit ARM, RISC-V or AVR", f.Class, f.Machine)
 	}
-	p = &Program{Level: LevelAddress, elf: true, entries: map[uint64]bool{}}
+	p = &Program{Level: LevelAddress, elf: true, decode: decode, ioRestart: f.Machine == elf.EM_AVR, entries: map[uint64]bool{}}
 	for _, s := range f.Sections {
 		if s.Type != elf.SHT_PROGBITS || s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR == 0 {
 			continue
@@ -125,10 +143,11 @@ func LoadELF(r io.ReaderAt) (p *Program, err error) {
 	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
 		return nil, fmt.Errorf("coverage: reading ELF symbols: %w", err)
 	}
-	p.loadSymbols(syms)
+	p.loadSymbols(syms, f.Machine == elf.EM_ARM)
 	if len(p.Functions) > 0 {
 		p.Level = LevelFunction
 	}
+	p.stabs = f.Section(".stab") != nil
 	d, err := f.DWARF()
 	if err != nil || d == nil {
 		return p, nil // no DWARF: the level says what is possible
@@ -142,9 +161,11 @@ func LoadELF(r io.ReaderAt) (p *Program, err error) {
 	return p, nil
 }
 
-// loadSymbols collects functions and, from the ARM mapping symbols ($t, $d),
-// which parts of them are instructions rather than literal pools.
-func (p *Program) loadSymbols(syms []elf.Symbol) {
+// loadSymbols collects functions and which parts of them are instructions:
+// on ARM from the mapping symbols ($t, $d), since functions end in literal
+// pools; elsewhere (RISC-V, AVR: gcc keeps constants and jump tables out of
+// functions) all of each function.
+func (p *Program) loadSymbols(syms []elf.Symbol, arm bool) {
 	type mark struct {
 		addr uint64
 		code bool
@@ -164,6 +185,12 @@ func (p *Program) loadSymbols(syms []elf.Symbol) {
 	}
 	slices.SortFunc(p.Functions, func(a, b Function) int { return cmp.Compare(a.Addr, b.Addr) })
 	p.Functions = slices.CompactFunc(p.Functions, func(a, b Function) bool { return a.Addr == b.Addr && a.Name == b.Name })
+	if !arm {
+		for _, fn := range p.Functions {
+			p.code = append(p.code, codeRange{fn.Addr, fn.Addr + fn.Size})
+		}
+		return
+	}
 	if len(marks) == 0 {
 		return // no mapping symbols: only executed blocks are known to be code
 	}
@@ -397,7 +424,7 @@ func (p *Program) bytesAt(addr uint64) []byte {
 func (p *Program) decodeRange(lo, hi uint64) (ins []insn, ok bool) {
 	b := p.bytesAt(lo)
 	for a := lo; a < hi; {
-		in, ok := decodeThumb(b[a-lo:], a)
+		in, ok := p.decode(b[a-lo:], a)
 		if !ok {
 			return ins, false
 		}

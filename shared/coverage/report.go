@@ -46,10 +46,12 @@ type FunctionCount struct {
 	Executed bool `json:"executed"`
 }
 
-// BranchCount is one conditional branch instruction (B<cond>, CBZ, CBNZ;
-// not branches made conditional by IT) and its two outcomes: Taken is how
-// often it jumped to its target, NotTaken how often it fell through. Which of
-// the two is the source's "true" depends on the compiler.
+// BranchCount is one conditional branch instruction (Thumb B<cond>, CBZ,
+// CBNZ, not branches made conditional by IT; RISC-V BEQ..BGEU, C.BEQZ,
+// C.BNEZ; AVR BRxx and the skips CPSE, SBRC, SBRS, SBIC, SBIS) and its two
+// outcomes: Taken is how often it jumped to its target (for a skip: skipped
+// the next instruction), NotTaken how often it fell through. Which of the
+// two is the source's "true" depends on the compiler.
 type BranchCount struct {
 	Line int    `json:"line"`
 	Addr uint64 `json:"addr"`
@@ -136,6 +138,9 @@ func analyze(p *Program, c Counts, all bool) *Report {
 	}
 	if r.unmapped != nil {
 		r.Notes = append(r.Notes, r.unmapped.Error())
+	}
+	if r.unmapped != nil && p.stabs {
+		r.Notes = append(r.Notes, "the ELF has STABS debug info (what avr-gcc 5 writes for -g), which coverage does not read: build with -gdwarf-4 for lines and branches")
 	}
 	if p.Level == LevelAddress {
 		r.Blocks = c.Blocks
@@ -298,6 +303,9 @@ type analysis struct {
 
 func newAnalysis(p *Program, c Counts) *analysis {
 	a := &analysis{entries: map[uint64]uint64{}, outcomes: map[uint64]outcome{}}
+	if p.ioRestart {
+		c.Blocks = p.splitRestarts(c.Blocks)
+	}
 	for _, b := range c.Blocks {
 		a.entries[b.Start] += b.Count
 	}
@@ -369,18 +377,26 @@ func (a *analysis) flows(p *Program, c Counts) {
 	known := map[uint64]int64{}
 	unknownIn := map[uint64]bool{}
 	returnTo := map[uint64]bool{}
+	inside := map[uint64]bool{} // branches that ran inside blocks: outcomes unknown
 	for _, b := range c.Blocks {
-		last, ok := p.lastInsn(b)
+		last, inner, ok := p.lastInsn(b)
 		if !ok {
 			unknownIn[b.End()] = true
 			continue
+		}
+		for _, x := range inner {
+			exec[x.addr] += b.Count
+			inside[x.addr] = true
+			if _, ok := byAddr[x.addr]; !ok {
+				byAddr[x.addr] = x
+			}
 		}
 		n := int64(b.Count)
 		switch last.flow {
 		case flowCond:
 			exec[last.addr] += b.Count
 			byAddr[last.addr] = last
-		case flowIT: // conditional by IT: either way, unknown split
+		case flowIT: // conditional by IT or an AVR skip: either way, unknown split
 			unknownIn[last.next()] = true
 			if last.target != 0 {
 				unknownIn[last.target] = true
@@ -413,14 +429,14 @@ func (a *analysis) flows(p *Program, c Counts) {
 			o.executed, o.known = true, true
 			if e.To == x.target {
 				o.taken += e.Count
-			} else if e.To == x.next() {
+			} else if e.To == x.fallTo() {
 				o.notTaken += e.Count
 			}
 			a.outcomes[e.From] = o
 		}
 		for addr := range exec {
 			o := a.outcomes[addr]
-			o.executed, o.known = true, true
+			o.executed, o.known = true, !inside[addr]
 			a.outcomes[addr] = o
 		}
 		return
@@ -431,12 +447,14 @@ func (a *analysis) flows(p *Program, c Counts) {
 	solved := map[uint64]uint64{} // branch -> notTaken
 	for addr, n := range exec {
 		x := byAddr[addr]
-		if x.target == x.next() {
+		switch {
+		case inside[addr]:
+		case x.target == x.fallTo():
 			solved[addr] = n // both outcomes go to the same place
-			continue
+		default:
+			into[x.target] = append(into[x.target], term{x, true})
+			into[x.fallTo()] = append(into[x.fallTo()], term{x, false})
 		}
-		into[x.target] = append(into[x.target], term{x, true})
-		into[x.next()] = append(into[x.next()], term{x, false})
 	}
 	targets := slices.Sorted(maps.Keys(into)) // a fixed order gives the same answer every time
 	for round := 0; round < 2; round++ {
@@ -500,18 +518,47 @@ func (a *analysis) solve(s uint64, terms []term, exec, solved map[uint64]uint64,
 // does not decode into exactly its instruction count is refused. A last
 // instruction that an IT block makes conditional comes back as flowIT (with
 // its target, if direct), since it may or may not have branched.
-func (p *Program) lastInsn(b Block) (insn, bool) {
+//
+// AVR skips: QEMU translates the instruction a skip may skip into the same
+// block, behind a branch of its own, so a block holding a skip leaves no
+// trace of the skip's outcome, and the skip comes back in inner (ran, outcome
+// unknown). One exception is common (avr-gcc's "sbrs r24, 7; rjmp L"): a
+// block ending in a skip and a jump leaves either to after the jump
+// (skipped) or to the jump's target, so it comes back as the last
+// instruction: a flowCond at the skip, taken to after the jump, not taken
+// (fall) to the jump's target. A skip before any other transfer makes that
+// transfer flowIT.
+func (p *Program) lastInsn(b Block) (last insn, inner []insn, ok bool) {
 	ins, ok := p.decodeRange(b.Start, b.End())
 	if !ok || len(ins) != int(b.Insns) {
-		return insn{}, false
+		return insn{}, nil, false
 	}
 	itLeft := 0
 	for i, in := range ins {
+		if in.flow == flowSkip && i < len(ins)-2 {
+			inner = append(inner, in)
+		}
 		if i == len(ins)-1 {
 			if itLeft > 0 && in.flow != flowNext {
 				in.flow = flowIT
 			}
-			return in, true
+			if in.flow == flowSkip { // QEMU ended the block between skip and skipped
+				inner = append(inner, in)
+				in.flow = flowIT
+			}
+			if i > 0 && ins[i-1].flow == flowSkip {
+				s := ins[i-1]
+				switch in.flow {
+				case flowJump:
+					s.flow, s.target, s.fall, s.hasFall = flowCond, in.next(), in.target, true
+					return s, inner, true
+				case flowNext:
+				default:
+					in.flow = flowIT
+				}
+				inner = append(inner, s)
+			}
+			return in, inner, true
 		}
 		if in.flow == flowIT {
 			itLeft = itLength(p.bytesAt(in.addr))
@@ -519,7 +566,7 @@ func (p *Program) lastInsn(b Block) (insn, bool) {
 			itLeft--
 		}
 	}
-	return insn{}, false
+	return insn{}, nil, false
 }
 
 // itLength is how many instructions the IT instruction at b covers.
@@ -528,16 +575,72 @@ func itLength(b []byte) int {
 	return 4 - bits.TrailingZeros8(mask)
 }
 
-// condBranches decodes the program's code (function symbols minus literal
-// pools, by the $t/$d mapping symbols) and returns its conditional branches.
+// condBranches decodes the program's code (function symbols, on ARM minus
+// literal pools by the $t/$d mapping symbols) and returns its conditional
+// branches, AVR skips included.
 func (p *Program) condBranches() []insn {
 	var out []insn
 	for _, r := range p.code {
 		ins, _ := p.decodeRange(r.lo, r.hi)
 		for _, in := range ins {
-			if in.flow == flowCond {
+			if in.flow == flowCond || in.flow == flowSkip {
 				out = append(out, in)
 			}
+		}
+	}
+	return out
+}
+
+// splitRestarts corrects the counts of QEMU 7.2's AVR translator for data
+// accesses to I/O registers (LDS, STS, LD, ST below 0x100 or 0x200). Such an
+// access in a block faults the first time (the I/O page is never mapped for
+// plain loads and stores), so the block is abandoned there after its inline
+// counter counted it; QEMU then runs the access alone in a one-instruction
+// block with full access, and the rest of the block as a new block. A block
+// holding the start m of such a one-instruction block (whose instruction
+// does not branch) therefore ran up to m as often as its count says, but
+// past m only as often as it was not abandoned there: as many times fewer
+// as the one-instruction block ran. It is split into the runs that went
+// through and those that stopped at m, which fall through to m.
+func (p *Program) splitRestarts(blocks []Block) []Block {
+	restarts := map[uint64]uint64{}
+	for _, b := range blocks {
+		if b.Insns != 1 || b.Count == 0 {
+			continue
+		}
+		if in, ok := p.decode(p.bytesAt(b.Start), b.Start); ok && in.flow == flowNext {
+			restarts[b.Start] += b.Count
+		}
+	}
+	if len(restarts) == 0 {
+		return blocks
+	}
+	out := make([]Block, 0, len(blocks))
+	for _, b := range blocks {
+		if b.Insns == 1 {
+			out = append(out, b)
+			continue
+		}
+		ins, ok := p.decodeRange(b.Start, b.End())
+		if !ok || len(ins) != int(b.Insns) {
+			out = append(out, b)
+			continue
+		}
+		for i, in := range ins {
+			left := restarts[in.addr]
+			if left == 0 {
+				continue
+			}
+			n := min(left, b.Count)
+			restarts[in.addr] -= n
+			if i > 0 {
+				out = append(out, Block{Start: b.Start, Insns: uint32(i), Bytes: uint32(in.addr - b.Start), Count: n})
+			}
+			b.Count -= n
+			break
+		}
+		if b.Count > 0 {
+			out = append(out, b)
 		}
 	}
 	return out

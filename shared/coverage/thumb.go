@@ -7,24 +7,38 @@ type flow uint8
 
 const (
 	flowNext     flow = iota // falls through to the next instruction
-	flowCond                 // B<cond> or CBZ/CBNZ: to target or to the next instruction
+	flowCond                 // B<cond>, CBZ/CBNZ, RISC-V and AVR branches: to target or to fallTo
 	flowJump                 // unconditional direct branch to target
-	flowCall                 // BL: to target, returning to the next instruction
-	flowCallReg              // BLX Rm: to an unknown target, returning to the next instruction
-	flowIndirect             // BX, POP {pc}, LDR pc, LDM {pc}, TBB/TBH, MOV/ADD pc: unknown target
+	flowCall                 // BL, JAL ra, CALL: to target, returning to the next instruction
+	flowCallReg              // BLX Rm, JALR ra, ICALL: to an unknown target, returning to the next instruction
+	flowIndirect             // BX, POP {pc}, LDR pc, LDM {pc}, TBB/TBH, MOV/ADD pc, JALR x0, RET: unknown target
 	flowIT                   // IT: makes the next instructions conditional
+	flowSkip                 // AVR CPSE, SBRC, SBRS, SBIC, SBIS: to target (after the next instruction) or next
 )
 
-// insn is one decoded Thumb instruction.
+// insn is one decoded instruction.
 type insn struct {
 	addr   uint64
 	size   uint64
 	flow   flow
-	target uint64 // for flowCond, flowJump, flowCall
+	target uint64 // for flowCond, flowJump, flowCall, flowSkip
+	// fall is where a flowCond goes when not taken if hasFall, rather than
+	// to the next instruction: an AVR skip followed by a jump (see
+	// lastInsn), which may jump to 0.
+	fall    uint64
+	hasFall bool
 }
 
 // next is the address of the following instruction.
 func (i insn) next() uint64 { return i.addr + i.size }
+
+// fallTo is where a conditional branch goes when not taken.
+func (i insn) fallTo() uint64 {
+	if i.hasFall {
+		return i.fall
+	}
+	return i.next()
+}
 
 // decodeThumb decodes the Thumb/Thumb-2 instruction at addr from b (which
 // starts at addr). Only what moves the program counter is told apart; every

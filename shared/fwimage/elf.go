@@ -13,6 +13,14 @@ import (
 // be an executable.
 const elfHeader32Size = 52
 
+// Archs are the ELF machines the platform's emulator boards run, with the
+// architecture name boards carry (board.Board.Arch): exactly the
+// architectures of the QEMU backend's catalog.
+var Archs = map[elf.Machine]string{elf.EM_ARM: "arm", elf.EM_RISCV: "riscv32", elf.EM_AVR: "avr"}
+
+// accepted says which ELF files are accepted, for error messages.
+const accepted = "32-bit little-endian ARM (EM_ARM, Cortex-M boards), RISC-V RV32 (EM_RISCV, sifive_e) and AVR (EM_AVR, Arduino boards) executables"
+
 func parseELF(data []byte) (Info, []block, error) {
 	magic := []byte(elf.ELFMAG)
 	if !bytes.HasPrefix(data, magic) && !bytes.HasPrefix(magic, data) {
@@ -25,14 +33,15 @@ func parseELF(data []byte) (Info, []block, error) {
 	if err != nil {
 		return Info{}, nil, errorf("ELF is malformed or truncated: %v", err)
 	}
-	if f.Machine != elf.EM_ARM {
-		return Info{}, nil, errorf("ELF is for %s, not 32-bit ARM (EM_ARM)", machineName(f.Machine))
+	arch, ok := Archs[f.Machine]
+	if !ok {
+		return Info{}, nil, errorf("ELF is for %s; accepted are %s", machineName(f.Machine), accepted)
 	}
 	if f.Class != elf.ELFCLASS32 {
-		return Info{}, nil, errorf("ELF is %s; only 32-bit ARM ELF (ELFCLASS32) is accepted", f.Class)
+		return Info{}, nil, errorf("ELF is %s; only 32-bit ELF (ELFCLASS32) is accepted: %s", f.Class, accepted)
 	}
 	if f.Data != elf.ELFDATA2LSB {
-		return Info{}, nil, errorf("ELF is big-endian (%s); only little-endian ARM (ELFDATA2LSB) is accepted", f.Data)
+		return Info{}, nil, errorf("ELF is big-endian (%s); only little-endian ELF (ELFDATA2LSB) is accepted: %s", f.Data, accepted)
 	}
 	if f.Type != elf.ET_EXEC {
 		return Info{}, nil, errorf("ELF is a %s; a linked executable (ET_EXEC) is needed", typeName(f.Type))
@@ -78,7 +87,7 @@ func parseELF(data []byte) (Info, []block, error) {
 	entry := f.Entry
 	return Info{
 		Entry:        &entry,
-		Machine:      "arm",
+		Machine:      arch,
 		HasDebugInfo: hasContent(f, ".debug_info") && hasContent(f, ".debug_line"),
 		Symbols:      funcs,
 	}, blocks, nil

@@ -2,6 +2,7 @@ package fwimage
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"encoding/binary"
 	"os"
@@ -112,7 +113,7 @@ func TestParseELF(t *testing.T) {
 	dyn := armELF()
 	dyn.typ = elf.ET_DYN
 	riscv := armELF()
-	riscv.machine = elf.EM_RISCV
+	riscv.class, riscv.machine = elf.ELFCLASS64, elf.EM_RISCV
 	ram := bytes.Repeat([]byte{0xaa}, 8)
 
 	tests := []struct {
@@ -120,8 +121,11 @@ func TestParseELF(t *testing.T) {
 		data     []byte
 		segments []model.Segment
 		wantErr  string
+		machine  string
 	}{
 		{name: "minimal arm", data: armELF().bytes(t), segments: []model.Segment{{Addr: 0x08000000, Size: 12}}},
+		{name: "rv32", data: withMachine(armELF(), elf.EM_RISCV).bytes(t), segments: []model.Segment{{Addr: 0x08000000, Size: 12}}, machine: "riscv32"},
+		{name: "avr", data: withMachine(armELF(), elf.EM_AVR).bytes(t), segments: []model.Segment{{Addr: 0x08000000, Size: 12}}, machine: "avr"},
 		{
 			// .data is linked for RAM (vaddr) but stored in flash (paddr)
 			// right after .text: the ranges are LMAs and merge; the .bss
@@ -144,11 +148,11 @@ func TestParseELF(t *testing.T) {
 			).bytes(t),
 			segments: []model.Segment{{Addr: 0x08000000, Size: 12}, {Addr: 0x20000000, Size: 8}},
 		},
-		{name: "host executable", data: host, wantErr: "ELF is for " + hostMachine(t) + ", not 32-bit ARM (EM_ARM)"},
-		{name: "aarch64", data: aarch64.bytes(t), wantErr: "ELF is for 64-bit ARM (AArch64), not 32-bit ARM (EM_ARM)"},
-		{name: "riscv", data: riscv.bytes(t), wantErr: "ELF is for RISC-V, not 32-bit ARM (EM_ARM)"},
-		{name: "arm but ELFCLASS64", data: arm64class.bytes(t), wantErr: "ELF is ELFCLASS64; only 32-bit ARM ELF (ELFCLASS32) is accepted"},
-		{name: "big-endian", data: bigEndian.bytes(t), wantErr: "ELF is big-endian (ELFDATA2MSB); only little-endian ARM (ELFDATA2LSB) is accepted"},
+		{name: "host executable", data: host, wantErr: "ELF is for " + hostMachine(t) + "; accepted are " + accepted},
+		{name: "aarch64", data: aarch64.bytes(t), wantErr: "ELF is for 64-bit ARM (AArch64); accepted are " + accepted},
+		{name: "riscv64", data: riscv.bytes(t), wantErr: "ELF is ELFCLASS64; only 32-bit ELF (ELFCLASS32) is accepted: " + accepted},
+		{name: "arm but ELFCLASS64", data: arm64class.bytes(t), wantErr: "ELF is ELFCLASS64; only 32-bit ELF (ELFCLASS32) is accepted: " + accepted},
+		{name: "big-endian", data: bigEndian.bytes(t), wantErr: "ELF is big-endian (ELFDATA2MSB); only little-endian ELF (ELFDATA2LSB) is accepted: " + accepted},
 		{name: "relocatable object", data: rel.bytes(t), wantErr: "ELF is a relocatable object (ET_REL, e.g. an unlinked .o); a linked executable (ET_EXEC) is needed"},
 		{name: "shared object", data: dyn.bytes(t), wantErr: "ELF is a shared object or position-independent executable (ET_DYN); a linked executable (ET_EXEC) is needed"},
 		{name: "no program headers", data: armELF([]prog{}...).bytes(t), wantErr: "ELF has nothing to load: no PT_LOAD segment with file content (p_filesz > 0)"},
@@ -193,7 +197,7 @@ func TestParseELF(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if info.Format != model.FormatELF || info.Machine != "arm" || info.Size != int64(len(tc.data)) {
+			if info.Format != model.FormatELF || info.Machine != cmp.Or(tc.machine, "arm") || info.Size != int64(len(tc.data)) {
 				t.Errorf("info = %+v", info)
 			}
 			if info.Entry == nil || *info.Entry != 0x08000009 {
@@ -233,6 +237,11 @@ func TestParseELFLoadAddress(t *testing.T) {
 	addr := uint64(0x08000000)
 	_, err := Parse(model.FormatELF, armELF().bytes(t), &addr)
 	wantError(t, err, "load_address applies only to bin, not elf (elf images carry their own addresses)")
+}
+
+func withMachine(e elfFixture, m elf.Machine) elfFixture {
+	e.machine = m
+	return e
 }
 
 // hostMachine is how the error names the machine the test binary is built for.

@@ -31,7 +31,7 @@ type Info struct {
 	// Relocatable is true for a BIN uploaded without a load address: its one
 	// segment starts at 0 and is placed at the board's flash base later.
 	Relocatable bool
-	Machine     string // "arm" for ELF; "" for bin/hex
+	Machine     string // the ELF's architecture (see Archs); "" for bin/hex
 	// HasDebugInfo says the ELF has both .debug_info and .debug_line, which
 	// coverage needs to map addresses to source lines.
 	HasDebugInfo bool

@@ -122,7 +122,11 @@ type Program struct {
 	SHA256      string    `json:"sha256"`
 	Entry       *uint64   `json:"entry,omitempty"`
 	Segments    []Segment `json:"segments"`
-	CreatedAt   time.Time `json:"created_at"`
+	// Arch is what an ELF was built for ("arm", "riscv32", "avr"): only
+	// boards of that architecture load it. Empty for BIN and HEX images,
+	// which say nothing about it.
+	Arch      string    `json:"arch,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 	// Bucket and SourceKey name the object a program was registered from
 	// by a bucket notification; empty for uploads through the API.
 	Bucket    string `json:"bucket,omitempty"`

@@ -18,6 +18,12 @@
  *                   outcomes from the block counts and the program's code.
  *   edges=exact     also record every edge out of a block that ends in a
  *                   conditional branch, at the price of a call per block.
+ * Guests: arm (Thumb), riscv32 (RV32IMAC) and avr; edges=exact recognises
+ * each one's conditional branches (see block_exit). On avr, QEMU gives
+ * instructions no bytes (its translator does not read code through the
+ * helpers that record them), so they are read from the host page behind
+ * the code; addresses are byte addresses in program memory, as in avr-gcc's
+ * ELF and DWARF, so B lines need no conversion.
  * The file is written once more when QEMU exits normally (QMP quit,
  * semihosting exit, SIGTERM, SIGINT); SIGKILL loses what ran after the last
  * write.
@@ -34,10 +40,11 @@
  * address, number of guest instructions and bytes, and how many times it ran.
  * QEMU may translate code at one start with different lengths; each is its
  * own B line. An E line (edges=exact only) counts transfers from a block
- * ending in a conditional branch (Thumb B<cond> T1/T3, CBZ, CBNZ; branches
- * made conditional by an IT block are not recognised), whose branch
- * instruction is at <branch>, to the block that ran next, which starts at
- * <to>. The same pair can appear on several lines (one per translation):
+ * ending in a conditional branch (Thumb B<cond> T1/T3, CBZ, CBNZ, but not
+ * branches made conditional by an IT block; RISC-V BEQ..BGEU, C.BEQZ,
+ * C.BNEZ; AVR BRBS/BRBC, and a skip followed by RJMP or JMP, whose <branch>
+ * is the skip), whose branch instruction is at <branch>, to the block that
+ * ran next, which starts at <to>. The same pair can appear on several lines (one per translation):
  * readers add them up. Readers must ignore line types and header keys they
  * do not know.
  *
@@ -82,10 +89,14 @@ struct block {
 	uint64_t next; /* the instruction after the branch */
 	uint32_t insns;
 	uint32_t bytes;
+	int restart; /* AVR: a data access QEMU runs alone after abandoning a block */
 	struct block *chain;
 };
 
+enum arch { ARCH_ARM, ARCH_RISCV32, ARCH_AVR };
+
 static struct {
+	enum arch arch;
 	pthread_mutex_t lock;
 	struct block **buckets;
 	size_t nbuckets;
@@ -122,7 +133,7 @@ static uint16_t half(const uint8_t *p)
  * Decodes a Thumb conditional branch (B<cond> T1/T3, CBZ/CBNZ) at pc from its
  * bytes; returns 1 and sets *target when it is one.
  */
-static int cond_branch(uint64_t pc, const uint8_t *p, size_t size, uint64_t *target)
+static int thumb_cond_branch(uint64_t pc, const uint8_t *p, size_t size, uint64_t *target)
 {
 	if (size == 2) {
 		uint16_t h = half(p);
@@ -149,6 +160,142 @@ static int cond_branch(uint64_t pc, const uint8_t *p, size_t size, uint64_t *tar
 		}
 	}
 	return 0;
+}
+
+/*
+ * Decodes a RISC-V conditional branch (BEQ..BGEU, C.BEQZ, C.BNEZ) at pc;
+ * returns 1 and sets *target when it is one.
+ */
+static int riscv_cond_branch(uint64_t pc, const uint8_t *p, size_t size, uint64_t *target)
+{
+	if (size == 2) {
+		uint16_t h = half(p);
+		if ((h & 3) == 1 && (h >> 14) == 3) { /* C.BEQZ 110, C.BNEZ 111 */
+			uint32_t imm = ((h >> 12) & 1) << 8 | ((h >> 5) & 3) << 6 | ((h >> 2) & 1) << 5 |
+				       ((h >> 10) & 3) << 3 | ((h >> 3) & 3) << 1;
+			*target = pc + (int64_t)((int32_t)(imm << 23) >> 23);
+			return 1;
+		}
+		return 0;
+	}
+	if (size == 4) {
+		uint32_t w = (uint32_t)half(p) | (uint32_t)half(p + 2) << 16;
+		uint32_t f3 = (w >> 12) & 7;
+		if ((w & 0x7F) == 0x63 && f3 != 2 && f3 != 3) {
+			uint32_t imm = (w >> 31) << 12 | ((w >> 7) & 1) << 11 | ((w >> 25) & 0x3F) << 5 |
+				       ((w >> 8) & 0xF) << 1;
+			*target = pc + (int64_t)((int32_t)(imm << 19) >> 19);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* avr_size is the size of the AVR instruction whose first word is w. */
+static size_t avr_size(uint16_t w)
+{
+	/* JMP, CALL, LDS, STS take a second word. */
+	return (w & 0xFE0C) == 0x940C || (w & 0xFC0F) == 0x9000 ? 4 : 2;
+}
+
+/* avr_skip reports whether w is CPSE, SBRC, SBRS, SBIC or SBIS. */
+static int avr_skip(uint16_t w)
+{
+	return (w & 0xFC00) == 0x1000 || (w & 0xFC08) == 0xFC00 || (w & 0xFD00) == 0x9900;
+}
+
+/* avr_jump sets *target when the AVR instruction at pc is RJMP or JMP. */
+static int avr_jump(uint64_t pc, const uint8_t *p, size_t size, uint64_t *target)
+{
+	uint16_t w = half(p);
+	if ((w & 0xF000) == 0xC000) {
+		*target = pc + 2 + (int64_t)((int16_t)(w << 4) >> 4) * 2;
+		return 1;
+	}
+	if (size == 4 && (w & 0xFE0E) == 0x940C) {
+		*target = ((uint64_t)((w >> 4) & 0x1F) << 17 | (uint64_t)(w & 1) << 16 | half(p + 2)) * 2;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * An instruction's bytes (up to 4). QEMU 7.2's AVR translator reads code
+ * without the translator_ld* helpers that record it for plugins, so its
+ * instructions come with no data and size 0: they are read from the host
+ * page QEMU translated them from, and sized by their first word. Returns the
+ * size, or 0 when the bytes cannot be had.
+ */
+static size_t insn_bytes(struct qemu_plugin_insn *insn, uint8_t out[4])
+{
+	size_t size = qemu_plugin_insn_size(insn);
+	if (size > 0) {
+		memcpy(out, qemu_plugin_insn_data(insn), size < 4 ? size : 4);
+		return size;
+	}
+	const uint8_t *h = qemu_plugin_insn_haddr(insn);
+	if (g.arch != ARCH_AVR || !h) {
+		return 0;
+	}
+	size = avr_size(half(h));
+	memcpy(out, h, size);
+	return size;
+}
+
+/*
+ * Finds how the block ends. Sets b->bytes and, when it ends in a conditional
+ * branch, b->branch, b->target (taken) and b->next (not taken). On AVR a
+ * block that ends in a skip instruction (CPSE, SBRC, SBRS, SBIC, SBIS)
+ * followed by RJMP or JMP leaves it either way: the skip is the branch,
+ * taken (skipped) to after the jump, not taken to the jump's target. A skip
+ * elsewhere in a block is resolved inside it (QEMU translates the skipped
+ * instruction behind a TCG branch), which the plugin cannot see.
+ */
+static void block_exit(struct block *b, struct qemu_plugin_tb *tb, size_t n)
+{
+	struct qemu_plugin_insn *last = qemu_plugin_tb_get_insn(tb, n - 1);
+	uint64_t lpc = qemu_plugin_insn_vaddr(last);
+	uint8_t p[4] = {0};
+	size_t lsize = insn_bytes(last, p);
+	uint64_t target;
+
+	b->bytes = (uint32_t)(lpc + lsize - b->pc);
+	if (lsize == 0) {
+		return;
+	}
+	switch (g.arch) {
+	case ARCH_ARM:
+		if (thumb_cond_branch(lpc, p, lsize, &target)) {
+			b->branch = lpc, b->target = target, b->next = lpc + lsize;
+		}
+		break;
+	case ARCH_RISCV32:
+		if (riscv_cond_branch(lpc, p, lsize, &target)) {
+			b->branch = lpc, b->target = target, b->next = lpc + lsize;
+		}
+		break;
+	case ARCH_AVR:
+		/*
+		 * QEMU 7.2 abandons a block at its first data access to an I/O
+		 * register (after the block's inline count) and runs the access
+		 * alone in a block of its own: LD, ST, LDS, STS, PUSH, POP (1001
+		 * 00xx), LDD, STD (10q0).
+		 */
+		b->restart = n == 1 && ((half(p) & 0xFC00) == 0x9000 || (half(p) & 0xD000) == 0x8000);
+		if ((half(p) & 0xF800) == 0xF000) { /* BRBS, BRBC */
+			b->branch = lpc, b->next = lpc + 2;
+			b->target = lpc + 2 + (int64_t)((int16_t)(half(p) << 6) >> 9) * 2;
+		} else if (n >= 2 && avr_jump(lpc, p, lsize, &target)) {
+			struct qemu_plugin_insn *prev = qemu_plugin_tb_get_insn(tb, n - 2);
+			uint8_t q[4] = {0};
+			if (insn_bytes(prev, q) && avr_skip(half(q))) {
+				b->branch = qemu_plugin_insn_vaddr(prev);
+				b->target = lpc + lsize;
+				b->next = target;
+			}
+		}
+		break;
+	}
 }
 
 static size_t bucket_of(uint64_t pc, uint32_t insns, size_t n)
@@ -213,6 +360,11 @@ static void on_exec(unsigned int vcpu, void *udata)
 	struct block **pending = &g.pending[vcpu < (unsigned)g.nvcpus ? vcpu : 0];
 	struct block *p = *pending;
 
+	if (b->restart) {
+		/* The pending block was abandoned before its branch. */
+		*pending = NULL;
+		return;
+	}
 	if (p) {
 		if (b->pc == p->target) {
 			p->taken++;
@@ -234,17 +386,8 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	if (!b) {
 		return;
 	}
-	struct qemu_plugin_insn *last = qemu_plugin_tb_get_insn(tb, n - 1);
-	uint64_t lpc = qemu_plugin_insn_vaddr(last);
-	size_t lsize = qemu_plugin_insn_size(last);
 	if (b->bytes == 0) {
-		uint64_t target;
-		b->bytes = (uint32_t)(lpc + lsize - b->pc);
-		if (cond_branch(lpc, qemu_plugin_insn_data(last), lsize, &target)) {
-			b->target = target;
-			b->next = lpc + lsize;
-			b->branch = lpc;
-		}
+		block_exit(b, tb, n);
 	}
 	qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->count, 1);
 	if (g.exact) {
@@ -460,8 +603,14 @@ static int fail(const char *fmt, const char *arg)
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
 {
-	if (strcmp(info->target_name, "arm") != 0) {
-		return fail("only arm guests are supported, not %s", info->target_name);
+	if (strcmp(info->target_name, "arm") == 0) {
+		g.arch = ARCH_ARM;
+	} else if (strcmp(info->target_name, "riscv32") == 0) {
+		g.arch = ARCH_RISCV32;
+	} else if (strcmp(info->target_name, "avr") == 0) {
+		g.arch = ARCH_AVR;
+	} else {
+		return fail("only arm, riscv32 and avr guests are supported, not %s", info->target_name);
 	}
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
