@@ -136,7 +136,7 @@ func run(ctx context.Context) error {
 	}
 	sh := sessions.New(sessions.Deps{State: st, Blobs: blobs, Publisher: pub, RunnerToken: token, Log: log.With("component", "sessions"), Quota: quotas})
 
-	snh := snapshots.New(snapshots.Deps{State: st, Blobs: blobs, Sessions: sh, Publisher: pub, Log: log.With("component", "snapshots"), Quota: quotas})
+	snh := snapshots.New(snapshots.Deps{State: st, Blobs: blobs, Sessions: sh.Service, Publisher: pub, Log: log.With("component", "snapshots"), Quota: quotas})
 	if _, err := snh.Reindex(ctx); err != nil {
 		return fmt.Errorf("reindex snapshots: %w", err)
 	}
@@ -145,7 +145,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	jh := jobs.New(jobs.Deps{State: st, Blobs: blobs, Sessions: sh, Queue: jq, Publisher: pub, Log: log.With("component", "jobs"), Quota: quotas})
+	jh := jobs.New(jobs.Deps{State: st, Blobs: blobs, Sessions: sh.Service, Queue: jq, Publisher: pub, Log: log.With("component", "jobs"), Quota: quotas})
 	jh.Start(ctx, cfg.JobWorkers)
 	onStored = func(ctx context.Context, p model.Program) {
 		if _, err := jh.OnProgramStored(ctx, p, p.SourceKey); err != nil {
@@ -156,21 +156,40 @@ func run(ctx context.Context) error {
 	// was running is handed back before its emulator goes.
 	defer jh.Stop()
 
-	mux := http.NewServeMux()
-	ph.Routes(mux)
-	sh.Routes(mux)
-	snh.Routes(mux)
-	jh.Routes(mux)
-	for path, h := range map[string]interface {
-		Events(context.Context) (http.Handler, error)
-	}{"/events/sessions": sh, "/events/programs": ph, "/events/snapshots": snh, "/events/jobs": jh} {
-		ev, err := h.Events(ctx)
-		if err != nil {
-			return err
-		}
-		mux.Handle("POST "+path, ev)
+	rs, err := routes(ctx, ph, sh, snh, jh)
+	if err != nil {
+		return err
 	}
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, req *http.Request) {
+	mux := http.NewServeMux()
+	httpapi.Mount(mux, rs...)
+	ln, err := config.Listen(cfg.Port)
+	if err != nil {
+		return err
+	}
+	log.Info("machineserver standalone", "addr", ln.Addr().String(), "data_dir", dataDir, "programs", n,
+		"qemu", r.Capabilities().Backends[0].Version)
+	return config.Serve(ctx, config.Server(httpapi.Middleware(log, metrics.Middleware(mux)(config.Guard(guard, mux)))), ln)
+}
+
+// routes are what the standalone server serves besides the admin API
+// (config.Guard adds it): every function's REST routes, each function's
+// CloudEvents receiver at POST /events/<function> (authenticated, unlike a
+// function's in-cluster POST /), /health and /metrics (one registry for
+// the whole process: functions' and runner's metrics).
+func routes(ctx context.Context, ph *programs.Handler, sh *sessions.Handler, snh *snapshots.Handler, jh *jobs.Handler) ([]httpapi.Route, error) {
+	var rs []httpapi.Route
+	for _, f := range []struct {
+		name string
+		fn   config.Function
+	}{{"programs", ph}, {"sessions", sh}, {"snapshots", snh}, {"jobs", jh}} {
+		ev, err := f.fn.Events(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, f.fn.Routes()...)
+		rs = append(rs, httpapi.Route{Method: http.MethodPost, Pattern: "/events/" + f.name, Scope: httpapi.ScopeWrite, Handler: ev.ServeHTTP})
+	}
+	health := func(w http.ResponseWriter, req *http.Request) {
 		v, err := sh.Health(req.Context())
 		if err == nil {
 			var pv map[string]any
@@ -184,16 +203,8 @@ func run(ctx context.Context) error {
 		}
 		v["mode"] = "standalone"
 		httpapi.WriteJSON(w, http.StatusOK, v)
-	})
-	// One registry for the whole process: functions' and runner's metrics.
-	mux.Handle("GET /metrics", metrics.Handler())
-	ln, err := config.Listen(cfg.Port)
-	if err != nil {
-		return err
 	}
-	log.Info("machineserver standalone", "addr", ln.Addr().String(), "data_dir", dataDir, "programs", n,
-		"qemu", r.Capabilities().Backends[0].Version)
-	return config.Serve(ctx, config.Server(httpapi.Middleware(log, metrics.Middleware(mux)(config.Guard(guard, mux)))), ln)
+	return append(rs, httpapi.Route{Method: http.MethodGet, Pattern: "/health", Scope: httpapi.ScopePublic, Handler: health}, config.MetricsRoute()), nil
 }
 
 // devKey makes `make run` work with authentication on and no

@@ -11,7 +11,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/machineserver/machineserver/functions/jobs/handler"
-	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/config"
 	"github.com/machineserver/machineserver/shared/queue"
 	"github.com/machineserver/machineserver/shared/quota"
@@ -53,7 +53,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	quotas := quota.New(svc.State.Client(), cfg.Quota)
-	sh := sessions.New(sessions.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log.With("component", "sessions"), Quota: quotas})
+	sh := session.New(session.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log.With("component", "sessions"), Quota: quotas})
 	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Sessions: sh, Queue: q, Publisher: svc.Publisher, Log: svc.Log, Quota: quotas})
 	h.Start(ctx, cfg.Workers)
 	defer h.Stop()

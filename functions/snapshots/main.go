@@ -8,7 +8,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
-	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/functions/snapshots/handler"
 	"github.com/machineserver/machineserver/shared/config"
 	"github.com/machineserver/machineserver/shared/quota"
@@ -39,7 +39,7 @@ func run(ctx context.Context) error {
 	defer svc.Close()
 	// Forks create sessions exactly as the sessions function does.
 	quotas := quota.New(svc.State.Client(), cfg.Quota)
-	sh := sessions.New(sessions.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log, Quota: quotas})
+	sh := session.New(session.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log, Quota: quotas})
 	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Sessions: sh, Publisher: svc.Publisher, Log: svc.Log, Quota: quotas})
 	n, err := h.Reindex(ctx)
 	if err != nil {

@@ -146,24 +146,25 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Record, error) {
 	}
 }
 
-// Routes mounts GET /api/v1/audit; the caller's middleware requires the
-// admin scope.
+// Routes is GET /api/v1/audit, declared with the admin scope.
 //
 // scope, when set, narrows or refuses a filter for the caller (the auth
 // package confines a tenant's admin to its tenant; audit cannot import it).
-func (l *Log) Routes(mux *http.ServeMux, scope func(r *http.Request, f *Filter) error) {
-	mux.HandleFunc("GET /api/v1/audit", func(w http.ResponseWriter, r *http.Request) {
-		f, err := ParseFilter(r)
-		if err == nil && scope != nil {
-			err = scope(r, &f)
-		}
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		recs, err := l.Query(r.Context(), f)
-		httpapi.Reply(w, r, http.StatusOK, map[string]any{"records": recs}, err)
-	})
+func (l *Log) Routes(scope func(r *http.Request, f *Filter) error) []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodGet, Pattern: "/api/v1/audit", Scope: httpapi.ScopeAdmin, Handler: func(w http.ResponseWriter, r *http.Request) {
+			f, err := ParseFilter(r)
+			if err == nil && scope != nil {
+				err = scope(r, &f)
+			}
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			recs, err := l.Query(r.Context(), f)
+			httpapi.Reply(w, r, http.StatusOK, map[string]any{"records": recs}, err)
+		}},
+	}
 }
 
 // ParseFilter reads ?tenant=&actor=&resource=&since=&until=&limit= (times

@@ -15,6 +15,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/testenv"
 )
 
@@ -107,7 +108,7 @@ func TestHandler(t *testing.T) {
 	l.Write(context.Background(), Record{Actor: "key:a", Tenant: "acme", Action: "POST /x", Result: 201})
 	l.Write(context.Background(), Record{Actor: "key:b", Tenant: "globex", Action: "POST /y", Result: 201})
 	mux := http.NewServeMux()
-	l.Routes(mux, nil)
+	httpapi.Mount(mux, l.Routes(nil)...)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/api/v1/audit?tenant=globex&since=" + time.Now().Add(-time.Minute).Format(time.RFC3339))

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -93,34 +94,55 @@ func newRig(t *testing.T, mutate func(*Config)) *rig {
 		p, _ := FromContext(req.Context())
 		httpapi.WriteJSON(w, http.StatusOK, p)
 	}
-	mux.HandleFunc("GET /api/v1/sessions", echo)
-	mux.HandleFunc("POST /api/v1/sessions", echo)
-	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/gdb", echo)
-	mux.HandleFunc("POST /events/sessions", echo)
-	mux.HandleFunc("POST /{$}", echo)
-	mux.HandleFunc("GET /health", echo)
-	mux.HandleFunc("GET /metrics", echo)
-	mux.HandleFunc("GET /api/v1/sessions/{id}/stream/console", func(w http.ResponseWriter, req *http.Request) {
-		if req.Header.Get("Upgrade") == "" {
-			echo(w, req)
-			return
-		}
-		c, err := websocket.Accept(w, req, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		c.Write(req.Context(), websocket.MessageText, []byte("hello"))
-		c.Read(req.Context())
-	})
-	mux.Handle("POST /api/v1/sessions/{id}/tokens", SessionTokenHandler(func(ctx context.Context, id string) (string, error) {
-		t, ok := r.owners[id]
-		if !ok {
-			return "", httpapi.NotFound("session %s not found", id)
-		}
-		return t, nil
-	}))
-	r.a.Routes(mux)
+	route := func(method, pattern string, scope Scope, h http.HandlerFunc) httpapi.Route {
+		return httpapi.Route{Method: method, Pattern: pattern, Scope: scope, Handler: h}
+	}
+	httpapi.Mount(mux,
+		route("GET", "/api/v1/sessions", ScopeRead, echo),
+		route("POST", "/api/v1/sessions", ScopeWrite, echo),
+		route("GET", "/api/v1/sessions/{id}/stream/gdb", ScopeDebug, echo),
+		route("POST", "/events/sessions", ScopeWrite, echo),
+		route("POST", "/{$}", httpapi.ScopePublic, echo),
+		route("GET", "/health", httpapi.ScopePublic, echo),
+		route("GET", "/metrics", ScopeAdmin, echo),
+		route("GET", "/api/v1/sessions/{id}/stream/console", ScopeDebug, func(w http.ResponseWriter, req *http.Request) {
+			if req.Header.Get("Upgrade") == "" {
+				echo(w, req)
+				return
+			}
+			c, err := websocket.Accept(w, req, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			c.Write(req.Context(), websocket.MessageText, []byte("hello"))
+			c.Read(req.Context())
+		}),
+		route("POST", "/api/v1/sessions/{id}/tokens", ScopeDebug, SessionTokenHandler(func(ctx context.Context, id string) (string, error) {
+			t, ok := r.owners[id]
+			if !ok {
+				return "", httpapi.NotFound("session %s not found", id)
+			}
+			return t, nil
+		}).ServeHTTP),
+		// Operations whose answers differ from what they report, so the
+		// audit test shows which one the record takes.
+		route("POST", "/api/v1/things", ScopeWrite, func(w http.ResponseWriter, req *http.Request) {
+			httpapi.Created(w, req, "t1", map[string]string{"id": "decoy"}, nil)
+		}),
+		route("POST", "/api/v1/things/{id}/fail", ScopeWrite, func(w http.ResponseWriter, req *http.Request) {
+			httpapi.WriteError(w, req, httpapi.NotFound("thing %s not found", req.PathValue("id")))
+		}),
+		route("POST", "/api/v1/things/{id}/boom", ScopeWrite, func(w http.ResponseWriter, req *http.Request) {
+			httpapi.WriteError(w, req, errors.New("disk on fire"))
+		}),
+		route("POST", "/api/v1/things/{id}/raw", ScopeWrite, func(w http.ResponseWriter, req *http.Request) {
+			httpapi.WriteJSON(w, http.StatusConflict, map[string]any{"error": map[string]string{"message": "decoy"}})
+		}),
+	)
+	// Mounted without a declared scope: refused to everyone, even an admin.
+	mux.HandleFunc("GET /api/v1/undeclared", echo)
+	httpapi.Mount(mux, r.a.Routes()...)
 	r.srv = httptest.NewServer(r.a.Middleware(mux))
 	t.Cleanup(r.srv.Close)
 	return r
@@ -201,6 +223,32 @@ func (r *rig) lastAudit(t *testing.T) audit.Record {
 		t.Fatalf("no audit record: %v", err)
 	}
 	return recs[0]
+}
+
+// TestAuditTakesResultFromOperation: the record's error and created id are
+// what the operation reported, never read back from the response body.
+func TestAuditTakesResultFromOperation(t *testing.T) {
+	r := newRig(t, nil)
+	admin := "ApiKey " + r.adminKey
+	for _, tc := range []struct {
+		path     string
+		code     int
+		resource string
+		err      string
+	}{
+		{"/api/v1/things", 201, "t1", ""},
+		{"/api/v1/things/x/fail", 404, "x", "thing x not found"},
+		{"/api/v1/things/x/boom", 500, "x", "internal error; the server log has details"},
+		{"/api/v1/things/x/raw", 409, "x", "Conflict"},
+	} {
+		if code, body, _ := r.do(t, "POST", tc.path, admin, ""); code != tc.code {
+			t.Fatalf("POST %s: %d %s", tc.path, code, body)
+		}
+		rec := r.lastAudit(t)
+		if rec.Result != tc.code || rec.Resource != tc.resource || rec.Error != tc.err {
+			t.Errorf("POST %s: audit %+v, want result %d resource %q error %q", tc.path, rec, tc.code, tc.resource, tc.err)
+		}
+	}
 }
 
 func TestAuthFailuresAre401WithReasonAndAudited(t *testing.T) {
@@ -331,6 +379,17 @@ func TestScopes(t *testing.T) {
 		if rec := r.lastAudit(t); rec.Result != 403 || rec.Tenant != "acme" {
 			t.Errorf("audit %+v", rec)
 		}
+	}
+	// A route mounted without a declared scope fails closed, even for an
+	// admin; a path no route matches needs a credential and no scope.
+	if code, body, _ := r.do(t, "GET", "/api/v1/undeclared", "ApiKey "+r.adminKey, ""); code != 403 || !strings.Contains(string(body), "declares no scope") {
+		t.Errorf("undeclared route as admin: %d %s, want 403", code, body)
+	}
+	if code, _, _ := r.do(t, "GET", "/api/v1/nosuch", "ApiKey "+readKey, ""); code != 404 {
+		t.Errorf("unknown path with a read key: %d, want 404", code)
+	}
+	if code, _, _ := r.do(t, "GET", "/api/v1/nosuch", "", ""); code != 401 {
+		t.Errorf("unknown path without a key: %d, want 401", code)
 	}
 	// /health, /metrics and the in-cluster event ingress need nothing.
 	for _, p := range []string{"/health", "/metrics"} {

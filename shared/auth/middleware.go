@@ -5,13 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -276,55 +274,32 @@ func (a *Authenticator) sessionToken(ctx context.Context, tok, sid, purpose stri
 	return p, nil
 }
 
-// Required returns the scope a request needs: admin for /api/v1/admin/*,
-// /api/v1/audit and a protected /metrics; debug for console input, the
-// console and gdb streams, gdb info and session tokens; read for GET and
-// HEAD; write for everything else.
-func Required(method, path string) Scope {
-	if strings.HasPrefix(path, "/api/v1/admin/") || path == "/api/v1/audit" || path == "/metrics" {
-		return ScopeAdmin
-	}
-	if rest, ok := strings.CutPrefix(path, "/api/v1/sessions/"); ok {
-		if _, tail, ok := strings.Cut(rest, "/"); ok {
-			switch {
-			case tail == "console" && method == http.MethodPost,
-				tail == "stream/console", tail == "stream/gdb", tail == "gdb", tail == "tokens":
-				return ScopeDebug
-			}
-		}
-	}
-	if method == http.MethodGet || method == http.MethodHead {
-		return ScopeRead
-	}
-	return ScopeWrite
-}
-
 // notificationsPath is the programs function's bucket webhook
 // (programs.NotificationsPath; auth cannot import the function).
 const notificationsPath = "/api/v1/programs/notifications"
 
-// open reports whether a path is served without credentials: /health, an
-// unprotected /metrics, a function's CloudEvents ingress (POST /), which
-// only the in-cluster Broker reaches (the HTTPRoute exposes /api/v1 paths
-// only), and the bucket-notification webhook: S3 stores (versitygw, AWS)
-// cannot send a credential, and a notification only names objects that the
-// programs function then reads from its watched buckets with its own
-// credentials, so a forged one can register nothing that is not there; the
-// function still asks for its webhook token (a query parameter a store can
-// send) so strangers cannot make it read objects.
-func (a *Authenticator) open(r *http.Request) bool {
-	switch r.URL.Path {
-	case "/health":
+// open reports whether a request is served without credentials: routes
+// declared public (/health; a function's CloudEvents ingress, POST /, which
+// only the in-cluster Broker reaches, as the HTTPRoute exposes /api/v1
+// paths only), an unprotected /metrics, and the bucket-notification
+// webhook: S3 stores (versitygw, AWS) cannot send a credential, and a
+// notification only names objects that the programs function then reads
+// from its watched buckets with its own credentials, so a forged one can
+// register nothing that is not there; the function still asks for its
+// webhook token (a query parameter a store can send) so strangers cannot
+// make it read objects.
+func (a *Authenticator) open(r *http.Request, rt httpapi.Route) bool {
+	if rt.Scope == httpapi.ScopePublic {
 		return true
+	}
+	switch rt.Pattern {
 	case "/metrics":
 		return !a.metricsAuth
-	case "/":
-		return r.Method == http.MethodPost
 	case notificationsPath:
 		// Open to a store that sends no credential (the programs function
 		// then requires its webhook token); a caller that does send one is
 		// authenticated and audited like any other.
-		return r.Method == http.MethodPost && !a.off && r.Header.Get("Authorization") == ""
+		return rt.Method == http.MethodPost && !a.off && r.Header.Get("Authorization") == ""
 	}
 	return false
 }
@@ -339,34 +314,37 @@ func audited(r *http.Request) bool {
 	return stream
 }
 
-// Middleware authenticates every request to next except the open paths,
-// checks the scope, puts the principal in the request context and writes
-// the audit log. When next is an *http.ServeMux the audit action is the
-// route pattern, never the raw path.
-func (a *Authenticator) Middleware(next http.Handler) http.Handler {
-	router, _ := next.(interface {
-		Handler(*http.Request) (http.Handler, string)
-	})
+// Middleware authenticates every request to mux except the open routes,
+// checks the scope the matched route declares (httpapi.Route), puts the
+// principal in the request context and writes the audit log, whose action
+// is the route pattern, never the raw path. A request no route matches
+// needs a valid credential and no scope (it gets mux's 404 or 405); a
+// route mounted without httpapi.Mount has no scope and is refused, so a
+// forgotten declaration fails closed.
+func (a *Authenticator) Middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.open(r) {
-			if r.Method == http.MethodPost && r.URL.Path == "/" {
+		h, pattern := mux.Handler(r)
+		rt, declared := h.(httpapi.Route)
+		if a.open(r, rt) {
+			if rt.Scope == httpapi.ScopePublic && r.Method == http.MethodPost {
 				// In-cluster commands are not authenticated but still audited.
-				a.serveAudited(w, r, next, brokerRecord(r))
+				a.serveAudited(w, r, mux, brokerRecord(r))
 				return
 			}
-			next.ServeHTTP(w, r)
+			mux.ServeHTTP(w, r)
 			return
-		}
-		pattern := ""
-		if router != nil {
-			_, pattern = router.Handler(r)
 		}
 		rec := audit.Record{Action: action(r, pattern), Resource: resource(pattern, r.URL.Path), RequestID: r.Header.Get("X-Request-Id")}
 		p, aerr := a.authenticate(r)
-		if aerr == nil && !p.Has(Required(r.Method, r.URL.Path)) {
-			need := Required(r.Method, r.URL.Path)
+		switch {
+		case aerr != nil:
+		case pattern != "" && !declared:
+			a.log.ErrorContext(r.Context(), "route has no declared scope; mount it with httpapi.Mount", "pattern", pattern)
 			aerr = &authError{status: http.StatusForbidden, actor: p.Actor, tenant: p.Tenant,
-				reason: fmt.Sprintf("%s %s needs the %q scope; this credential has %v", r.Method, r.URL.Path, need, p.Scopes)}
+				reason: fmt.Sprintf("%s %s declares no scope, so it is refused to everyone", r.Method, r.URL.Path)}
+		case declared && !p.Has(rt.Scope):
+			aerr = &authError{status: http.StatusForbidden, actor: p.Actor, tenant: p.Tenant,
+				reason: fmt.Sprintf("%s %s needs the %q scope; this credential has %v", r.Method, r.URL.Path, rt.Scope, p.Scopes)}
 		}
 		if aerr != nil {
 			rec.Actor, rec.Tenant, rec.Result, rec.Error = aerr.actor, aerr.tenant, aerr.status, aerr.reason
@@ -392,23 +370,31 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		ctx := context.WithValue(WithPrincipal(r.Context(), p), authenticatorKey{}, a)
 		r = r.WithContext(ctx)
 		if !audited(r) {
-			next.ServeHTTP(w, r)
+			mux.ServeHTTP(w, r)
 			return
 		}
 		rec.Actor, rec.Tenant = p.Actor, p.Tenant
-		a.serveAudited(w, r, next, rec)
+		a.serveAudited(w, r, mux, rec)
 	})
 }
 
-// serveAudited serves r and writes rec with the outcome.
+// serveAudited serves r and writes rec with the outcome: the status sent,
+// and the error and created id the operation reported (httpapi.Outcome).
 func (a *Authenticator) serveAudited(w http.ResponseWriter, r *http.Request, next http.Handler, rec audit.Record) {
+	ctx, out := httpapi.WithOutcome(r.Context())
+	r = r.WithContext(ctx)
 	rw := &recorder{ResponseWriter: w}
 	write := func(status int) {
 		rec.Result = status
-		rec.Error = rw.errorMessage()
+		if status >= 400 {
+			rec.Error = http.StatusText(status)
+			if out.Err != nil && out.Err.Message != "" {
+				rec.Error = out.Err.Message
+			}
+		}
 		if rec.Resource == "" {
 			// A create names its resource only in the answer.
-			rec.Resource = rw.createdID()
+			rec.Resource = out.Created
 		}
 		a.audit.Write(r.Context(), rec)
 	}
@@ -487,14 +473,11 @@ func writeAuthError(w http.ResponseWriter, r *http.Request, e *authError) {
 	httpapi.WriteError(w, r, httpapi.Errorf(e.status, code, "%s", e.reason))
 }
 
-// recorder captures the status and the start of an error body for the
-// audit record, and forwards Hijack (WebSocket upgrades, proxied or not)
-// and Flush.
+// recorder captures the status for the audit record, and forwards Hijack
+// (WebSocket upgrades, proxied or not) and Flush.
 type recorder struct {
 	http.ResponseWriter
-	status int
-	// body is the answer's first 2 KiB: the error message or created id.
-	body     []byte
+	status   int
 	once     sync.Once
 	onHijack func()
 }
@@ -510,9 +493,6 @@ func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	if len(w.body) < 2048 {
-		w.body = append(w.body, b[:min(len(b), 2048-len(w.body))]...)
-	}
 	return w.ResponseWriter.Write(b)
 }
 
@@ -522,36 +502,6 @@ func (w *recorder) statusOr200() int {
 	}
 	return w.status
 }
-
-// errorMessage is the error JSON's message, if the response was one.
-func (w *recorder) errorMessage() string {
-	if w.status < 400 {
-		return ""
-	}
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(w.body, &e) == nil && e.Error.Message != "" {
-		return e.Error.Message
-	}
-	return http.StatusText(w.status)
-}
-
-// createdID is the "id" of a 201 answer's JSON object.
-func (w *recorder) createdID() string {
-	if w.status != http.StatusCreated {
-		return ""
-	}
-	// The body may be cut at 2 KiB; answers put the id first.
-	if m := leadingID.FindSubmatch(w.body); m != nil {
-		return string(m[1])
-	}
-	return ""
-}
-
-var leadingID = regexp.MustCompile(`^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9._-]{1,128})"`)
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 

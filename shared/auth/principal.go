@@ -5,23 +5,20 @@ import (
 	"errors"
 	"slices"
 
+	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/state"
 )
 
-// Scope is a permission a credential carries.
-type Scope string
+// Scope is a permission a credential carries; routes declare the one they
+// need (httpapi.Route).
+type Scope = httpapi.Scope
 
 const (
-	// ScopeRead lists and reads resources and console output.
-	ScopeRead Scope = "read"
-	// ScopeWrite creates, changes and deletes resources.
-	ScopeWrite Scope = "write"
-	// ScopeDebug writes to consoles and attaches debuggers.
-	ScopeDebug Scope = "debug"
-	// ScopeAdmin manages keys, quotas and reads the audit log; it implies
-	// every other scope.
-	ScopeAdmin Scope = "admin"
+	ScopeRead  = httpapi.ScopeRead
+	ScopeWrite = httpapi.ScopeWrite
+	ScopeDebug = httpapi.ScopeDebug
+	ScopeAdmin = httpapi.ScopeAdmin
 )
 
 // Scopes lists every scope, for error messages.

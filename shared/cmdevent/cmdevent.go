@@ -2,7 +2,6 @@ package cmdevent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -80,8 +79,7 @@ func Handler(_ context.Context, source string, ops map[string]Op, log *slog.Logg
 		}
 		rep, err := op(ctx, *e)
 		if err != nil {
-			var he *httpapi.Error
-			if !errors.As(err, &he) {
+			if httpapi.AsError(err) == nil {
 				log.ErrorContext(ctx, "event failed", "type", e.Type(), "id", e.ID(), "err", err)
 			}
 			httpapi.WriteError(w, r, err)

@@ -118,30 +118,20 @@ func Run(name string, fn func(ctx context.Context) error) {
 
 // Function is what a function's handler package offers.
 type Function interface {
-	Routes(mux *http.ServeMux)
+	Routes() []httpapi.Route
 	Events(ctx context.Context) (http.Handler, error)
 	Health(ctx context.Context) (map[string]any, error)
 }
 
-// ServeFunction serves fn the way Knative runs it: the REST routes, the
-// CloudEvents receiver at POST /, and GET /health, behind a's
-// authentication and audit log (see Guard; POST / and /health are open).
+// ServeFunction serves fn the way Knative runs it (FunctionRoutes) behind
+// a's authentication and audit log (see Guard; POST / and /health are open).
 func ServeFunction(ctx context.Context, port string, fn Function, a *auth.Authenticator, log *slog.Logger) error {
-	mux := http.NewServeMux()
-	fn.Routes(mux)
-	ev, err := fn.Events(ctx)
+	routes, err := FunctionRoutes(ctx, fn)
 	if err != nil {
 		return err
 	}
-	mux.Handle("POST /{$}", ev)
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		v, err := fn.Health(r.Context())
-		if err != nil {
-			err = httpapi.Unavailable("%v", err)
-		}
-		httpapi.Reply(w, r, http.StatusOK, v, err)
-	})
-	mux.Handle("GET /metrics", metrics.Handler())
+	mux := http.NewServeMux()
+	httpapi.Mount(mux, routes...)
 	ln, err := Listen(port)
 	if err != nil {
 		return err
@@ -164,14 +154,39 @@ func (s Security) Authenticator(ctx context.Context, rdb redis.UniversalClient, 
 	return auth.New(ctx, auth.Options{Config: s.Config, Redis: rdb, Log: log, Distributed: distributed})
 }
 
+// FunctionRoutes are what a function serves in its own Service: its REST
+// routes, the CloudEvents receiver at POST /, GET /health and GET /metrics.
+func FunctionRoutes(ctx context.Context, fn Function) ([]httpapi.Route, error) {
+	ev, err := fn.Events(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return append(fn.Routes(),
+		httpapi.Route{Method: http.MethodPost, Pattern: "/{$}", Scope: httpapi.ScopePublic, Handler: ev.ServeHTTP},
+		httpapi.Route{Method: http.MethodGet, Pattern: "/health", Scope: httpapi.ScopePublic, Handler: func(w http.ResponseWriter, r *http.Request) {
+			v, err := fn.Health(r.Context())
+			if err != nil {
+				err = httpapi.Unavailable("%v", err)
+			}
+			httpapi.Reply(w, r, http.StatusOK, v, err)
+		}},
+		MetricsRoute()), nil
+}
+
 // Guard mounts the admin API (keys) and GET /api/v1/audit on mux and
 // returns mux behind a: every route but /health, an open /metrics and the
 // in-cluster CloudEvents ingress (POST /) needs a credential with the
 // route's scope, and mutating calls, stream attaches and refusals are
 // audited. Every binary serving the API goes through it.
 func Guard(a *auth.Authenticator, mux *http.ServeMux) http.Handler {
-	a.Routes(mux)
+	httpapi.Mount(mux, a.Routes()...)
 	return a.Middleware(mux)
+}
+
+// MetricsRoute is GET /metrics: admin, unless MS_METRICS_AUTH=false opens it
+// (the authenticator decides).
+func MetricsRoute() httpapi.Route {
+	return httpapi.Route{Method: http.MethodGet, Pattern: "/metrics", Scope: httpapi.ScopeAdmin, Handler: metrics.Handler().ServeHTTP}
 }
 
 // Distributed is what every binary of the distributed form reads: logging,

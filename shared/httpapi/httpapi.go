@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/machineserver/machineserver/shared/fail"
 )
 
 // Error is an API error with the HTTP status it maps to. Code is a stable,
@@ -73,12 +75,47 @@ func Reply(w http.ResponseWriter, r *http.Request, status int, v any, err error)
 // internal: their text is logged, and the client gets a generic 500 so
 // internals do not leak.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
+	e := AsError(err)
+	if e == nil {
 		slog.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = Errorf(http.StatusInternalServerError, "internal", "internal error; the server log has details")
 	}
+	ReportError(r.Context(), e)
 	WriteJSON(w, e.Status, map[string]*Error{"error": e})
+}
+
+// statuses are the HTTP statuses of the domain error kinds.
+var statuses = map[fail.Kind]int{
+	fail.KindInvalid:       http.StatusBadRequest,
+	fail.KindNotFound:      http.StatusNotFound,
+	fail.KindConflict:      http.StatusConflict,
+	fail.KindUnprocessable: http.StatusUnprocessableEntity,
+	fail.KindUnavailable:   http.StatusServiceUnavailable,
+	fail.KindTooLarge:      http.StatusRequestEntityTooLarge,
+	fail.KindForbidden:     http.StatusForbidden,
+}
+
+// AsError is err as the API error a client gets: an *Error as it is, a
+// domain error (shared/fail) with its kind's status and code, and nil for
+// anything else, which is internal.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var fe *fail.Error
+	if errors.As(err, &fe) {
+		status, ok := statuses[fe.Kind]
+		if !ok {
+			return nil
+		}
+		code := fe.Code
+		if code == "" {
+			code = string(fe.Kind)
+		}
+		return &Error{Status: status, Code: code, Message: fe.Message, Details: fe.Details}
+	}
+	return nil
 }
 
 // DecodeJSON decodes exactly one JSON object from the body into v, refusing

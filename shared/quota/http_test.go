@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/machineserver/machineserver/shared/auth"
+	"github.com/machineserver/machineserver/shared/httpapi"
 )
 
 func TestRoutes(t *testing.T) {
@@ -19,7 +20,7 @@ func TestRoutes(t *testing.T) {
 	defer rdb.Close()
 	q := New(rdb, Config{Sessions: 2, StorageBytes: 100, Jobs: 1})
 	mux := http.NewServeMux()
-	q.Routes(mux)
+	httpapi.Mount(mux, q.Routes()...)
 	// Stands in for the auth middleware: the tenant comes from a header.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if t := r.Header.Get("X-Test-Tenant"); t != "" {

@@ -307,6 +307,27 @@ func (c *Client) Proxy(path string) http.Handler {
 			r.SetXForwarded()
 		},
 		FlushInterval: -1,
+		// The runner is the operation behind a proxied request: its error
+		// is the request's (for the audit log), and the body still goes
+		// to the client unchanged.
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 400 {
+				return nil
+			}
+			var e struct {
+				Error *httpapi.Error `json:"error"`
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
+			if json.Unmarshal(b, &e) == nil && e.Error != nil {
+				e.Error.Status = resp.StatusCode
+				httpapi.ReportError(resp.Request.Context(), e.Error)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			httpapi.WriteError(w, r, httpapi.Unavailable("runner %s unreachable: %v", c.base.Host, err))
 		},

@@ -6,8 +6,8 @@
 //
 // The workers live here, in the jobs function, not in the runner: the
 // function owns the queue and the job records, and a worker only drives a
-// session through the sessions handler (used as a library, as snapshots
-// does), exactly as a user would over the API. Runners stay plain emulator
+// session through the session use cases (functions/sessions/session, as
+// snapshots does), exactly as a user would over the API. Runners stay plain emulator
 // hosts that know nothing about jobs, so a job can run on any runner with
 // free capacity, and a runner that dies takes only its emulators with it;
 // the job's lease lapses and another worker runs it again. How many jobs

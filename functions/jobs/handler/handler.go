@@ -19,7 +19,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
-	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/cmdevent"
@@ -37,13 +37,13 @@ type ProgramResolver interface {
 	ProgramByKey(ctx context.Context, key string) (model.Program, error)
 }
 
-// Deps are the handler's collaborators. Sessions is the sessions function's
-// handler used as a library: a job's session is created, powered and
-// deleted exactly as through /api/v1/sessions.
+// Deps are the handler's collaborators. Sessions runs the session use
+// cases: a job's session is created, powered and deleted exactly as
+// through /api/v1/sessions.
 type Deps struct {
 	State     *state.Store
 	Blobs     blob.Store
-	Sessions  *sessions.Handler
+	Sessions  *session.Service
 	Queue     *queue.Queue
 	Publisher events.Publisher
 	// Programs resolves program_key; nil means scanning the program index
@@ -495,71 +495,73 @@ func (h *Handler) publish(typ string, j model.Job) {
 	}
 }
 
-// Routes mounts the REST API on mux.
-func (h *Handler) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/jobs", func(w http.ResponseWriter, r *http.Request) {
-		var in model.JobSpec
-		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		j, err := h.Create(r.Context(), in)
-		httpapi.Reply(w, r, http.StatusCreated, j, err)
-	})
-	mux.HandleFunc("GET /api/v1/jobs", func(w http.ResponseWriter, r *http.Request) {
-		p, err := httpapi.ParsePage(r)
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		l, err := h.List(r.Context(), r.URL.Query().Get("state"), p)
-		httpapi.Reply(w, r, http.StatusOK, l, err)
-	})
-	mux.HandleFunc("GET /api/v1/jobs/stats", func(w http.ResponseWriter, r *http.Request) {
-		s, err := h.Stats(r.Context())
-		httpapi.Reply(w, r, http.StatusOK, s, err)
-	})
-	mux.HandleFunc("GET /api/v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		j, err := h.Get(r.Context(), r.PathValue("id"))
-		httpapi.Reply(w, r, http.StatusOK, j, err)
-	})
-	mux.HandleFunc("DELETE /api/v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		j, err := h.Cancel(r.Context(), r.PathValue("id"))
-		status := http.StatusOK
-		if j.State == model.JobRunning {
-			status = http.StatusAccepted // the worker stops it
-		}
-		httpapi.Reply(w, r, status, j, err)
-	})
-	mux.HandleFunc("GET /api/v1/jobs/{id}/console", func(w http.ResponseWriter, r *http.Request) {
-		b, err := h.Console(r.Context(), r.PathValue("id"))
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write(b)
-	})
-	mux.HandleFunc("POST /api/v1/jobs/rules", func(w http.ResponseWriter, r *http.Request) {
-		var in RuleRequest
-		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		rule, err := h.CreateRule(r.Context(), in)
-		httpapi.Reply(w, r, http.StatusCreated, rule, err)
-	})
-	mux.HandleFunc("GET /api/v1/jobs/rules", func(w http.ResponseWriter, r *http.Request) {
-		rules, err := h.Rules(r.Context())
-		httpapi.Reply(w, r, http.StatusOK, map[string]any{"rules": rules}, err)
-	})
-	mux.HandleFunc("DELETE /api/v1/jobs/rules/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := h.DeleteRule(r.Context(), r.PathValue("id")); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+// Routes are the REST API, each with the scope it needs.
+func (h *Handler) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/api/v1/jobs", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			var in model.JobSpec
+			if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			j, err := h.Create(r.Context(), in)
+			httpapi.Created(w, r, j.ID, j, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/jobs", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			p, err := httpapi.ParsePage(r)
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			l, err := h.List(r.Context(), r.URL.Query().Get("state"), p)
+			httpapi.Reply(w, r, http.StatusOK, l, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/jobs/stats", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			s, err := h.Stats(r.Context())
+			httpapi.Reply(w, r, http.StatusOK, s, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/jobs/{id}", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			j, err := h.Get(r.Context(), r.PathValue("id"))
+			httpapi.Reply(w, r, http.StatusOK, j, err)
+		}},
+		{Method: http.MethodDelete, Pattern: "/api/v1/jobs/{id}", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			j, err := h.Cancel(r.Context(), r.PathValue("id"))
+			status := http.StatusOK
+			if j.State == model.JobRunning {
+				status = http.StatusAccepted // the worker stops it
+			}
+			httpapi.Reply(w, r, status, j, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/jobs/{id}/console", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			b, err := h.Console(r.Context(), r.PathValue("id"))
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Write(b)
+		}},
+		{Method: http.MethodPost, Pattern: "/api/v1/jobs/rules", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			var in RuleRequest
+			if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			rule, err := h.CreateRule(r.Context(), in)
+			httpapi.Created(w, r, rule.ID, rule, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/jobs/rules", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			rules, err := h.Rules(r.Context())
+			httpapi.Reply(w, r, http.StatusOK, map[string]any{"rules": rules}, err)
+		}},
+		{Method: http.MethodDelete, Pattern: "/api/v1/jobs/rules/{id}", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			if err := h.DeleteRule(r.Context(), r.PathValue("id")); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}},
+	}
 }
 
 // Events returns the CloudEvents receiver: job.create.v1 queues a job whose

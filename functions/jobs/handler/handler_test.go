@@ -14,7 +14,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
-	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
@@ -45,10 +45,10 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh := sessions.New(sessions.Deps{State: st, Blobs: blobs, Publisher: events.Nop, RunnerToken: "t", Log: log})
+	sh := session.New(session.Deps{State: st, Blobs: blobs, Publisher: events.Nop, RunnerToken: "t", Log: log})
 	h := New(Deps{State: st, Blobs: blobs, Sessions: sh, Queue: q, Publisher: checked{t}, Log: log})
 	mux := http.NewServeMux()
-	h.Routes(mux)
+	httpapi.Mount(mux, h.Routes()...)
 	ev, err := h.Events(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -14,10 +13,10 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/events"
-	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
-	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/fail"
 	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/queue"
@@ -432,8 +431,7 @@ func sessionName(jobID string) string { return "job-" + jobID }
 
 func (h *Handler) dropSession(ctx context.Context, id string) {
 	if _, err := h.d.Sessions.Delete(ctx, id); err != nil {
-		var he *httpapi.Error
-		if !errors.As(err, &he) || he.Status != http.StatusNotFound {
+		if !errors.Is(err, fail.ErrNotFound) {
 			h.d.Log.Warn("delete job session", "session", id, "err", err)
 		}
 	}
@@ -443,9 +441,8 @@ func (h *Handler) dropSession(ctx context.Context, id string) {
 func (h *Handler) newSession(ctx, bg context.Context, j model.Job) (model.Session, error) {
 	deadline := time.Now().Add(sessionWait)
 	for {
-		s, err := h.d.Sessions.Create(bg, sessions.CreateRequest{Name: sessionName(j.ID), BoardConfig: j.BoardConfig, Coverage: j.Coverage})
-		var he *httpapi.Error
-		if err == nil || !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+		s, err := h.d.Sessions.Create(bg, session.CreateRequest{Name: sessionName(j.ID), BoardConfig: j.BoardConfig, Coverage: j.Coverage})
+		if err == nil || !errors.Is(err, fail.ErrUnavailable) || time.Now().After(deadline) {
 			return s, err
 		}
 		sleep(ctx, 100*time.Millisecond)
@@ -484,7 +481,7 @@ func (h *Handler) run(ctx, bg context.Context, j model.Job) (v verdict, console 
 		return fail("record session: %v", err)
 	}
 	tLoad = time.Now()
-	if _, err := h.d.Sessions.LoadProgram(bg, s.ID, sessions.LoadRequest{ProgramID: j.ProgramID}); err != nil {
+	if _, err := h.d.Sessions.LoadProgram(bg, s.ID, session.LoadRequest{ProgramID: j.ProgramID}); err != nil {
 		return fail("load program %s: %v", j.ProgramID, err)
 	}
 	j2 := j

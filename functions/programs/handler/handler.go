@@ -114,7 +114,7 @@ func (h *Handler) Store(ctx context.Context, in Upload) (model.Program, error) {
 	}
 	p := model.Program{
 		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: name, Format: format, LoadAddress: in.LoadAddress,
-		Size: info.Size, SHA256: info.SHA256, Entry: info.Entry, Segments: info.Segments,
+		Size: info.Size, SHA256: info.SHA256, Entry: info.Entry, Segments: info.Segments, Arch: info.Machine,
 		CreatedAt: time.Now().UTC(), State: StateStored,
 	}
 	if err := h.save(ctx, p, in.Data); err != nil {
@@ -233,7 +233,7 @@ func (h *Handler) Delete(ctx context.Context, id string) (model.Program, error) 
 	}
 	if p.SourceKey != "" {
 		// Only if it still points here: a newer version may have replaced it.
-		h.d.State.Client().Eval(ctx, `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`, []string{keyIndex(p.SourceKey)}, id)
+		h.d.State.UnsetProgramKey(ctx, p.SourceKey, id)
 	}
 	for _, k := range []string{model.ProgramManifestKey(id), model.ProgramImageKey(id)} {
 		if err := h.d.Blobs.Remove(ctx, k); err != nil {
@@ -382,39 +382,41 @@ func (h *Handler) readPart(part *multipart.Part, in *Upload, haveFile *bool) err
 	return nil
 }
 
-// Routes mounts the REST API and the bucket notification webhook on mux.
-func (h *Handler) Routes(mux *http.ServeMux) {
-	h.notificationRoutes(mux)
-	mux.HandleFunc("POST /api/v1/programs", func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, h.d.MaxUpload+64<<10)
-		in, err := h.readUpload(r)
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		p, err := h.Store(r.Context(), in)
-		httpapi.Reply(w, r, http.StatusCreated, p, err)
-	})
-	mux.HandleFunc("GET /api/v1/programs", func(w http.ResponseWriter, r *http.Request) {
-		pg, err := httpapi.ParsePage(r)
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		l, err := h.List(r.Context(), pg)
-		httpapi.Reply(w, r, http.StatusOK, l, err)
-	})
-	mux.HandleFunc("GET /api/v1/programs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		p, err := h.Get(r.Context(), r.PathValue("id"))
-		httpapi.Reply(w, r, http.StatusOK, p, err)
-	})
-	mux.HandleFunc("DELETE /api/v1/programs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := h.Delete(r.Context(), r.PathValue("id")); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+// Routes are the REST API and the bucket notification webhook, each with
+// the scope it needs.
+func (h *Handler) Routes() []httpapi.Route {
+	return []httpapi.Route{h.notificationRoute(),
+		{Method: http.MethodPost, Pattern: "/api/v1/programs", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			r.Body = http.MaxBytesReader(w, r.Body, h.d.MaxUpload+64<<10)
+			in, err := h.readUpload(r)
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			p, err := h.Store(r.Context(), in)
+			httpapi.Created(w, r, p.ID, p, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/programs", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			pg, err := httpapi.ParsePage(r)
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			l, err := h.List(r.Context(), pg)
+			httpapi.Reply(w, r, http.StatusOK, l, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/programs/{id}", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			p, err := h.Get(r.Context(), r.PathValue("id"))
+			httpapi.Reply(w, r, http.StatusOK, p, err)
+		}},
+		{Method: http.MethodDelete, Pattern: "/api/v1/programs/{id}", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			if _, err := h.Delete(r.Context(), r.PathValue("id")); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}},
+	}
 }
 
 // Events returns the CloudEvents receiver for program commands.

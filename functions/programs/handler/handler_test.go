@@ -107,7 +107,7 @@ func TestMultipartOverHTTP(t *testing.T) {
 	blobs, _ := blob.NewFS(t.TempDir())
 	h, _ := setup(t, blobs, 1<<20)
 	mux := http.NewServeMux()
-	h.Routes(mux)
+	httpapi.Mount(mux, h.Routes()...)
 	post := func(fields map[string]string, file []byte) *httptest.ResponseRecorder {
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/shared/auth"
@@ -167,9 +166,9 @@ func (h *Handler) Register(ctx context.Context, rec events.S3Record) (model.Prog
 	if p, ok, err := h.registered(ctx, id); err != nil || ok {
 		return p, nil, err
 	}
-	claimed, err := h.d.State.Client().SetNX(ctx, claimKey(id), "1", claimTTL).Result()
+	claimed, err := h.d.State.ClaimProgram(ctx, id, claimTTL)
 	if err != nil {
-		return model.Program{}, nil, fmt.Errorf("claim program %s: %w", id, err)
+		return model.Program{}, nil, err
 	}
 	if !claimed {
 		p, err := h.awaitRegistered(ctx, id)
@@ -183,19 +182,13 @@ func (h *Handler) Register(ctx context.Context, rec events.S3Record) (model.Prog
 	p, err := h.registerObject(ctx, w, id, key)
 	if err != nil {
 		// Let a redelivery try again at once rather than after the TTL.
-		h.d.State.Client().Del(context.WithoutCancel(ctx), claimKey(id))
+		h.d.State.ReleaseProgram(context.WithoutCancel(ctx), id)
 	}
 	return p, nil, err
 }
 
 // claimTTL bounds how long a crashed registration blocks redeliveries.
 const claimTTL = 2 * time.Minute
-
-func claimKey(id string) string { return "ms:program-claim:" + id }
-
-// keyIndex maps a source key to the latest program registered from it, for
-// jobs that name a program by key.
-func keyIndex(key string) string { return "ms:program-key:" + key }
 
 // programID is the first 16 hex digits of sha256(bucket, key, etag): the
 // same object version always gets the same id.
@@ -282,11 +275,11 @@ func (h *Handler) awaitRegistered(ctx context.Context, id string) (model.Program
 		if p, ok, err := h.registered(ctx, id); err != nil || ok {
 			return p, err
 		}
-		held, err := h.d.State.Client().Exists(ctx, claimKey(id)).Result()
+		held, err := h.d.State.ProgramClaimed(ctx, id)
 		if err != nil {
 			return model.Program{}, err
 		}
-		if held == 0 {
+		if !held {
 			// The other delivery failed and let go; a retry will register it.
 			return model.Program{}, httpapi.Unavailable("program %s: another delivery of this notification failed; retry", id)
 		}
@@ -323,7 +316,7 @@ func (h *Handler) registerObject(ctx context.Context, w Watch, id, key string) (
 	}
 	h.announce(ctx, p)
 	if p.State == StateStored {
-		if err := h.d.State.Client().Set(ctx, keyIndex(key), p.ID, 0).Err(); err != nil {
+		if err := h.d.State.SetProgramKey(ctx, key, p.ID); err != nil {
 			h.d.Log.Warn("program key index", "key", key, "err", err)
 		}
 	}
@@ -368,7 +361,7 @@ func validate(p *model.Program, key string, data []byte) (reason string, err err
 		info, err = fwimage.Parse(format, data, nil)
 		if err == nil {
 			p.Format, p.State = format, StateStored
-			p.Size, p.SHA256, p.Entry, p.Segments = info.Size, info.SHA256, info.Entry, info.Segments
+			p.Size, p.SHA256, p.Entry, p.Segments, p.Arch = info.Size, info.SHA256, info.Entry, info.Segments, info.Machine
 			return "", nil
 		}
 	}
@@ -393,9 +386,9 @@ func nameOf(key string) string {
 // ProgramForKey returns the latest stored program registered from a bucket
 // object key: how a job's program_key is resolved.
 func ProgramForKey(ctx context.Context, st *state.Store, key string) (model.Program, error) {
-	id, err := st.Client().Get(ctx, keyIndex(key)).Result()
+	id, err := st.ProgramKey(ctx, key)
 	if err != nil {
-		if errors.Is(err, redis.Nil) {
+		if errors.Is(err, state.ErrNotFound) {
 			return model.Program{}, httpapi.NotFound("no program was registered from key %q", key)
 		}
 		return model.Program{}, err
@@ -410,9 +403,11 @@ func ProgramForKey(ctx context.Context, st *state.Store, key string) (model.Prog
 	return p, err
 }
 
-// notificationRoutes mounts the webhook.
-func (h *Handler) notificationRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+NotificationsPath, func(w http.ResponseWriter, r *http.Request) {
+// notificationRoute is the webhook. Its write scope applies to callers
+// that send a credential; a store that sends none is let through by the
+// authenticator, and the handler then asks for the webhook token.
+func (h *Handler) notificationRoute() httpapi.Route {
+	return httpapi.Route{Method: http.MethodPost, Pattern: NotificationsPath, Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
 		if !h.webhookAllowed(r) {
 			w.Header().Set("WWW-Authenticate", `ApiKey realm="machineserver"`)
 			httpapi.WriteError(w, r, httpapi.Errorf(http.StatusUnauthorized, "unauthorized",
@@ -420,7 +415,7 @@ func (h *Handler) notificationRoutes(mux *http.ServeMux) {
 			return
 		}
 		h.serveNotification(w, r)
-	})
+	}}
 }
 
 // maxRecords bounds the records of one notification: each makes the
@@ -487,13 +482,12 @@ func (h *Handler) s3Ops(ops map[string]cmdevent.Op) {
 // reindexKey points the key index at v unless a newer program from the same
 // key is there already (manifests are listed by id, not by time).
 func (h *Handler) reindexKey(ctx context.Context, v model.Program) {
-	rdb := h.d.State.Client()
-	if cur, err := rdb.Get(ctx, keyIndex(v.SourceKey)).Result(); err == nil {
+	if cur, err := h.d.State.ProgramKey(ctx, v.SourceKey); err == nil {
 		if p, err := h.d.State.GetProgram(ctx, cur); err == nil && p.CreatedAt.After(v.CreatedAt) {
 			return
 		}
 	}
-	if err := rdb.Set(ctx, keyIndex(v.SourceKey), v.ID, 0).Err(); err != nil {
+	if err := h.d.State.SetProgramKey(ctx, v.SourceKey, v.ID); err != nil {
 		h.d.Log.Warn("program key index", "key", v.SourceKey, "err", err)
 	}
 }

@@ -93,7 +93,7 @@ func newBucketFixture(t *testing.T) *bucketFixture {
 	f.h = New(Deps{State: st, Blobs: blobs, Publisher: f.pub, MaxUpload: 1 << 20, Log: slog.New(slog.DiscardHandler),
 		Watches: ws, WebhookToken: "hook-token", OnStored: func(context.Context, model.Program) { f.stored.Add(1) }})
 	f.mux = http.NewServeMux()
-	f.h.Routes(f.mux)
+	httpapi.Mount(f.mux, f.h.Routes()...)
 	f.ev, err = f.h.Events(t.Context())
 	if err != nil {
 		t.Fatal(err)

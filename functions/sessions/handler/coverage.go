@@ -1,336 +1,65 @@
 package handler
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
-	"slices"
-	"time"
 
-	"github.com/machineserver/machineserver/events"
-	"github.com/machineserver/machineserver/shared/auth"
-	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	report "github.com/machineserver/machineserver/shared/coverage"
 	"github.com/machineserver/machineserver/shared/httpapi"
-	"github.com/machineserver/machineserver/shared/model"
-	"github.com/machineserver/machineserver/shared/state"
 )
 
-// Coverage report formats and their content types.
-var coverageFormats = map[string]string{
-	"json":   "application/json",
-	"lcov":   "text/plain; charset=utf-8",
-	"html":   "application/zip",
-	"counts": "text/plain; charset=utf-8",
-}
-
-func coverageKey(id, format string) string {
-	name := map[string]string{"json": "report.json", "lcov": "report.info", "html": "report-html.zip", "counts": "counts.mscov"}[format]
-	return "coverage/" + id + "/" + name
-}
-
-func coverageManifestKey(id string) string { return "coverage/" + id + "/manifest.json" }
-
-// storedManifest is a report's manifest in the blob store: the event's
-// fields plus the tenant that owns the report (only it can read or merge
-// it; a manifest without one belongs to the default tenant).
-type storedManifest struct {
-	events.CoverageReport
-	Tenant string `json:"tenant,omitempty"`
-}
-
-// MergeRequest is POST /api/v1/coverage/merge: the live counts of sessions
-// and stored reports, all of the same program.
-type MergeRequest struct {
-	SessionIDs []string `json:"session_ids,omitempty"`
-	ReportIDs  []string `json:"report_ids,omitempty"`
-}
-
-// CoverageStart opens the session's coverage window.
-func (h *Handler) CoverageStart(ctx context.Context, id string) (model.Session, error) {
-	s, err := h.Get(ctx, id)
-	if err != nil {
-		return s, err
-	}
-	if s.ProgramID == "" {
-		return s, httpapi.Conflict("session %s has no program; coverage is reported against the program loaded in the session", id)
-	}
-	rc, err := h.runner(ctx, &s, true)
-	if err != nil {
-		return s, err
-	}
-	if err := rc.CoverageStart(ctx, id); err != nil {
-		return s, err
-	}
-	return h.d.State.UpdateSession(ctx, id, func(x *model.Session) error { x.Coverage = true; return nil })
-}
-
-// CoverageStop closes the window and stores its report.
-func (h *Handler) CoverageStop(ctx context.Context, id string) (events.CoverageReport, error) {
-	s, err := h.Get(ctx, id)
-	if err != nil {
-		return events.CoverageReport{}, err
-	}
-	rc, err := h.runner(ctx, &s, false)
-	if err == nil && rc == nil {
-		err = httpapi.Unavailable("runner %s of session %s is gone; its counts went with it", s.RunnerID, id)
-	}
-	if err != nil {
-		return events.CoverageReport{}, err
-	}
-	if err := rc.CoverageStop(ctx, id); err != nil {
-		return events.CoverageReport{}, err
-	}
-	if _, err := h.d.State.UpdateSession(ctx, id, func(x *model.Session) error { x.Coverage = false; return nil }); err != nil {
-		return events.CoverageReport{}, err
-	}
-	c, err := rc.Coverage(ctx, id)
-	if err != nil {
-		return events.CoverageReport{}, err
-	}
-	return h.storeReport(ctx, s.ProgramID, c, []string{id}, nil)
-}
-
-// sessionCounts are the counts of a session's window so far.
-func (h *Handler) sessionCounts(ctx context.Context, id string) (model.Session, report.Counts, error) {
-	s, err := h.Get(ctx, id)
-	if err != nil {
-		return s, report.Counts{}, err
-	}
-	if s.ProgramID == "" {
-		return s, report.Counts{}, httpapi.Conflict("session %s has no program, so it has no coverage", id)
-	}
-	rc, err := h.runner(ctx, &s, false)
-	if err == nil && rc == nil {
-		err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, id)
-	}
-	if err != nil {
-		return s, report.Counts{}, err
-	}
-	c, err := rc.Coverage(ctx, id)
-	return s, c, err
-}
-
-// analyze maps counts onto the program's image: onto its own sources, or
-// with all, onto every file (the toolchain's and libraries' too).
-func (h *Handler) analyze(ctx context.Context, programID string, c report.Counts, all bool) (*report.Report, model.Program, error) {
-	p, err := h.d.State.GetProgram(ctx, programID)
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, p, httpapi.Unprocessable("program %s is gone", programID)
-	}
-	if err != nil {
-		return nil, p, err
-	}
-	prog := report.RawProgram()
-	if p.Format == model.FormatELF {
-		img, err := blob.GetBytes(ctx, h.d.Blobs, model.ProgramImageKey(p.ID))
-		if err != nil {
-			return nil, p, fmt.Errorf("program image %s: %w", p.ID, err)
-		}
-		if prog, err = report.LoadELF(bytes.NewReader(img)); err != nil {
-			return nil, p, httpapi.Unprocessable("program %s: %v", p.ID, err)
-		}
-	}
-	if all {
-		return report.AnalyzeAll(prog, c), p, nil
-	}
-	return report.Analyze(prog, c), p, nil
-}
-
-// render writes a report in a format.
-func render(r *report.Report, c report.Counts, format, name string) ([]byte, error) {
-	var b bytes.Buffer
-	var err error
-	switch format {
-	case "json":
-		err = r.WriteJSON(&b)
-	case "lcov":
-		err = r.WriteLCOV(&b, name)
-	case "html":
-		err = r.WriteHTMLZip(&b, nil)
-	case "counts":
-		_, err = c.WriteTo(&b)
-	default:
-		return nil, httpapi.BadRequest("format must be json, lcov, html or counts; got %q", format)
-	}
-	if errors.Is(err, report.ErrNoDebugInfo) || errors.Is(err, report.ErrNoSymbols) || errors.Is(err, report.ErrAddressOnly) {
-		return nil, httpapi.Unprocessable("%v", err)
-	}
-	return b.Bytes(), err
-}
-
-// storeReport writes a report's artifacts and manifest and announces it.
-func (h *Handler) storeReport(ctx context.Context, programID string, c report.Counts, sessions, parents []string) (events.CoverageReport, error) {
-	rep, p, err := h.analyze(ctx, programID, c, false)
-	if err != nil {
-		return events.CoverageReport{}, err
-	}
-	m := events.CoverageReport{
-		ID: model.NewID(), ProgramID: p.ID, ProgramSHA256: p.SHA256, Sessions: sessions, Parents: parents,
-		Level: string(rep.Level), Final: rep.Final, Notes: rep.Notes, Artifacts: map[string]string{}, CreatedAt: time.Now().UTC(),
-		Totals: events.CoverageTotals{
-			LinesFound: rep.Totals.Lines.Found, LinesHit: rep.Totals.Lines.Hit,
-			FunctionsFound: rep.Totals.Functions.Found, FunctionsHit: rep.Totals.Functions.Hit,
-			BranchesFound: rep.Totals.Branches.Found, BranchesHit: rep.Totals.Branches.Hit,
-		},
-	}
-	for _, f := range []string{"counts", "json", "lcov", "html"} {
-		b, err := render(rep, c, f, m.ID)
-		var he *httpapi.Error
-		if errors.As(err, &he) {
-			continue // lcov of a program without source lines
-		}
-		if err != nil {
-			return m, err
-		}
-		key := coverageKey(m.ID, f)
-		if err := h.d.Blobs.Put(ctx, key, bytes.NewReader(b), int64(len(b)), coverageFormats[f]); err != nil {
-			return m, fmt.Errorf("store coverage %s: %w", f, err)
-		}
-		m.Artifacts[f] = key
-	}
-	mb, _ := json.MarshalIndent(storedManifest{CoverageReport: m, Tenant: auth.Tenant(ctx)}, "", "  ")
-	if err := h.d.Blobs.Put(ctx, coverageManifestKey(m.ID), bytes.NewReader(mb), int64(len(mb)), "application/json"); err != nil {
-		return m, fmt.Errorf("store coverage manifest: %w", err)
-	}
-	if err := h.d.Publisher.Publish(context.WithoutCancel(ctx), events.TypeCoverageReady, m.ID, m); err != nil {
-		h.d.Log.Warn("publish", "type", events.TypeCoverageReady, "err", err)
-	}
-	return m, nil
-}
-
-// storedReport reads a stored report's manifest and counts.
-func (h *Handler) storedReport(ctx context.Context, id string) (events.CoverageReport, report.Counts, error) {
-	var m events.CoverageReport
-	if !model.ValidID(id) {
-		return m, report.Counts{}, httpapi.NotFound("coverage report %q not found (ids are 16 hex digits)", id)
-	}
-	b, err := blob.GetBytes(ctx, h.d.Blobs, coverageManifestKey(id))
-	if errors.Is(err, blob.ErrNotFound) {
-		return m, report.Counts{}, httpapi.NotFound("coverage report %s not found", id)
-	}
-	if err != nil {
-		return m, report.Counts{}, err
-	}
-	var sm storedManifest
-	if err := json.Unmarshal(b, &sm); err != nil {
-		return m, report.Counts{}, fmt.Errorf("coverage manifest %s: %w", id, err)
-	}
-	if !auth.Owns(ctx, sm.Tenant) {
-		// Exactly the answer for an unknown id, so ids do not leak.
-		return m, report.Counts{}, httpapi.NotFound("coverage report %s not found", id)
-	}
-	m = sm.CoverageReport
-	cb, err := blob.GetBytes(ctx, h.d.Blobs, m.Artifacts["counts"])
-	if err != nil {
-		return m, report.Counts{}, err
-	}
-	c, err := report.Parse(bytes.NewReader(cb))
-	return m, c, err
-}
-
-// Merge adds up the counts of sessions and stored reports of one program
-// into a new stored report (forked or sharded CI runs).
-func (h *Handler) Merge(ctx context.Context, in MergeRequest) (events.CoverageReport, error) {
-	if len(in.SessionIDs)+len(in.ReportIDs) < 1 || len(in.SessionIDs)+len(in.ReportIDs) > 100 {
-		return events.CoverageReport{}, httpapi.BadRequest("give 1 to 100 session_ids and report_ids in all")
-	}
-	var all []report.Counts
-	sha := ""
-	program := ""
-	same := func(pid string) error {
-		p, err := h.d.State.GetProgram(ctx, pid)
-		if err != nil {
-			return httpapi.Unprocessable("program %s is gone", pid)
-		}
-		if sha == "" {
-			sha, program = p.SHA256, p.ID
-		}
-		if p.SHA256 != sha {
-			return httpapi.Unprocessable("coverage of different programs cannot be merged (%s and %s)", program, p.ID)
-		}
-		return nil
-	}
-	sessions := []string{}
-	for _, id := range in.SessionIDs {
-		s, c, err := h.sessionCounts(ctx, id)
-		if err != nil {
-			return events.CoverageReport{}, err
-		}
-		if err := same(s.ProgramID); err != nil {
-			return events.CoverageReport{}, err
-		}
-		all, sessions = append(all, c), append(sessions, id)
-	}
-	for _, id := range in.ReportIDs {
-		m, c, err := h.storedReport(ctx, id)
-		if err != nil {
-			return events.CoverageReport{}, err
-		}
-		if err := same(m.ProgramID); err != nil {
-			return events.CoverageReport{}, err
-		}
-		all = append(all, c)
-		for _, s := range m.Sessions {
-			if !slices.Contains(sessions, s) {
-				sessions = append(sessions, s)
+func (h *Handler) coverageRoutes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/api/v1/sessions/{id}/coverage/start", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			s, err := h.CoverageStart(r.Context(), r.PathValue("id"))
+			httpapi.Reply(w, r, http.StatusOK, s, err)
+		}},
+		{Method: http.MethodPost, Pattern: "/api/v1/sessions/{id}/coverage/stop", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			m, err := h.CoverageStop(r.Context(), r.PathValue("id"))
+			httpapi.Reply(w, r, http.StatusOK, m, err)
+		}},
+		// The live report: the window's counts so far (a snapshot while the
+		// machine runs), not stored.
+		{Method: http.MethodGet, Pattern: "/api/v1/sessions/{id}/coverage", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			s, c, err := h.LiveCounts(r.Context(), r.PathValue("id"))
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
 			}
-		}
+			h.writeReport(w, r, s.ProgramID, c, s.ID)
+		}},
+		{Method: http.MethodPost, Pattern: "/api/v1/coverage/merge", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			var in MergeRequest
+			if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			m, err := h.Merge(r.Context(), in)
+			httpapi.Created(w, r, m.ID, m, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/coverage/reports/{rid}", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			m, c, err := h.StoredReport(r.Context(), r.PathValue("rid"))
+			if err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			if r.URL.Query().Get("format") == "" {
+				httpapi.WriteJSON(w, http.StatusOK, m)
+				return
+			}
+			h.writeReport(w, r, m.ProgramID, c, m.ID)
+		}},
 	}
-	return h.storeReport(ctx, program, report.Merge(all...), sessions, in.ReportIDs)
 }
 
-func (h *Handler) coverageRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/sessions/{id}/coverage/start", func(w http.ResponseWriter, r *http.Request) {
-		s, err := h.CoverageStart(r.Context(), r.PathValue("id"))
-		httpapi.Reply(w, r, http.StatusOK, s, err)
-	})
-	mux.HandleFunc("POST /api/v1/sessions/{id}/coverage/stop", func(w http.ResponseWriter, r *http.Request) {
-		m, err := h.CoverageStop(r.Context(), r.PathValue("id"))
-		httpapi.Reply(w, r, http.StatusOK, m, err)
-	})
-	// The live report: the window's counts so far (a snapshot while the
-	// machine runs), not stored.
-	mux.HandleFunc("GET /api/v1/sessions/{id}/coverage", func(w http.ResponseWriter, r *http.Request) {
-		s, c, err := h.sessionCounts(r.Context(), r.PathValue("id"))
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		h.writeReport(w, r, s.ProgramID, c, s.ID)
-	})
-	mux.HandleFunc("POST /api/v1/coverage/merge", func(w http.ResponseWriter, r *http.Request) {
-		var in MergeRequest
-		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		m, err := h.Merge(r.Context(), in)
-		httpapi.Reply(w, r, http.StatusCreated, m, err)
-	})
-	mux.HandleFunc("GET /api/v1/coverage/reports/{rid}", func(w http.ResponseWriter, r *http.Request) {
-		m, c, err := h.storedReport(r.Context(), r.PathValue("rid"))
-		if err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		if r.URL.Query().Get("format") == "" {
-			httpapi.WriteJSON(w, http.StatusOK, m)
-			return
-		}
-		h.writeReport(w, r, m.ProgramID, c, m.ID)
-	})
-}
-
+// writeReport answers counts of programID in the format ?format= asks for
+// (json by default), with the files ?include= asks for.
 func (h *Handler) writeReport(w http.ResponseWriter, r *http.Request, programID string, c report.Counts, name string) {
 	format := r.URL.Query().Get("format")
 	if format == "" {
 		format = "json"
 	}
-	if _, ok := coverageFormats[format]; !ok {
+	if _, ok := session.CoverageFormats[format]; !ok {
 		httpapi.WriteError(w, r, httpapi.BadRequest("format must be json, lcov, html or counts; got %q", format))
 		return
 	}
@@ -339,17 +68,12 @@ func (h *Handler) writeReport(w http.ResponseWriter, r *http.Request, programID 
 		httpapi.WriteError(w, r, httpapi.BadRequest(`include must be "program" (the default: the program's own source files) or "all" (with the toolchain's and libraries' files); got %q`, include))
 		return
 	}
-	rep, _, err := h.analyze(r.Context(), programID, c, include == "all")
+	b, err := h.Report(r.Context(), programID, c, format, name, include == "all")
 	if err != nil {
 		httpapi.WriteError(w, r, err)
 		return
 	}
-	b, err := render(rep, c, format, name)
-	if err != nil {
-		httpapi.WriteError(w, r, err)
-		return
-	}
-	w.Header().Set("Content-Type", coverageFormats[format])
+	w.Header().Set("Content-Type", session.CoverageFormats[format])
 	if format == "html" {
 		w.Header().Set("Content-Disposition", `attachment; filename="coverage-`+name+`.zip"`)
 	}

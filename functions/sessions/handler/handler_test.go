@@ -126,8 +126,8 @@ func setupStore(t *testing.T, st *state.Store) (*Handler, *state.Store, *fakeRun
 }
 
 func status(err error) int {
-	var e *httpapi.Error
-	if errors.As(err, &e) {
+	e := httpapi.AsError(err)
+	if e != nil {
 		return e.Status
 	}
 	return 0
@@ -148,8 +148,8 @@ func TestCreateErrors(t *testing.T) {
 	ctx := context.Background()
 	_, err := h.Create(ctx, CreateRequest{Name: "x", BoardConfig: model.BoardConfig{Processor: &model.Processor{Model: "cortex-m3"},
 		Memory: &model.Memory{Flash: model.Region{Base: 0x08000000, Size: 64 << 20}, RAM: model.Region{Base: 0x20000000, Size: 1}}}})
-	var e *httpapi.Error
-	if !errors.As(err, &e) || e.Status != 422 || e.Code != "no_matching_board" || e.Details == nil {
+	e := httpapi.AsError(err)
+	if e == nil || e.Status != 422 || e.Code != "no_matching_board" || e.Details == nil {
 		t.Fatalf("no fit: %v", err)
 	}
 	if _, err := h.Create(ctx, CreateRequest{Name: "", BoardConfig: model.BoardConfig{Board: "netduino2"}}); status(err) != 400 {

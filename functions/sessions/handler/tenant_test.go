@@ -37,7 +37,7 @@ type api struct {
 
 func serve(t *testing.T, h *Handler) *api {
 	mux := http.NewServeMux()
-	h.Routes(mux)
+	httpapi.Mount(mux, h.Routes()...)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tn := r.Header.Get("X-Test-Tenant"); tn != "" {
 			r = r.WithContext(as(tn))
@@ -109,6 +109,7 @@ func TestTenantIsolationEveryRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.d.Blobs = fs
+	*h = *New(h.d) // the use cases keep the deps they were built with
 	a := serve(t, h)
 	ctxA := as("a")
 
@@ -123,7 +124,7 @@ func TestTenantIsolationEveryRoute(t *testing.T) {
 	if _, err := h.PowerOn(ctxA, s.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := h.storeReport(ctxA, p.ID, report.Counts{}, []string{s.ID}, nil)
+	rep, err := h.StoreReport(ctxA, p.ID, report.Counts{}, []string{s.ID}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestTenantIsolationEveryRoute(t *testing.T) {
 	if code, _ := a.call("a", "DELETE", "/api/v1/sessions/"+id, ""); code != 204 {
 		t.Fatalf("a's delete: %d", code)
 	}
-	if err := fs.Remove(context.Background(), coverageManifestKey(rep.ID)); err != nil {
+	if err := fs.Remove(context.Background(), "coverage/"+rep.ID+"/manifest.json"); err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range routes {
@@ -225,8 +226,8 @@ func TestTenantFromContext(t *testing.T) {
 			id  string
 		}{{ctxB, sa.ID}, {ctxA, sb.ID}, {ctxA, sd.ID}, {context.Background(), sa.ID}} {
 			err := op(c.ctx, c.id)
-			var he *httpapi.Error
-			if !errors.As(err, &he) || he.Status != 404 || he.Message != "session "+c.id+" not found" {
+			he := httpapi.AsError(err)
+			if he == nil || he.Status != 404 || he.Message != "session "+c.id+" not found" {
 				t.Errorf("%s of %s as %s: %v", name, c.id, auth.Tenant(c.ctx), err)
 			}
 		}
@@ -272,7 +273,7 @@ func TestListPerTenant(t *testing.T) {
 	}
 	var got []string
 	for page := 1; page <= 3; page++ {
-		l, err := h.List(ctxA, httpapi.Page{Page: page, Size: 2})
+		l, err := h.List(ctxA, page, 2)
 		if err != nil || l.Total != 5 || len(l.Sessions) != min(2, 5-2*(page-1)) {
 			t.Fatalf("page %d: %d of %d, %v", page, len(l.Sessions), l.Total, err)
 		}
@@ -283,10 +284,10 @@ func TestListPerTenant(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(mine, ",") {
 		t.Fatalf("a's pages %v, want %v", got, mine)
 	}
-	if l, _ := h.List(ctxB, httpapi.Page{Page: 1, Size: 20}); l.Total != 3 || len(l.Sessions) != 3 || l.Sessions[0].Tenant != "b" {
+	if l, _ := h.List(ctxB, 1, 20); l.Total != 3 || len(l.Sessions) != 3 || l.Sessions[0].Tenant != "b" {
 		t.Fatalf("b: %+v", l)
 	}
-	if l, _ := h.List(context.Background(), httpapi.Page{Page: 1, Size: 20}); l.Total != 0 || len(l.Sessions) != 0 {
+	if l, _ := h.List(context.Background(), 1, 20); l.Total != 0 || len(l.Sessions) != 0 {
 		t.Fatalf("default: %+v", l)
 	}
 	// Over HTTP, with a deleted session gone from its tenant's total.
@@ -301,6 +302,7 @@ func TestListPerTenant(t *testing.T) {
 
 func withQuota(h *Handler, st *state.Store, sessions int64) {
 	h.d.Quota = quota.New(st.Client(), quota.Config{Sessions: sessions, StorageBytes: 1 << 30, Jobs: 4})
+	*h = *New(h.d) // the use cases keep the deps they were built with
 }
 
 func TestSessionQuota(t *testing.T) {
@@ -327,7 +329,7 @@ func TestSessionQuota(t *testing.T) {
 		t.Fatalf("http 3rd: %d %s", code, body)
 	}
 	// A refused create stores nothing.
-	if l, _ := h.List(ctxA, httpapi.Page{Page: 1, Size: 20}); l.Total != 2 {
+	if l, _ := h.List(ctxA, 1, 20); l.Total != 2 {
 		t.Fatalf("sessions after refusals: %d", l.Total)
 	}
 	// Another tenant has its own slots.
@@ -400,7 +402,7 @@ func TestConcurrentCreatesRespectQuota(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	l, _ := h.List(ctxA, httpapi.Page{Page: 1, Size: 20})
+	l, _ := h.List(ctxA, 1, 20)
 	if won != 3 || refused != 7 || l.Total != 3 {
 		t.Fatalf("won %d, refused %d, stored %d", won, refused, l.Total)
 	}
@@ -419,7 +421,7 @@ func TestReconcile(t *testing.T) {
 	// A crash between acquire and store, and an index from before tenants.
 	h.d.Quota.Acquire(ctx, "a", quota.Sessions, "00000000deadbeef", 1)
 	st.Client().Del(ctx, "ms:sessions-of-tenant:a")
-	if l, _ := h.List(ctxA, httpapi.Page{Page: 1, Size: 20}); l.Total != 0 {
+	if l, _ := h.List(ctxA, 1, 20); l.Total != 0 {
 		t.Fatalf("index not dropped: %d", l.Total)
 	}
 	if err := h.Reconcile(ctx, 0); err != nil {
@@ -428,7 +430,7 @@ func TestReconcile(t *testing.T) {
 	if u, _ := h.d.Quota.Usage(ctx, "a"); u.Sessions.Used != 2 {
 		t.Fatalf("used %d", u.Sessions.Used)
 	}
-	if l, _ := h.List(ctxA, httpapi.Page{Page: 1, Size: 20}); l.Total != 2 {
+	if l, _ := h.List(ctxA, 1, 20); l.Total != 2 {
 		t.Fatalf("reindexed %d", l.Total)
 	}
 }

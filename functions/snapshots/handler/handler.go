@@ -18,7 +18,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
-	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/board"
@@ -30,13 +30,12 @@ import (
 	"github.com/machineserver/machineserver/shared/state"
 )
 
-// Deps are the handler's collaborators. Sessions is the sessions function's
-// handler used as a library: forks create sessions exactly as POST
-// /api/v1/sessions does.
+// Deps are the handler's collaborators. Sessions runs the session use
+// cases: forks create sessions exactly as POST /api/v1/sessions does.
 type Deps struct {
 	State     *state.Store
 	Blobs     blob.Store
-	Sessions  *sessions.Handler
+	Sessions  *session.Service
 	Publisher events.Publisher
 	Log       *slog.Logger
 	// Quota counts stored state bytes against the tenant's storage quota;
@@ -363,7 +362,7 @@ func (h *Handler) Fork(ctx context.Context, id string, in ForkRequest) ([]model.
 	// the snapshot (Get checked) and so its source session.
 	var out []model.Session
 	for i := range in.Count {
-		s, err := h.d.Sessions.Create(ctx, sessions.CreateRequest{
+		s, err := h.d.Sessions.Create(ctx, session.CreateRequest{
 			Name: fmt.Sprintf("%s-%d", prefix, i+1), Backend: snap.Backend, BoardConfig: model.BoardConfig{Board: snap.Machine},
 		})
 		if err == nil {
@@ -437,17 +436,8 @@ func (h *Handler) publish(typ, subject string, snap model.Snapshot, data any) {
 	}
 }
 
-// Routes mounts the REST API on mux.
-func (h *Handler) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/sessions/{id}/snapshots", func(w http.ResponseWriter, r *http.Request) {
-		var in CreateRequest
-		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		snap, err := h.Create(r.Context(), r.PathValue("id"), in)
-		httpapi.Reply(w, r, http.StatusCreated, snap, err)
-	})
+// Routes are the REST API, each with the scope it needs.
+func (h *Handler) Routes() []httpapi.Route {
 	list := func(sessionID func(*http.Request) string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			pg, err := httpapi.ParsePage(r)
@@ -459,37 +449,48 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 			httpapi.Reply(w, r, http.StatusOK, l, err)
 		}
 	}
-	mux.HandleFunc("GET /api/v1/sessions/{id}/snapshots", list(func(r *http.Request) string { return r.PathValue("id") }))
-	mux.HandleFunc("GET /api/v1/snapshots", list(func(*http.Request) string { return "" }))
-	mux.HandleFunc("GET /api/v1/snapshots/{sid}", func(w http.ResponseWriter, r *http.Request) {
-		snap, err := h.Get(r.Context(), r.PathValue("sid"))
-		httpapi.Reply(w, r, http.StatusOK, snap, err)
-	})
-	mux.HandleFunc("DELETE /api/v1/snapshots/{sid}", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := h.Delete(r.Context(), r.PathValue("sid")); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /api/v1/sessions/{id}/restore", func(w http.ResponseWriter, r *http.Request) {
-		var in RestoreRequest
-		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		s, err := h.Restore(r.Context(), r.PathValue("id"), in)
-		httpapi.Reply(w, r, http.StatusOK, s, err)
-	})
-	mux.HandleFunc("POST /api/v1/snapshots/{sid}/sessions", func(w http.ResponseWriter, r *http.Request) {
-		var in ForkRequest
-		if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
-			httpapi.WriteError(w, r, err)
-			return
-		}
-		ss, err := h.Fork(r.Context(), r.PathValue("sid"), in)
-		httpapi.Reply(w, r, http.StatusCreated, map[string]any{"sessions": ss}, err)
-	})
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/api/v1/sessions/{id}/snapshots", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			var in CreateRequest
+			if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			snap, err := h.Create(r.Context(), r.PathValue("id"), in)
+			httpapi.Created(w, r, snap.ID, snap, err)
+		}},
+		{Method: http.MethodGet, Pattern: "/api/v1/sessions/{id}/snapshots", Scope: httpapi.ScopeRead, Handler: list(func(r *http.Request) string { return r.PathValue("id") })},
+		{Method: http.MethodGet, Pattern: "/api/v1/snapshots", Scope: httpapi.ScopeRead, Handler: list(func(*http.Request) string { return "" })},
+		{Method: http.MethodGet, Pattern: "/api/v1/snapshots/{sid}", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			snap, err := h.Get(r.Context(), r.PathValue("sid"))
+			httpapi.Reply(w, r, http.StatusOK, snap, err)
+		}},
+		{Method: http.MethodDelete, Pattern: "/api/v1/snapshots/{sid}", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			if _, err := h.Delete(r.Context(), r.PathValue("sid")); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}},
+		{Method: http.MethodPost, Pattern: "/api/v1/sessions/{id}/restore", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			var in RestoreRequest
+			if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			s, err := h.Restore(r.Context(), r.PathValue("id"), in)
+			httpapi.Reply(w, r, http.StatusOK, s, err)
+		}},
+		{Method: http.MethodPost, Pattern: "/api/v1/snapshots/{sid}/sessions", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+			var in ForkRequest
+			if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
+				httpapi.WriteError(w, r, err)
+				return
+			}
+			ss, err := h.Fork(r.Context(), r.PathValue("sid"), in)
+			httpapi.Reply(w, r, http.StatusCreated, map[string]any{"sessions": ss}, err)
+		}},
+	}
 }
 
 // Events returns the CloudEvents receiver for snapshot commands.

@@ -3,13 +3,12 @@ package handler
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/machineserver/machineserver/events"
-	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -25,13 +24,12 @@ func setup(t *testing.T) (*Handler, *state.Store, blob.Store) {
 	t.Cleanup(func() { st.Close() })
 	blobs, _ := blob.NewFS(t.TempDir())
 	log := slog.New(slog.DiscardHandler)
-	sh := sessions.New(sessions.Deps{State: st, Publisher: events.Nop, RunnerToken: "t", Log: log})
+	sh := session.New(session.Deps{State: st, Publisher: events.Nop, RunnerToken: "t", Log: log})
 	return New(Deps{State: st, Blobs: blobs, Sessions: sh, Publisher: events.Nop, Log: log}), st, blobs
 }
 
 func status(err error) int {
-	var e *httpapi.Error
-	if errors.As(err, &e) {
+	if e := httpapi.AsError(err); e != nil {
 		return e.Status
 	}
 	return 0
@@ -129,8 +127,8 @@ func TestTenantIsolation(t *testing.T) {
 	// The other tenant gets the answers an unknown id gets.
 	same := func(what string, got, want error) {
 		t.Helper()
-		var g, w *httpapi.Error
-		if !errors.As(got, &g) || !errors.As(want, &w) || g.Status != w.Status || g.Code != w.Code {
+		g, w := httpapi.AsError(got), httpapi.AsError(want)
+		if g == nil || w == nil || g.Status != w.Status || g.Code != w.Code {
 			t.Errorf("%s: %v, an unknown id gets %v", what, got, want)
 		}
 		if status(got) != 404 && status(got) != 422 {

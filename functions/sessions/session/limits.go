@@ -1,14 +1,14 @@
-package handler
+package session
 
 import (
 	"github.com/machineserver/machineserver/shared/board"
-	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/fail"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/runnerapi"
 )
 
-// checkLimits refuses a session's limits that are out of range (400) or
-// that the runners cannot enforce (422): a CPU or memory cap that would be
+// checkLimits refuses a session's limits that are out of range (invalid) or
+// that the runners cannot enforce (unprocessable): a CPU or memory cap that would be
 // silently ignored is worse than none.
 func checkLimits(l *model.Limits, caps board.Capabilities) error {
 	if err := runnerapi.CheckLimits(l); err != nil {
@@ -22,10 +22,10 @@ func checkLimits(l *model.Limits, caps board.Capabilities) error {
 		ls = &board.LimitSupport{Cgroup: "none", Reason: "the runner does not report limit support"}
 	}
 	if l.CPUPercent > 0 && !ls.CPU {
-		return httpapi.Unprocessable("CPU limits cannot be enforced on the runners (cgroup %s: %s); omit limits.cpu_percent", ls.Cgroup, ls.Reason)
+		return fail.Unprocessable("CPU limits cannot be enforced on the runners (cgroup %s: %s); omit limits.cpu_percent", ls.Cgroup, ls.Reason)
 	}
 	if l.MemoryMB > 0 && !ls.Memory {
-		return httpapi.Unprocessable("memory limits cannot be enforced on the runners (cgroup %s: %s); omit limits.memory_mb", ls.Cgroup, ls.Reason)
+		return fail.Unprocessable("memory limits cannot be enforced on the runners (cgroup %s: %s); omit limits.memory_mb", ls.Cgroup, ls.Reason)
 	}
 	return nil
 }

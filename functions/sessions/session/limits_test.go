@@ -1,7 +1,6 @@
-package handler
+package session
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
@@ -29,11 +28,11 @@ func TestCheckLimits(t *testing.T) {
 		{&model.Limits{CPUPercent: 20}, board.Capabilities{}, 422, "does not report"},
 	} {
 		err := checkLimits(c.limits, c.caps)
-		var he *httpapi.Error
+		he := httpapi.AsError(err)
 		switch {
 		case c.status == 0 && err != nil:
 			t.Errorf("%+v on %+v: %v", c.limits, c.caps.Limits, err)
-		case c.status != 0 && (!errors.As(err, &he) || he.Status != c.status || !strings.Contains(he.Message, c.says)):
+		case c.status != 0 && (he == nil || he.Status != c.status || !strings.Contains(he.Message, c.says)):
 			t.Errorf("%+v on %+v: %v, want %d saying %q", c.limits, c.caps.Limits, err, c.status, c.says)
 		}
 	}
