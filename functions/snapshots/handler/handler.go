@@ -124,7 +124,27 @@ func boardSnapshots(caps board.Capabilities, s model.Session) error {
 		return httpapi.Unprocessable("board %s cannot restore saved state on QEMU %s (probed: %s), so it cannot be snapshotted; boards that can: %s",
 			s.Machine, be.Version, why, strings.Join(ok, ", "))
 	}
+	limit := 0
+	if caps.Limits != nil && caps.Limits.Memory {
+		limit = caps.Limits.DefaultMemoryMB
+	}
+	if s.Limits != nil && s.Limits.MemoryMB > 0 {
+		limit = s.Limits.MemoryMB
+	}
+	if need := snapshotMemoryMB(b); limit > 0 && limit < need {
+		return httpapi.Unprocessable("saving board %s's state makes QEMU read every page of its %d MiB of flash and RAM, more than this session's memory limit of %d MB holds (the kernel would end the emulator); create the session with limits.memory_mb of at least %d",
+			b.Name, (b.Flash.Size+b.RAM.Size)>>20, limit, need)
+	}
 	return nil
+}
+
+// snapshotMemoryMB is the memory limit a board's emulator needs to save its
+// state: QEMU's migration makes every page of the board's memory resident
+// (sifive_e's 512 MiB flash window goes from nothing to all of it), on top
+// of what the emulator uses running.
+func snapshotMemoryMB(b board.Board) int {
+	const emulatorMB = 64
+	return int((b.Flash.Size+b.RAM.Size+1<<20-1)>>20) + emulatorMB
 }
 
 // Create captures a running session's machine state.
