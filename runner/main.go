@@ -10,6 +10,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/machineserver/machineserver/runner/host"
+	"github.com/machineserver/machineserver/runner/qemu"
 	"github.com/machineserver/machineserver/shared/config"
 	"github.com/machineserver/machineserver/shared/httpapi"
 )
@@ -52,6 +53,7 @@ func run(ctx context.Context) error {
 	}
 	r, err := host.New(ctx, host.Config{
 		Settings: cfg.Settings, ID: cfg.ID, URL: cfg.URL, Dir: cfg.Dir, Token: cfg.Token,
+		Backend: qemu.ForRunner(cfg.QEMU, cfg.Coverage, cfg.Dir, log),
 	}, svc.State, svc.Blobs, svc.Publisher, log)
 	if err != nil {
 		ln.Close()

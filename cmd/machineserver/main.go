@@ -25,6 +25,7 @@ import (
 	sessions "github.com/machineserver/machineserver/functions/sessions/handler"
 	snapshots "github.com/machineserver/machineserver/functions/snapshots/handler"
 	"github.com/machineserver/machineserver/runner/host"
+	"github.com/machineserver/machineserver/runner/qemu"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/config"
@@ -104,6 +105,7 @@ func run(ctx context.Context) error {
 	r, err := host.New(ctx, host.Config{
 		Settings: cfg.Settings, ID: "standalone", URL: "http://" + rln.Addr().String(),
 		Dir: filepath.Join(dataDir, "runner"), Token: token,
+		Backend: qemu.ForRunner(cfg.QEMU, cfg.Coverage, filepath.Join(dataDir, "runner"), log.With("component", "runner")),
 	}, st, blobs, pub, log.With("component", "runner"))
 	if err != nil {
 		rln.Close()

@@ -92,6 +92,7 @@ func (r *Runner) Handler() http.Handler {
 			return
 		}
 		s.mu.Lock()
+		r.live(s)
 		st := r.status(s)
 		s.mu.Unlock()
 		httpapi.WriteJSON(w, http.StatusOK, st)
@@ -103,7 +104,7 @@ func (r *Runner) Handler() http.Handler {
 			err = httpapi.Errorf(http.StatusRequestEntityTooLarge, "too_large", "console input is limited to %d bytes per request", maxInputBytes)
 		}
 		if err == nil {
-			err = r.Input(req.PathValue("id"), data)
+			err = r.Input(req.PathValue("id"), req.URL.Query().Get("port"), data)
 		}
 		httpapi.Reply(w, req, http.StatusOK, map[string]int{"written": len(data)}, err)
 	})
@@ -194,8 +195,10 @@ func parseOffset(req *http.Request, end int64) (int64, error) {
 	return n, nil
 }
 
+// serveConsole reads a port's history (?port=, default uart0).
 func (r *Runner) serveConsole(w http.ResponseWriter, req *http.Request) {
-	s, err := r.slot(req.PathValue("id"), false)
+	id := req.PathValue("id")
+	s, err := r.slot(id, false)
 	if err != nil {
 		// A session that never ran has an empty history, not an error.
 		w.Header().Set(runnerapi.HeaderOffset, "0")
@@ -203,20 +206,25 @@ func (r *Runner) serveConsole(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		return
 	}
-	off, err := parseOffset(req, s.ring.End())
+	ring, err := s.ports.lookup(id, req.URL.Query().Get("port"))
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	off, err := parseOffset(req, ring.End())
 	if err != nil {
 		httpapi.WriteError(w, req, err)
 		return
 	}
 	limit, _ := strconv.Atoi(req.URL.Query().Get("limit"))
-	data, from, next := s.ring.Read(off, limit)
+	data, from, next := ring.Read(off, limit)
 	w.Header().Set(runnerapi.HeaderOffset, strconv.FormatInt(from, 10))
 	w.Header().Set(runnerapi.HeaderNextOffset, strconv.FormatInt(next, 10))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Write(data)
 }
 
-// streamConsole is the two-way UART: binary frames of output go out as they
+// streamConsole is the two-way UART (?port=, default uart0): binary frames of output go out as they
 // are printed, from ?offset= (default: the oldest byte kept, so nothing
 // printed before the client connected is lost; "end" for new output only),
 // and text or binary frames coming in go to the UART's RX. A client that
@@ -228,7 +236,13 @@ func (r *Runner) streamConsole(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteError(w, req, err)
 		return
 	}
-	off, err := parseOffset(req, s.ring.End())
+	port := req.URL.Query().Get("port")
+	ring, err := s.ports.lookup(id, port)
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	off, err := parseOffset(req, ring.End())
 	if err != nil {
 		httpapi.WriteError(w, req, err)
 		return
@@ -253,13 +267,13 @@ func (r *Runner) streamConsole(w http.ResponseWriter, req *http.Request) {
 			if err != nil {
 				return
 			}
-			if err := r.Input(id, data); err != nil {
+			if err := r.Input(id, port, data); err != nil {
 				c.Write(ctx, websocket.MessageText, []byte(`{"error":"session is not running; input dropped"}`))
 			}
 		}
 	}()
 	for {
-		data, _, next := s.ring.Read(off, 32<<10)
+		data, _, next := ring.Read(off, 32<<10)
 		if len(data) > 0 {
 			if err := c.Write(ctx, websocket.MessageBinary, data); err != nil {
 				return
@@ -267,7 +281,7 @@ func (r *Runner) streamConsole(w http.ResponseWriter, req *http.Request) {
 			off = next
 			continue
 		}
-		if err := s.ring.Wait(ctx, off); err != nil {
+		if err := ring.Wait(ctx, off); err != nil {
 			if errors.Is(err, console.ErrClosed) {
 				c.Close(websocket.StatusNormalClosure, "session deleted")
 			}

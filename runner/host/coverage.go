@@ -4,8 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/machineserver/machineserver/runner/coverage"
-	"github.com/machineserver/machineserver/runner/qemu"
+	"github.com/machineserver/machineserver/runner/emulator"
 	report "github.com/machineserver/machineserver/shared/coverage"
 	"github.com/machineserver/machineserver/shared/httpapi"
 )
@@ -33,24 +32,28 @@ func add(acc, c report.Counts, complete bool) report.Counts {
 	return report.Merge(acc, c)
 }
 
-// counts flushes and reads a running emulator's counts.
-func (r *Runner) counts(ctx context.Context, p *qemu.Process) (report.Counts, error) {
-	if err := coverage.Flush(ctx, p.Dir()); err != nil {
-		return report.Counts{}, err
+// countsOf is what a machine has counted so far (all of it once it has
+// ended): a machine launched without counting has counted nothing.
+func countsOf(ctx context.Context, m emulator.Machine) (report.Counts, error) {
+	c, ok := m.(emulator.Counter)
+	if !ok {
+		return report.Counts{}, nil
 	}
-	return coverage.Read(p.Dir())
+	return c.Counts(ctx)
 }
 
-// harvest adds what an ended emulator counted in the open window. Its file
-// is final after a normal exit; after a kill it is the last periodic write,
-// and the report says counts may be missing. s.mu is held.
-func (r *Runner) harvest(s *session, p *qemu.Process) { r.harvestFile(s, p, false) }
+// harvest adds what an ended emulator counted in the open window. Its
+// counts are final after a normal exit; after a kill they may miss the last
+// moments, and the report says counts may be missing. s.mu is held.
+func (r *Runner) harvest(s *session, m emulator.Machine) { r.harvestCounts(s, m, false) }
 
-func (r *Runner) harvestFile(s *session, p *qemu.Process, live bool) {
-	if !s.cov.on || r.plugin == "" {
+func (r *Runner) harvestCounts(s *session, m emulator.Machine, live bool) {
+	if !s.cov.on || !r.coverage {
 		return
 	}
-	c, err := coverage.Read(p.Dir())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := countsOf(ctx, m)
 	if err != nil {
 		r.log.Warn("coverage of an ended emulator lost", "session", s.id, "err", err)
 		return
@@ -59,24 +62,13 @@ func (r *Runner) harvestFile(s *session, p *qemu.Process, live bool) {
 	s.cov.base = report.Counts{}
 }
 
-// harvestLive is harvest for an emulator about to be killed: its counts are
-// flushed first, so the kill loses nothing. s.mu is held.
-func (r *Runner) harvestLive(s *session, p *qemu.Process) {
-	if !s.cov.on || r.plugin == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := coverage.Flush(ctx, p.Dir())
-	if err != nil {
-		r.log.Warn("coverage flush before replacing the machine", "session", s.id, "err", err)
-	}
-	r.harvestFile(s, p, err == nil)
-}
+// harvestLive is harvest for an emulator about to be killed: it is still
+// running, so what it reports is everything it ran. s.mu is held.
+func (r *Runner) harvestLive(s *session, m emulator.Machine) { r.harvestCounts(s, m, true) }
 
 func (r *Runner) covSession(id string) (*session, error) {
-	if r.plugin == "" {
-		return nil, httpapi.Unprocessable("coverage is not available on runner %s (its coverage plugin is missing)", r.cfg.ID)
+	if !r.coverage {
+		return nil, httpapi.Unprocessable("coverage is not available on runner %s (its %s backend counts no board's code)", r.cfg.ID, r.offered.Name)
 	}
 	return r.slot(id, true)
 }
@@ -100,7 +92,7 @@ func (r *Runner) openWindow(ctx context.Context, s *session) error {
 	base := report.Counts{}
 	if s.proc != nil {
 		var err error
-		if base, err = r.counts(ctx, s.proc); err != nil {
+		if base, err = countsOf(ctx, s.proc.m); err != nil {
 			return err
 		}
 	}
@@ -120,7 +112,7 @@ func (r *Runner) CoverageStop(ctx context.Context, id string) error {
 		return nil
 	}
 	if s.proc != nil {
-		c, err := r.counts(ctx, s.proc)
+		c, err := countsOf(ctx, s.proc.m)
 		if err != nil {
 			return err
 		}
@@ -144,7 +136,7 @@ func (r *Runner) Coverage(ctx context.Context, id string) (report.Counts, error)
 	}
 	c := s.cov.acc
 	if s.cov.on && s.proc != nil {
-		now, err := r.counts(ctx, s.proc)
+		now, err := countsOf(ctx, s.proc.m)
 		if err != nil {
 			return report.Counts{}, err
 		}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/runner/cgroup"
-	"github.com/machineserver/machineserver/runner/qemu"
+	"github.com/machineserver/machineserver/runner/emulator"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/metrics"
@@ -123,18 +123,18 @@ func (r *Runner) group(s *session, l cgroup.Limits) (*cgroup.Group, error) {
 // track remembers a launched emulator's group; retire forgets it once the
 // process is gone, removing the group and keeping its CPU time for the
 // runner_emulator_cpu_seconds_total counter.
-func (r *Runner) track(p *qemu.Process, t tracked) {
+func (r *Runner) track(m emulator.Machine, t tracked) {
 	r.procMu.Lock()
-	r.procs[p] = t
+	r.procs[m] = t
 	r.procMu.Unlock()
 }
 
-func (r *Runner) retire(p *qemu.Process) {
+func (r *Runner) retire(m emulator.Machine) {
 	r.procMu.Lock()
-	t, ok := r.procs[p]
-	delete(r.procs, p)
+	t, ok := r.procs[m]
+	delete(r.procs, m)
 	if ok {
-		cpu, _ := p.Usage()
+		cpu, _ := m.Usage()
 		r.exitedCPU += cpu
 	}
 	r.procMu.Unlock()
@@ -145,18 +145,21 @@ func (r *Runner) retire(p *qemu.Process) {
 	}
 }
 
-func (r *Runner) trackedOf(p *qemu.Process) (tracked, bool) {
+func (r *Runner) trackedOf(m emulator.Machine) (tracked, bool) {
+	if m == nil {
+		return tracked{}, false
+	}
 	r.procMu.Lock()
 	defer r.procMu.Unlock()
-	t, ok := r.procs[p]
+	t, ok := r.procs[m]
 	return t, ok
 }
 
-// oomReason says why p ended if the kernel's OOM killer ended it for its
-// memory cap, and "" otherwise.
-func (r *Runner) oomReason(p *qemu.Process) string {
-	t, ok := r.trackedOf(p)
-	if !ok || t.limits.MemoryBytes == 0 || p.ExitCode() != -1 || !t.group.OOMKilled() {
+// oomReason says why m ended (as e) if the kernel's OOM killer ended it for
+// its memory cap, and "" otherwise.
+func (r *Runner) oomReason(m emulator.Machine, e emulator.Exit) string {
+	t, ok := r.trackedOf(m)
+	if !ok || t.limits.MemoryBytes == 0 || e.Kind != emulator.ExitSignal || !t.group.OOMKilled() {
 		return ""
 	}
 	return fmt.Sprintf("memory limit exceeded: the emulator used more than its %d MB (limits.memory_mb) and the kernel's OOM killer ended it", t.limits.MemoryBytes>>20)
@@ -165,7 +168,7 @@ func (r *Runner) oomReason(p *qemu.Process) string {
 // stats is what the runner reports at each /metrics scrape.
 func (r *Runner) stats() metrics.RunnerStats {
 	r.procMu.Lock()
-	procs := make([]*qemu.Process, 0, len(r.procs))
+	procs := make([]emulator.Machine, 0, len(r.procs))
 	for p := range r.procs {
 		procs = append(procs, p)
 	}
@@ -247,8 +250,7 @@ func (r *Runner) stopIdle(s *session) {
 	}
 	reason := fmt.Sprintf("idle timeout (%s) reached", shortDuration(r.cfg.IdleTimeout))
 	r.log.Info("powering off idle session", "session", s.id, "idle_timeout", r.cfg.IdleTimeout)
-	s.stopReason = reason
-	r.stopLocked(s)
+	r.stopLocked(s, reason)
 }
 
 // shortDuration prints 30m rather than 30m0s.

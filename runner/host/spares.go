@@ -5,21 +5,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/machineserver/machineserver/runner/qemu"
-	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/runner/emulator"
 	"github.com/machineserver/machineserver/shared/runnerapi"
 )
 
-// spare is a paused QEMU kept ready for one image: cold ones boot it on
-// power on, incoming ones (-incoming defer) take a snapshot on restore.
-// owner is the session it belongs to, whose room in the budget it holds.
+// spare is a paused machine kept ready for one image: cold ones boot it on
+// power on, incoming ones take a snapshot on restore. owner is the session
+// it belongs to, whose room in the budget it holds.
 type spare struct {
-	p     *qemu.Process
+	m     emulator.Machine
 	key   string
 	owner string
 }
 
-// spareBudget bounds the runner's spares (each an idle QEMU of about 20 MiB
+// spareBudget bounds the runner's spares (each an idle emulator, QEMU's about 20 MiB
 // kept only to save a cold start) and orders sessions by their last use, so
 // that when a session needs room the spares of the least recently used go
 // first. Room is reserved before a spare is launched and given back when it
@@ -89,44 +88,40 @@ func (b *spareBudget) release(id string) {
 
 // setSpare keeps the counters in step with the slot: a spare that goes
 // gives its room in the budget back. s.mu is held.
-func (r *Runner) setSpare(sp *spare, p *qemu.Process) {
-	r.spares.Add(delta(sp.p != nil, p != nil))
-	if sp.p != nil && p == nil {
+func (r *Runner) setSpare(sp *spare, m emulator.Machine) {
+	r.spares.Add(delta(sp.m != nil, m != nil))
+	if sp.m != nil && m == nil {
 		r.budget.release(sp.owner)
 	}
-	sp.p = p
+	sp.m = m
 }
 
 // take returns the spare if it serves key, and discards it otherwise.
 // s.mu is held.
-func (r *Runner) take(sp *spare, key string) *qemu.Process {
-	p := sp.p
-	if p == nil {
+func (r *Runner) take(sp *spare, key string) emulator.Machine {
+	m := sp.m
+	if m == nil {
 		return nil
 	}
 	r.setSpare(sp, nil)
+	if sp.key != key {
+		r.discard(m)
+		return nil
+	}
 	select {
-	case <-p.Done():
-		r.removeDir(p)
+	case <-m.Done():
+		r.removeDir(m)
 		return nil
 	default:
 	}
-	if sp.key != key {
-		p.Kill()
-		<-p.Done()
-		r.removeDir(p)
-		return nil
-	}
-	return p
+	return m
 }
 
 // drop kills a spare. s.mu is held.
 func (r *Runner) drop(sp *spare) {
-	if p := sp.p; p != nil {
+	if m := sp.m; m != nil {
 		r.setSpare(sp, nil)
-		p.Kill()
-		<-p.Done()
-		r.removeDir(p)
+		r.discard(m)
 	}
 }
 
@@ -137,8 +132,8 @@ func (r *Runner) dropSpares(s *session) {
 
 // Prepare records what the session will run and prelaunches a spare for it.
 func (r *Runner) Prepare(id string, req runnerapi.StartRequest) error {
-	if _, ok := r.caps.Backends[0].Board(req.Machine); !ok {
-		return httpapi.Unprocessable("machine %q is not offered by this runner", req.Machine)
+	if _, err := r.boardOf(req.Machine); err != nil {
+		return err
 	}
 	s, err := r.slot(id, true)
 	if err != nil {
@@ -149,7 +144,7 @@ func (r *Runner) Prepare(id string, req runnerapi.StartRequest) error {
 	}
 	s.mu.Lock()
 	req.Halted, req.Restart = false, false
-	s.last = &req
+	r.setLast(s, &req)
 	if req.Limits != nil {
 		s.limits = req.Limits
 	}
@@ -218,7 +213,7 @@ func (r *Runner) missingSpares(s *session) []*spare {
 	key := imageKey(*s.last)
 	missing := want[:0]
 	for _, sp := range want {
-		if sp.p != nil && sp.key == key {
+		if sp.m != nil && sp.key == key {
 			continue
 		}
 		r.drop(sp)
@@ -259,7 +254,7 @@ func (r *Runner) evict(id, newer string) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	had := s.cold.p != nil || s.incoming.p != nil
+	had := s.cold.m != nil || s.incoming.m != nil
 	r.dropSpares(s)
 	if had {
 		r.log.Info("spares dropped for a more recently used session", "session", id, "for", newer)
@@ -267,26 +262,26 @@ func (r *Runner) evict(id, newer string) bool {
 	return had
 }
 
-// launchSpare makes sp a paused QEMU for the session's image, on room
+// launchSpare makes sp a paused machine for the session's image, on room
 // reserved in the budget, which a failed launch gives back. s.mu is held.
 func (r *Runner) launchSpare(s *session, sp *spare) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := r.launch(ctx, s, *s.last, sp == &s.incoming)
+	m, err := r.launch(ctx, s, *s.last, sp == &s.incoming)
 	if err != nil {
 		r.budget.release(s.id)
 		r.log.Warn("prelaunch failed", "session", s.id, "err", err)
 		return
 	}
 	sp.key, sp.owner = imageKey(*s.last), s.id
-	r.setSpare(sp, p)
+	r.setSpare(sp, m)
 	go func() {
 		// A spare that dies while waiting is simply forgotten.
-		<-p.Done()
+		<-m.Done()
 		s.mu.Lock()
-		if sp.p == p {
+		if sp.m == m {
 			r.setSpare(sp, nil)
-			r.removeDir(p)
+			r.removeDir(m)
 		}
 		s.mu.Unlock()
 	}()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -53,6 +54,21 @@ var _ emulator.Backend = (*Backend)(nil)
 
 // New is the QEMU backend over the binaries in o.
 func New(o Options) *Backend { return &Backend{opts: o} }
+
+// ForRunner is the backend a runner offers: binaries, with the coverage
+// plugin coverage.Locate finds when counting is wanted (none, with a
+// warning, when it is missing), and the snapshot probe's results cached in
+// cacheDir.
+func ForRunner(binaries []string, counting bool, cacheDir string, log *slog.Logger) *Backend {
+	o := Options{Binaries: binaries, CacheDir: cacheDir}
+	if counting {
+		var err error
+		if o.Plugin, err = coverage.Locate(); err != nil {
+			log.Warn("coverage unavailable", "err", err)
+		}
+	}
+	return New(o)
+}
 
 // Name is "qemu".
 func (b *Backend) Name() string { return "qemu" }
@@ -276,7 +292,7 @@ func (m *machine) SaveTo(ctx context.Context, w io.Writer, paused func(), commit
 // exit is the firmware's semihosting status (QEMU exits by itself only
 // so, or when gdb kills it, which reads as status 0); an abort, or any
 // signal with "qemu: fatal:" in QEMU's log, is ExitCrash quoting that
-// line; any other signal is ExitSignal.
+// line after the signal; any other signal is ExitSignal.
 func (m *machine) Exit() emulator.Exit {
 	select {
 	case <-m.p.done:
@@ -310,6 +326,8 @@ func (m *machine) exited() emulator.Exit {
 		return emulator.Exit{Kind: emulator.ExitStatus, Code: ps.ExitCode(), Log: log}
 	}
 	sig := unix.SignalName(ws.Signal())
+	// The reason reads as the runner has always said it (docs/api.md).
+	killed := "emulator killed by signal " + ws.Signal().String()
 	fatal := ""
 	for _, l := range log {
 		if strings.HasPrefix(l, "qemu: fatal:") {
@@ -318,9 +336,9 @@ func (m *machine) exited() emulator.Exit {
 	}
 	switch {
 	case fatal != "":
-		return emulator.Exit{Kind: emulator.ExitCrash, Signal: sig, Reason: "emulator crashed: " + fatal, Log: log}
+		return emulator.Exit{Kind: emulator.ExitCrash, Signal: sig, Reason: killed + ": " + fatal, Log: log}
 	case ws.Signal() == syscall.SIGABRT:
-		reason := "emulator aborted"
+		reason := killed
 		if len(log) > 0 {
 			reason += ": " + log[len(log)-1]
 		}

@@ -93,7 +93,7 @@ func TestBackendExitCrash(t *testing.T) {
 	m.Resume(t.Context()) // the abort may come before the answer
 	e := waitExit(t, m)
 	if e.Kind != emulator.ExitCrash || e.Signal != "SIGABRT" ||
-		!strings.HasPrefix(e.Reason, "emulator crashed: qemu: fatal: Lockup: can't escalate 3 to HardFault") ||
+		!strings.HasPrefix(e.Reason, "emulator killed by signal aborted: qemu: fatal: Lockup: can't escalate 3 to HardFault") ||
 		!slices.ContainsFunc(e.Log, func(l string) bool { return strings.Contains(l, "R15=") }) {
 		t.Fatalf("%+v", e)
 	}
