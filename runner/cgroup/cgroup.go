@@ -439,14 +439,16 @@ func (g *Group) OOMKilled() bool {
 }
 
 // Remove deletes the group once its processes are gone; the kernel may
-// take a moment to let go of an exited process, hence the short retries.
+// take a moment to let go of an exited process (longer for one the OOM
+// killer is still tearing down on a loaded machine: 0.5 s was seen to be
+// too short), hence the retries for up to 2 s.
 func (g *Group) Remove() error {
 	if g == nil {
 		return nil
 	}
 	var err error
 	for _, d := range g.dirs() {
-		for i := 0; i < 50; i++ {
+		for i := 0; i < 200; i++ {
 			if err = syscall.Rmdir(d); err == nil || errors.Is(err, syscall.ENOENT) {
 				err = nil
 				break
