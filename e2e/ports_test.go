@@ -33,6 +33,27 @@ func TestConsolePorts(t *testing.T) {
 		t.Fatalf("uart1's echo reached the console: %q", console.String())
 	}
 
+	// The same port over plain HTTP: input in, its history out, and the
+	// first UART's history without it.
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+id+"/console?port=uart1", []byte("http1\r"), nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := pl.call(t, "GET", "/api/v1/sessions/"+id+"/console?port=uart1", nil, nil)
+		if code == 200 && strings.Contains(string(body), "ping1") && strings.Contains(string(body), "http1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("uart1's history over HTTP: %d %q", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := pl.call(t, "GET", "/api/v1/sessions/"+id+"/console", nil, nil); code != 200 || strings.Contains(string(body), "http1") {
+		t.Fatalf("uart0's history: %d %q", code, body)
+	}
+	if code, body := pl.call(t, "POST", "/api/v1/sessions/"+id+"/console?port=uart7", []byte("x"), nil); code != 400 || !strings.Contains(string(body), "uart1 (") {
+		t.Fatalf("input to uart7: %d %s", code, body)
+	}
+
 	u := strings.Replace(pl.base, "http", "ws", 1) + "/api/v1/sessions/" + id + "/stream/console?port=uart7"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -69,6 +69,9 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	if req.Machine == "" {
 		return runnerapi.Status{}, httpapi.BadRequest("machine is required")
 	}
+	if req.Backend != "" && req.Backend != r.offered.Name {
+		return runnerapi.Status{}, httpapi.Unprocessable("backend %q is not offered by this runner (it runs %s)", req.Backend, r.offered.Name)
+	}
 	if _, err := r.boardOf(req.Machine); err != nil {
 		return runnerapi.Status{}, err
 	}

@@ -15,6 +15,9 @@ type UART struct {
 	Name string `json:"name"`
 	Kind string `json:"kind"`
 	Base uint64 `json:"base"`
+	// Port is how the API names it (?port=): uart0 for the first, the
+	// console, then uart1... in this order, whatever the board calls it.
+	Port string `json:"port"`
 }
 
 // Board is one machine an emulator backend can run.
@@ -180,33 +183,33 @@ func (b Board) Processes(model string) bool {
 var Known = []Board{
 	{Name: "netduino2", Backend: "qemu", Description: "Netduino 2 (STM32F205RF, Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0x08000000, Size: 1 << 20}, RAM: model.Region{Base: 0x20000000, Size: 128 << 10},
-		FlashAlias: addr(0), UARTs: []UART{{"usart1", "stm32f2xx-usart", 0x40011000}, {"usart2", "stm32f2xx-usart", 0x40004400}},
+		FlashAlias: addr(0), UARTs: []UART{{Name: "usart1", Kind: "stm32f2xx-usart", Base: 0x40011000}, {Name: "usart2", Kind: "stm32f2xx-usart", Base: 0x40004400}},
 		Peripherals: []string{"usart1", "usart2", "usart3", "usart6", "tim2", "tim3", "tim4", "tim5", "adc1", "spi1", "syscfg"}},
 	{Name: "netduinoplus2", Backend: "qemu", Description: "Netduino Plus 2 (STM32F405RG, Cortex-M4)", CPU: "cortex-m4",
 		Flash: model.Region{Base: 0x08000000, Size: 1 << 20}, RAM: model.Region{Base: 0x20000000, Size: 192 << 10},
-		FlashAlias: addr(0), UARTs: []UART{{"usart1", "stm32f2xx-usart", 0x40011000}, {"usart2", "stm32f2xx-usart", 0x40004400}},
+		FlashAlias: addr(0), UARTs: []UART{{Name: "usart1", Kind: "stm32f2xx-usart", Base: 0x40011000}, {Name: "usart2", Kind: "stm32f2xx-usart", Base: 0x40004400}},
 		Peripherals: []string{"usart1", "usart2", "usart3", "usart6", "tim2", "tim3", "tim4", "tim5", "adc1", "spi1", "syscfg", "exti"}},
 	{Name: "stm32vldiscovery", Backend: "qemu", Description: "ST STM32VLDISCOVERY (STM32F100RB, Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0x08000000, Size: 128 << 10}, RAM: model.Region{Base: 0x20000000, Size: 8 << 10},
-		FlashAlias: addr(0), UARTs: []UART{{"usart1", "stm32f2xx-usart", 0x40013800}, {"usart2", "stm32f2xx-usart", 0x40004400}},
+		FlashAlias: addr(0), UARTs: []UART{{Name: "usart1", Kind: "stm32f2xx-usart", Base: 0x40013800}, {Name: "usart2", Kind: "stm32f2xx-usart", Base: 0x40004400}},
 		Peripherals: []string{"usart1", "usart2", "usart3"}},
 	{Name: "lm3s6965evb", Backend: "qemu", Description: "Stellaris LM3S6965EVB (Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0, Size: 256 << 10}, RAM: model.Region{Base: 0x20000000, Size: 64 << 10},
-		UARTs:       []UART{{"uart0", "pl011", 0x4000C000}, {"uart1", "pl011", 0x4000D000}, {"uart2", "pl011", 0x4000E000}},
+		UARTs:       []UART{{Name: "uart0", Kind: "pl011", Base: 0x4000C000}, {Name: "uart1", Kind: "pl011", Base: 0x4000D000}, {Name: "uart2", Kind: "pl011", Base: 0x4000E000}},
 		Ethernet:    true,
 		Peripherals: []string{"uart0", "uart1", "uart2", "gptm0", "gptm1", "gptm2", "gptm3", "i2c0", "ssi0", "adc", "ethernet"}},
 	{Name: "lm3s811evb", Backend: "qemu", Description: "Stellaris LM3S811EVB (Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0, Size: 64 << 10}, RAM: model.Region{Base: 0x20000000, Size: 8 << 10},
-		UARTs:       []UART{{"uart0", "pl011", 0x4000C000}, {"uart1", "pl011", 0x4000D000}},
+		UARTs:       []UART{{Name: "uart0", Kind: "pl011", Base: 0x4000C000}, {Name: "uart1", Kind: "pl011", Base: 0x4000D000}},
 		Peripherals: []string{"uart0", "uart1", "gptm0", "gptm1", "gptm2", "i2c0", "ssi0", "adc"}},
 	{Name: "mps2-an385", Backend: "qemu", Description: "ARM MPS2 with AN385 FPGA image (Cortex-M3)", CPU: "cortex-m3",
 		Flash: model.Region{Base: 0, Size: 4 << 20}, RAM: model.Region{Base: 0x20000000, Size: 4 << 20},
-		UARTs:       []UART{{"uart0", "cmsdk-apb-uart", 0x40004000}, {"uart1", "cmsdk-apb-uart", 0x40005000}, {"uart2", "cmsdk-apb-uart", 0x40006000}},
+		UARTs:       []UART{{Name: "uart0", Kind: "cmsdk-apb-uart", Base: 0x40004000}, {Name: "uart1", Kind: "cmsdk-apb-uart", Base: 0x40005000}, {Name: "uart2", Kind: "cmsdk-apb-uart", Base: 0x40006000}},
 		Ethernet:    true,
 		Peripherals: []string{"uart0", "uart1", "uart2", "uart3", "uart4", "timer0", "timer1", "dualtimer", "watchdog", "scc", "fpgaio", "ethernet"}},
 	{Name: "mps2-an386", Backend: "qemu", Description: "ARM MPS2 with AN386 FPGA image (Cortex-M4)", CPU: "cortex-m4",
 		Flash: model.Region{Base: 0, Size: 4 << 20}, RAM: model.Region{Base: 0x20000000, Size: 4 << 20},
-		UARTs:       []UART{{"uart0", "cmsdk-apb-uart", 0x40004000}, {"uart1", "cmsdk-apb-uart", 0x40005000}, {"uart2", "cmsdk-apb-uart", 0x40006000}},
+		UARTs:       []UART{{Name: "uart0", Kind: "cmsdk-apb-uart", Base: 0x40004000}, {Name: "uart1", Kind: "cmsdk-apb-uart", Base: 0x40005000}, {Name: "uart2", Kind: "cmsdk-apb-uart", Base: 0x40006000}},
 		Ethernet:    true,
 		Peripherals: []string{"uart0", "uart1", "uart2", "uart3", "uart4", "timer0", "timer1", "dualtimer", "watchdog", "scc", "fpgaio", "ethernet"}},
 	// RISC-V: the mask ROM jumps to 0x20400000 in the memory-mapped SPI
@@ -214,7 +217,7 @@ var Known = []Board{
 	{Name: "sifive_e", Backend: "qemu", Arch: ArchRISCV32, Description: "SiFive HiFive1 (FE310, E31 core, RV32IMAC)", CPU: "sifive-e31",
 		Processors: []string{"rv32imac", "fe310", "e31"},
 		Flash:      model.Region{Base: 0x20000000, Size: 512 << 20}, RAM: model.Region{Base: 0x80000000, Size: 16 << 10},
-		UARTs:       []UART{{"uart0", "riscv.sifive.uart", 0x10013000}, {"uart1", "riscv.sifive.uart", 0x10023000}},
+		UARTs:       []UART{{Name: "uart0", Kind: "riscv.sifive.uart", Base: 0x10013000}, {Name: "uart1", Kind: "riscv.sifive.uart", Base: 0x10023000}},
 		Peripherals: []string{"uart0", "uart1", "clint", "plic", "gpio0", "prci", "pwm0", "aon"}},
 	// AVR: flash is the code space from 0; ELF images put SRAM at
 	// 0x800000 + its data-space address (the first 0x100 or 0x200 bytes of
@@ -222,19 +225,19 @@ var Known = []Board{
 	{Name: "arduino-uno", Backend: "qemu", Arch: ArchAVR, ResetRestarts: true, Description: "Arduino Uno (ATmega328P, AVR5)", CPU: "avr5",
 		Processors: []string{"atmega328p", "atmega328"},
 		Flash:      model.Region{Base: 0, Size: 32 << 10}, RAM: model.Region{Base: 0x800100, Size: 2 << 10},
-		UARTs:       []UART{{"usart0", "avr-usart", 0xC0}},
+		UARTs:       []UART{{Name: "usart0", Kind: "avr-usart", Base: 0xC0}},
 		Peripherals: []string{"usart0", "timer0", "timer1", "timer2", "gpio"}},
 	{Name: "arduino-mega", Backend: "qemu", Arch: ArchAVR, ResetRestarts: true, Description: "Arduino Mega (ATmega1280, AVR51)", CPU: "avr51",
 		Processors: []string{"atmega1280"},
 		Flash:      model.Region{Base: 0, Size: 128 << 10}, RAM: model.Region{Base: 0x800200, Size: 8 << 10},
-		UARTs: []UART{{"usart0", "avr-usart", 0xC0}, {"usart1", "avr-usart", 0xC8}, {"usart2", "avr-usart", 0xD0},
-			{"usart3", "avr-usart", 0x130}},
+		UARTs: []UART{{Name: "usart0", Kind: "avr-usart", Base: 0xC0}, {Name: "usart1", Kind: "avr-usart", Base: 0xC8}, {Name: "usart2", Kind: "avr-usart", Base: 0xD0},
+			{Name: "usart3", Kind: "avr-usart", Base: 0x130}},
 		Peripherals: []string{"usart0", "usart1", "usart2", "usart3", "timer0", "timer1", "timer2", "timer3", "timer4", "timer5", "gpio"}},
 	{Name: "arduino-mega-2560-v3", Backend: "qemu", Arch: ArchAVR, ResetRestarts: true, Description: "Arduino Mega 2560 (ATmega2560, AVR6)", CPU: "avr6",
 		Processors: []string{"atmega2560"},
 		Flash:      model.Region{Base: 0, Size: 256 << 10}, RAM: model.Region{Base: 0x800200, Size: 8 << 10},
-		UARTs: []UART{{"usart0", "avr-usart", 0xC0}, {"usart1", "avr-usart", 0xC8}, {"usart2", "avr-usart", 0xD0},
-			{"usart3", "avr-usart", 0x130}},
+		UARTs: []UART{{Name: "usart0", Kind: "avr-usart", Base: 0xC0}, {Name: "usart1", Kind: "avr-usart", Base: 0xC8}, {Name: "usart2", Kind: "avr-usart", Base: 0xD0},
+			{Name: "usart3", Kind: "avr-usart", Base: 0x130}},
 		Peripherals: []string{"usart0", "usart1", "usart2", "usart3", "timer0", "timer1", "timer2", "timer3", "timer4", "timer5", "gpio"}},
 }
 
@@ -245,6 +248,9 @@ func init() {
 			k.Arch = ArchARM
 		}
 		k.Debugger = debuggers[k.Arch]
+		for j := range k.UARTs {
+			k.UARTs[j].Port = fmt.Sprintf("uart%d", j)
+		}
 	}
 }
 

@@ -33,6 +33,8 @@ type Program struct {
 
 // StartRequest powers a session's machine on.
 type StartRequest struct {
+	// Backend names the emulator backend ("qemu"); "" is the runner's.
+	Backend string  `json:"backend,omitempty"`
 	Machine string  `json:"machine"`
 	Program Program `json:"program"`
 	// Halted leaves the CPU stopped at the reset vector (for debuggers).
@@ -271,8 +273,8 @@ func (c *Client) Status(ctx context.Context, id string) (Status, error) {
 
 // Console reads console history from offset; from is where data starts (past
 // offset if the ring overwrote bytes) and next is where to continue.
-func (c *Client) Console(ctx context.Context, id string, offset int64, limit int) (data []byte, from, next int64, err error) {
-	resp, err := c.send(ctx, http.MethodGet, fmt.Sprintf("%s/console?offset=%d&limit=%d", sessionPath(id), offset, limit), nil, "")
+func (c *Client) Console(ctx context.Context, id, port string, offset int64, limit int) (data []byte, from, next int64, err error) {
+	resp, err := c.send(ctx, http.MethodGet, fmt.Sprintf("%s/console?offset=%d&limit=%d%s", sessionPath(id), offset, limit, portQuery("&", port)), nil, "")
 	if err != nil {
 		return nil, 0, 0, err
 	}
@@ -283,9 +285,18 @@ func (c *Client) Console(ctx context.Context, id string, offset int64, limit int
 	return data, from, next, err
 }
 
-// Input writes bytes to the session's UART RX.
-func (c *Client) Input(ctx context.Context, id string, data []byte) error {
-	return c.do(ctx, http.MethodPost, sessionPath(id)+"/console", bytes.NewReader(data), "application/octet-stream", nil)
+// Input writes bytes to the RX of one of the session's UARTs ("" is the
+// first, uart0).
+func (c *Client) Input(ctx context.Context, id, port string, data []byte) error {
+	return c.do(ctx, http.MethodPost, sessionPath(id)+"/console"+portQuery("?", port), bytes.NewReader(data), "application/octet-stream", nil)
+}
+
+// portQuery is the port parameter for a UART other than the first.
+func portQuery(sep, port string) string {
+	if port == "" {
+		return ""
+	}
+	return sep + "port=" + url.QueryEscape(port)
 }
 
 // Console headers: where the returned bytes start and where to read next.

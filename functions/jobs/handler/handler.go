@@ -297,11 +297,7 @@ func (h *Handler) checkBoard(ctx context.Context, bc model.BoardConfig) error {
 	if err != nil {
 		return nil
 	}
-	be, ok := caps.Backend("qemu")
-	if !ok {
-		return nil
-	}
-	if _, err := be.Resolve(bc); err != nil {
+	if _, _, err := session.Resolve(caps, "", bc); err != nil {
 		return httpapi.Unprocessable("board_config: %v", err)
 	}
 	return nil

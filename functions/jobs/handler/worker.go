@@ -536,7 +536,7 @@ func (h *Handler) follow(ctx, bg context.Context, j model.Job, s model.Session) 
 	// so the patterns are matched again only when the output grew.
 	fresh := true
 	read := func() error {
-		data, _, next, err := rc.Console(bg, s.ID, off, 0)
+		data, _, next, err := rc.Console(bg, s.ID, "", off, 0)
 		if err != nil {
 			return err
 		}
@@ -568,7 +568,7 @@ func (h *Handler) follow(ctx, bg context.Context, j model.Job, s model.Session) 
 				if sess.State != model.StateRunning {
 					break
 				}
-				if err := rc.Input(bg, s.ID, []byte(st.Send)); err != nil {
+				if err := rc.Input(bg, s.ID, "", []byte(st.Send)); err != nil {
 					return done(model.JobError, "uart_script[%d] send: %v", step, err), console
 				}
 				step, cursor, stepDeadline = step+1, len(console), time.Time{}

@@ -158,7 +158,7 @@ func (h *Handler) console(w http.ResponseWriter, r *http.Request) {
 	var from, next int64
 	rc, err := h.Runner(r.Context(), &s, false)
 	if err == nil && rc != nil {
-		data, from, next, err = rc.Console(r.Context(), id, off, limit)
+		data, from, next, err = rc.Console(r.Context(), id, q.Get("port"), off, limit)
 	}
 	if err != nil {
 		httpapi.WriteError(w, r, err)
@@ -191,7 +191,7 @@ func (h *Handler) consoleInput(w http.ResponseWriter, r *http.Request) {
 		err = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, id)
 	}
 	if err == nil {
-		err = rc.Input(r.Context(), id, data)
+		err = rc.Input(r.Context(), id, r.URL.Query().Get("port"), data)
 	}
 	httpapi.Reply(w, r, http.StatusOK, map[string]int{"written": len(data)}, err)
 }

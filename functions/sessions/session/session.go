@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -102,9 +103,6 @@ func (svc *Service) Create(ctx context.Context, in CreateRequest) (model.Session
 	if err := runnerapi.CheckLimits(in.Limits); err != nil {
 		return model.Session{}, err
 	}
-	if in.Backend == "" {
-		in.Backend = "qemu"
-	}
 	caps, err := svc.Capabilities(ctx)
 	if err != nil {
 		return model.Session{}, err
@@ -112,25 +110,12 @@ func (svc *Service) Create(ctx context.Context, in CreateRequest) (model.Session
 	if err := checkLimits(in.Limits, caps); err != nil {
 		return model.Session{}, err
 	}
-	be, ok := caps.Backend(in.Backend)
-	if !ok {
-		var names []string
-		for _, b := range caps.Backends {
-			names = append(names, b.Name)
-		}
-		return model.Session{}, fail.Unprocessable("backend %q is not available; available backends: %s", in.Backend, strings.Join(names, ", "))
-	}
-	b, err := be.Resolve(in.BoardConfig)
+	be, b, err := Resolve(caps, in.Backend, in.BoardConfig)
 	if err != nil {
-		var nf *board.NoFitError
-		if errors.As(err, &nf) {
-			e := fail.Unprocessable("%s", err.Error())
-			e.Code, e.Details = "no_matching_board", map[string]any{"candidates": nf.Candidates}
-			return model.Session{}, e
-		}
-		return model.Session{}, fail.Unprocessable("%s", err.Error())
+		return model.Session{}, err
 	}
-	r, err := svc.pickRunner(ctx)
+	in.Backend = be.Name
+	r, err := svc.pickRunner(ctx, be.Name, b.Name)
 	if err != nil {
 		return model.Session{}, err
 	}
@@ -151,15 +136,76 @@ func (svc *Service) Create(ctx context.Context, in CreateRequest) (model.Session
 	return s, nil
 }
 
-func (svc *Service) pickRunner(ctx context.Context) (state.Runner, error) {
+func (svc *Service) pickRunner(ctx context.Context, backend, machine string) (state.Runner, error) {
 	rs, err := svc.d.State.Runners(ctx)
 	if err != nil {
 		return state.Runner{}, err
 	}
-	if len(rs) == 0 || rs[0].Free() <= 0 {
-		return state.Runner{}, fail.Unavailable("no runner has free capacity; try again later")
+	offered := false
+	for _, r := range rs {
+		// A session stored before sessions named their backend has none:
+		// any backend with the board will do.
+		if !slices.ContainsFunc(r.Capabilities.Backends, func(be board.Backend) bool {
+			_, has := be.Board(machine)
+			return has && (backend == "" || be.Name == backend)
+		}) {
+			continue
+		}
+		offered = true
+		if r.Free() > 0 {
+			return r, nil
+		}
 	}
-	return rs[0], nil
+	if !offered && len(rs) > 0 {
+		return state.Runner{}, fail.Unprocessable("no runner offers board %s of backend %s", machine, backend)
+	}
+	return state.Runner{}, fail.Unavailable("no runner that offers board %s has free capacity; try again later", machine)
+}
+
+// Resolve picks the backend and board for a board config: the named
+// backend, or else the first whose catalog resolves it (a board name, or a
+// processor and memory map). With no backend named and none resolving it,
+// the error is the first backend's.
+func Resolve(caps board.Capabilities, backend string, bc model.BoardConfig) (board.Backend, board.Board, error) {
+	var names []string
+	for _, be := range caps.Backends {
+		names = append(names, be.Name)
+	}
+	if backend != "" {
+		be, ok := caps.Backend(backend)
+		if !ok {
+			return board.Backend{}, board.Board{}, fail.Unprocessable("backend %q is not available; available backends: %s", backend, strings.Join(names, ", "))
+		}
+		b, err := be.Resolve(bc)
+		return be, b, resolveError(err)
+	}
+	var first error
+	for _, be := range caps.Backends {
+		b, err := be.Resolve(bc)
+		if err == nil {
+			return be, b, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		return board.Backend{}, board.Board{}, fail.Unavailable("no emulator backend is offered by any runner")
+	}
+	return board.Backend{}, board.Board{}, resolveError(first)
+}
+
+func resolveError(err error) error {
+	var nf *board.NoFitError
+	if errors.As(err, &nf) {
+		e := fail.Unprocessable("%s", err.Error())
+		e.Code, e.Details = "no_matching_board", map[string]any{"candidates": nf.Candidates}
+		return e
+	}
+	if err != nil {
+		return fail.Unprocessable("%s", err.Error())
+	}
+	return nil
 }
 
 // release gives a session's quota slot back. The session is already gone,
@@ -289,7 +335,7 @@ func (svc *Service) Program(ctx context.Context, s model.Session, programID stri
 func (svc *Service) runner(ctx context.Context, s *model.Session, place bool) (*runnerapi.Client, error) {
 	r, err := svc.d.State.Runner(ctx, s.RunnerID)
 	if errors.Is(err, state.ErrNotFound) && place {
-		if r, err = svc.pickRunner(ctx); err != nil {
+		if r, err = svc.pickRunner(ctx, s.Backend, s.Machine); err != nil {
 			return nil, err
 		}
 		*s, err = svc.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
@@ -412,7 +458,7 @@ func (svc *Service) LoadProgram(ctx context.Context, id string, in LoadRequest) 
 			return s, err
 		}
 		if rc != nil {
-			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Restart: true, Limits: s.Limits}); err != nil {
+			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Restart: true, Limits: s.Limits}); err != nil {
 				return s, err
 			}
 		}
@@ -422,7 +468,7 @@ func (svc *Service) LoadProgram(ctx context.Context, id string, in LoadRequest) 
 	} else if rc, err := svc.runner(ctx, &s, false); err == nil && rc != nil {
 		// Best effort: the runner prelaunches a paused emulator so the next
 		// power on is fast; without it power on is a cold start.
-		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Limits: s.Limits}); err != nil {
+		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Limits: s.Limits}); err != nil {
 			svc.d.Log.Warn("prepare", "session", id, "err", err)
 		}
 	}
@@ -472,7 +518,7 @@ func (svc *Service) PowerOn(ctx context.Context, id string, halted bool) (model.
 	if err != nil {
 		return s, err
 	}
-	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits}); err != nil {
+	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits}); err != nil {
 		return s, err
 	}
 	return svc.Get(ctx, id)
