@@ -74,6 +74,10 @@ func (r *Runner) record(s *session, in *instance) {
 			return errUnchanged
 		}
 		sess.State, sess.Reason, sess.EmulatorLog = o.state, o.reason, o.log
+		sess.Exit = &model.Exit{Kind: string(e.Kind), Code: e.Code, Signal: e.Signal}
+		if stopping {
+			sess.Exit = &model.Exit{Kind: string(emulator.ExitStopped)}
+		}
 		return nil
 	})
 	if err != nil {

@@ -258,11 +258,12 @@ func TestExitBecomesState(t *testing.T) {
 		state  model.State
 		reason string
 		log    []string
+		exit   model.Exit
 	}{
-		{"crash", func(m *emulatortest.Machine) { m.End(crash) }, model.StateError, crash.Reason, crash.Log},
-		{"signal", func(m *emulatortest.Machine) { m.End(emulator.Exit{Kind: emulator.ExitSignal, Signal: "SIGKILL"}) }, model.StateError, "emulator killed by signal SIGKILL", nil},
-		{"exit 3", func(*emulatortest.Machine) { g.r.Input("exit3", "", []byte("exit 3\r")) }, model.StateError, "firmware exited with status 3", nil},
-		{"exit 0", func(*emulatortest.Machine) { g.r.Input("exit0", "", []byte("exit 0\r")) }, model.StateStopped, "firmware exited with status 0", nil},
+		{"crash", func(m *emulatortest.Machine) { m.End(crash) }, model.StateError, crash.Reason, crash.Log, model.Exit{Kind: "crash", Signal: "SIGABRT"}},
+		{"signal", func(m *emulatortest.Machine) { m.End(emulator.Exit{Kind: emulator.ExitSignal, Signal: "SIGKILL"}) }, model.StateError, "emulator killed by signal SIGKILL", nil, model.Exit{Kind: "signal", Signal: "SIGKILL"}},
+		{"exit 3", func(*emulatortest.Machine) { g.r.Input("exit3", "", []byte("exit 3\r")) }, model.StateError, "firmware exited with status 3", nil, model.Exit{Kind: "status", Code: 3}},
+		{"exit 0", func(*emulatortest.Machine) { g.r.Input("exit0", "", []byte("exit 0\r")) }, model.StateStopped, "firmware exited with status 0", nil, model.Exit{Kind: "status"}},
 	} {
 		id := strings.ReplaceAll(c.name, " ", "")
 		g.session(t, id)
@@ -272,6 +273,9 @@ func TestExitBecomesState(t *testing.T) {
 		s := g.waitState(t, id, c.state)
 		if s.Reason != c.reason || !slices.Equal(s.EmulatorLog, c.log) {
 			t.Errorf("%s: reason %q log %q, want %q %q", c.name, s.Reason, s.EmulatorLog, c.reason, c.log)
+		}
+		if s.Exit == nil || *s.Exit != c.exit {
+			t.Errorf("%s: exit %+v, want %+v", c.name, s.Exit, c.exit)
 		}
 		// The slot lets go of the ended machine: the session powers on
 		// again.

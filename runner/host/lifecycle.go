@@ -189,7 +189,7 @@ func (r *Runner) activate(ctx context.Context, s *session, m emulator.Machine, h
 	now := time.Now().UTC()
 	updated, err := r.state.UpdateSession(ctx, s.id, func(sess *model.Session) error {
 		sess.State, sess.Reason, sess.StartedAt, sess.RunnerID = model.StateRunning, "", &now, r.cfg.ID
-		sess.EmulatorLog = nil
+		sess.EmulatorLog, sess.Exit = nil, nil
 		return nil
 	})
 	if err != nil {

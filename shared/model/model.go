@@ -67,7 +67,11 @@ type Session struct {
 	// when it last ended on its own, e.g. QEMU's fatal error and register
 	// dump after a guest locked the CPU up; the next power on clears it.
 	EmulatorLog []string `json:"emulator_log,omitempty"`
-	ProgramID   string   `json:"program_id,omitempty"`
+	// Exit is how the emulator last ended, as a value (set with the
+	// stopped or error state, cleared at power on): callers decide on it,
+	// never on Reason's text.
+	Exit      *Exit  `json:"exit,omitempty"`
+	ProgramID string `json:"program_id,omitempty"`
 	// Warnings are signs, found when the program was loaded, that it was
 	// built for another board (QEMU still runs it).
 	Warnings []string `json:"warnings,omitempty"`
@@ -108,6 +112,15 @@ var Formats = []Format{FormatELF, FormatBIN, FormatHEX}
 type Segment struct {
 	Addr uint64 `json:"addr"`
 	Size uint64 `json:"size"`
+}
+
+// Exit is how an emulator ended: Kind is "stopped" (asked to), "status"
+// (the firmware ended it with Code, a semihosting exit), "crash" (the
+// emulator died of the guest or itself) or "signal" (killed by Signal).
+type Exit struct {
+	Kind   string `json:"kind"`
+	Code   int    `json:"code"`
+	Signal string `json:"signal,omitempty"`
 }
 
 // Program is a stored firmware image and what validation learned about it.

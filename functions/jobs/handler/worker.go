@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"sync"
 	"time"
 
@@ -452,8 +451,6 @@ func (h *Handler) newSession(ctx, bg context.Context, j model.Job) (model.Sessio
 	}
 }
 
-var exitStatus = regexp.MustCompile(`firmware exited with status (\d+)`)
-
 // run drives the job's session: create, load, power on, then follow the
 // console and the session until the job's verdict. The caller deletes the
 // session (sid) after recording the verdict: deleting it stops QEMU, which
@@ -588,11 +585,8 @@ func (h *Handler) follow(ctx, bg context.Context, j model.Job, s model.Session) 
 		passed = passed || (pass != nil && fresh && pass.Match(console))
 		fresh = false
 		var code *int
-		if sess.State != model.StateRunning {
-			if m := exitStatus.FindStringSubmatch(sess.Reason); m != nil {
-				n, _ := strconv.Atoi(m[1])
-				code = &n
-			}
+		if sess.State != model.StateRunning && sess.Exit != nil && sess.Exit.Kind == "status" {
+			code = &sess.Exit.Code
 		}
 		if code != nil && j.ExpectExitCode != nil && *code != *j.ExpectExitCode {
 			v := done(model.JobFailed, "firmware exited with status %d, expected %d", *code, *j.ExpectExitCode)
