@@ -911,8 +911,9 @@ func routeFor(hr httpRoute, path string, rank map[string]int) (best, tie string)
 	return best, tie
 }
 
-// handlerPattern finds the REST patterns a function registers on its mux.
-var handlerPattern = regexp.MustCompile(`mux\.Handle(?:Func)?\("(?:[A-Z]+ )?(/[^"]*)"`)
+// handlerPattern finds the REST patterns a function declares in its route
+// table (httpapi.Route{..., Pattern: "/api/v1/..."}).
+var handlerPattern = regexp.MustCompile(`Pattern:\s*"(/[^"]*)"`)
 
 // functionPaths returns one concrete path for each REST pattern in
 // ../functions/<name>/handler, mapped to <name>: the route must send each to
