@@ -87,7 +87,7 @@ func newRig(t *testing.T, set func(*Settings)) *rig {
 	}
 	netduino := knownBoard(t, "netduino2")
 	netduino.Snapshots = true
-	fake := emulatortest.NewFake(netduino, knownBoard(t, "lm3s6965evb"))
+	fake := emulatortest.NewFake(netduino, knownBoard(t, "lm3s6965evb"), knownBoard(t, "arduino-uno"))
 	// Unix socket paths are short: the sockets live under /tmp.
 	sockets, err := os.MkdirTemp("", "mshost")
 	if err != nil {
@@ -176,6 +176,32 @@ func (g *rig) last(t *testing.T) *emulatortest.Machine {
 		t.Fatal("no machine launched")
 	}
 	return ms[len(ms)-1]
+}
+
+// A board whose core cannot reset in place (AVR on QEMU 7.2) is reset by
+// launching it afresh: a new machine boots, the console history carries
+// on, and the session is running again when Reset returns.
+func TestResetByRestart(t *testing.T) {
+	g := newRig(t, nil)
+	g.session(t, "avr")
+	g.start(t, "avr", "arduino-uno")
+	g.waitOutput(t, "avr", "", "MS-TEST-FW arduino-uno ready")
+	first := g.last(t)
+	if err := g.r.Reset(t.Context(), "avr"); err != nil {
+		t.Fatal(err)
+	}
+	if g.last(t) == first {
+		t.Fatal("reset did not launch the board afresh")
+	}
+	select {
+	case <-first.Done():
+	default:
+		t.Fatal("the machine before the reset is still there")
+	}
+	g.waitOutput(t, "avr", "", "MS-TEST-FW arduino-uno ready\r\nMS-TEST-FW arduino-uno ready")
+	if s := g.waitState(t, "avr", model.StateRunning); s.Reason != "" {
+		t.Fatalf("after the reset: %+v", s)
+	}
 }
 
 func TestStartResetStopDelete(t *testing.T) {

@@ -244,6 +244,10 @@ func (m *Machine) Reset(context.Context) error {
 	if err := m.ended(); err != nil {
 		return err
 	}
+	if m.spec.Board.ResetRestarts {
+		// As QEMU's AVR boards: the caller must launch the board afresh.
+		return fmt.Errorf("%w: %s cannot reset in place", emulator.ErrUnsupported, m.spec.Board.Name)
+	}
 	m.lines, m.booted = 0, false
 	if m.running {
 		m.booted = true
