@@ -351,6 +351,48 @@ func Document(backends ...Backend) Capabilities {
 	}
 }
 
+// Merge is what a platform of several runners offers: every backend and
+// board any of them offers (a board once, as the first runner with it
+// describes it). Limits and features are the first document's.
+func Merge(docs ...Capabilities) Capabilities {
+	if len(docs) == 0 {
+		return Capabilities{}
+	}
+	out := docs[0]
+	out.Backends = slices.Clone(out.Backends)
+	for _, d := range docs[1:] {
+		for _, be := range d.Backends {
+			i := slices.IndexFunc(out.Backends, func(o Backend) bool { return o.Name == be.Name })
+			if i < 0 {
+				out.Backends = append(out.Backends, be)
+				continue
+			}
+			o := &out.Backends[i]
+			o.Boards = slices.Clone(o.Boards)
+			for _, k := range be.Boards {
+				if _, ok := o.Board(k.Name); !ok {
+					o.Boards = append(o.Boards, k)
+				}
+			}
+			o.Machines = union(o.Machines, be.Machines)
+			o.Processors = union(o.Processors, be.Processors)
+		}
+		out.Peripherals = union(out.Peripherals, d.Peripherals)
+	}
+	sort.Strings(out.Peripherals)
+	return out
+}
+
+func union(a, b []string) []string {
+	a = slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(a, s) {
+			a = append(a, s)
+		}
+	}
+	return a
+}
+
 // Backend returns the named backend, if the capabilities offer it.
 func (c Capabilities) Backend(name string) (Backend, bool) {
 	for _, b := range c.Backends {

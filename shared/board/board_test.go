@@ -216,3 +216,21 @@ func TestBootWarnings(t *testing.T) {
 		}
 	}
 }
+
+// Two runners, one with only the ARM binary and one with only AVR: the
+// platform offers the boards of both, each once.
+func TestMerge(t *testing.T) {
+	arm := Build("7.2.0", "qemu-system-arm", []string{"netduino2", "mps2-an385"}, []string{"cortex-m3"}, nil)
+	avr := Build("7.2.0", "qemu-system-avr", []string{"arduino-uno", "netduino2"}, []string{"avr5", "cortex-m3"}, nil)
+	m := Merge(arm, avr)
+	be, _ := m.Backend("qemu")
+	if got := be.BoardNames(); !slices.Equal(got, []string{"netduino2", "mps2-an385", "arduino-uno"}) {
+		t.Fatalf("boards %v", got)
+	}
+	if !slices.Contains(be.Processors, "avr5") || !slices.Contains(m.Peripherals, "usart0") || !slices.Contains(m.Peripherals, "usart1") {
+		t.Fatalf("processors %v peripherals %v", be.Processors, m.Peripherals)
+	}
+	if a, _ := arm.Backend("qemu"); len(a.Boards) != 2 {
+		t.Fatalf("Merge changed its first argument: %v", a.BoardNames())
+	}
+}

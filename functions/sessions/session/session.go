@@ -79,7 +79,13 @@ func (svc *Service) Capabilities(ctx context.Context) (board.Capabilities, error
 	if len(rs) == 0 {
 		return board.Capabilities{}, fail.Unavailable("no runner is registered; capabilities come from the runners' emulators")
 	}
-	return rs[0].Capabilities, nil
+	docs := make([]board.Capabilities, len(rs))
+	for i, r := range rs {
+		docs[i] = r.Capabilities
+	}
+	// Runners may offer different boards (other emulator binaries): the
+	// platform offers them all, and placement finds a runner for each.
+	return board.Merge(docs...), nil
 }
 
 func validName(n string) error {
