@@ -107,7 +107,7 @@ func TestOtherArchitectures(t *testing.T) {
 
 			c.ExactEdges, c.Edges = false, nil
 			derived := report.Analyze(prog, c)
-			both, compared := 0, 0
+			both, compared, pending := 0, 0, 0
 			for i, f := range exact.Files {
 				for j, want := range f.Branches {
 					got := derived.Files[i].Branches[j]
@@ -119,7 +119,7 @@ func TestOtherArchitectures(t *testing.T) {
 						continue
 					}
 					compared++
-					if got != want {
+					if got != want && !pendingEdge(tc.final, &pending, got, want) {
 						t.Errorf("%s:%d at 0x%x: derived %s, exact %s", f.Path, want.Line, want.Addr, describe(got), describe(want))
 					}
 					if strings.HasSuffix(f.Path, "/shell.c") && got.Taken > 0 && got.NotTaken > 0 {
@@ -141,4 +141,18 @@ func TestOtherArchitectures(t *testing.T) {
 			genhtml(t, tracefile)
 		})
 	}
+}
+
+// pendingEdge allows, in counts taken from a paused guest that has not
+// ended, one branch whose derived outcome is one ahead of the recorded
+// one: the plugin records an edge when the block after the branch runs,
+// so the branch the guest was paused after is still pending. (A polling
+// AVR guest is always in its loop's branch.)
+func pendingEdge(final bool, pending *int, got, want report.BranchCount) bool {
+	if final || *pending > 0 || got.Taken+got.NotTaken != want.Taken+want.NotTaken+1 ||
+		got.Taken < want.Taken || got.NotTaken < want.NotTaken {
+		return false
+	}
+	*pending++
+	return true
 }

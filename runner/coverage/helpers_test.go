@@ -204,10 +204,20 @@ func (g *guest) snapshot(t testing.TB) report.Counts {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
+	// Paused for the flush: counters read while the guest runs are each
+	// right but not consistent with each other (a polling AVR guest never
+	// sleeps), and tests compare block counts with edge counts.
+	if _, err := g.p.QMP.Execute(ctx, "stop", nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := coverage.Flush(ctx, g.dir); err != nil {
 		t.Fatal(err)
 	}
-	return g.read(t)
+	c := g.read(t)
+	if _, err := g.p.QMP.Execute(ctx, "cont", nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func (g *guest) read(t testing.TB) report.Counts {
