@@ -1,460 +1,47 @@
 package handler
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"log/slog"
-	"math"
 	"net/http"
-	"slices"
-	"strings"
-	"sync"
-	"time"
-	"unicode"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
-	"github.com/machineserver/machineserver/functions/sessions/session"
-	"github.com/machineserver/machineserver/shared/auth"
-	"github.com/machineserver/machineserver/shared/blob"
-	"github.com/machineserver/machineserver/shared/board"
+	"github.com/machineserver/machineserver/functions/snapshots/snapshot"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
-	"github.com/machineserver/machineserver/shared/model"
-	"github.com/machineserver/machineserver/shared/quota"
-	"github.com/machineserver/machineserver/shared/runnerapi"
-	"github.com/machineserver/machineserver/shared/state"
 )
 
-// Deps are the handler's collaborators. Sessions runs the session use
-// cases: forks create sessions exactly as POST /api/v1/sessions does.
-type Deps struct {
-	State     *state.Store
-	Blobs     blob.Store
-	Sessions  *session.Service
-	Publisher events.Publisher
-	Log       *slog.Logger
-	// Quota counts stored state bytes against the tenant's storage quota;
-	// nil is unlimited.
-	Quota *quota.Quota
-}
+// Deps are the snapshot use cases' collaborators (snapshot.Deps).
+type Deps = snapshot.Deps
 
-// Handler serves the snapshots function.
+// Request and answer bodies of the snapshot routes, as the use cases take
+// and give them.
+type (
+	List           = snapshot.List
+	CreateRequest  = snapshot.CreateRequest
+	RestoreRequest = snapshot.RestoreRequest
+	ForkRequest    = snapshot.ForkRequest
+)
+
+// MaxFork bounds one fork request.
+const MaxFork = snapshot.MaxFork
+
+// Handler is the snapshots function's REST and CloudEvents adapter over the
+// snapshot use cases (snapshot.Service, embedded: its operations are the
+// handler's).
 type Handler struct {
+	*snapshot.Service
 	d      Deps
 	source string
 }
 
 // New returns the handler.
-func New(d Deps) *Handler { return &Handler{d: d, source: events.SourceSnapshots} }
-
-// CreateRequest is POST /api/v1/sessions/{id}/snapshots.
-type CreateRequest struct {
-	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
-}
-
-// RestoreRequest is POST /api/v1/sessions/{id}/restore.
-type RestoreRequest struct {
-	SnapshotID string `json:"snapshot_id"`
-}
-
-// ForkRequest is POST /api/v1/snapshots/{sid}/sessions.
-type ForkRequest struct {
-	Count      int    `json:"count"`
-	NamePrefix string `json:"name_prefix,omitempty"`
-}
-
-// MaxFork bounds one fork request.
-const MaxFork = 16
-
-// List is a page of snapshots.
-type List struct {
-	Snapshots []model.Snapshot `json:"snapshots"`
-	Total     int              `json:"total"`
-	Page      int              `json:"page"`
-	PageSize  int              `json:"page_size"`
+func New(d Deps) *Handler {
+	return &Handler{Service: snapshot.New(d), d: d, source: events.SourceSnapshots}
 }
 
 const maxBody = 64 << 10
-
-// restoreLease bounds how long a dead restore can block a delete.
-const restoreLease = 2 * time.Minute
-
-func validName(n string) error {
-	if n == "" || len(n) > 128 || strings.IndexFunc(n, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
-		return httpapi.BadRequest("name is required: 1 to 128 printable characters")
-	}
-	return nil
-}
-
-// snapshotBoard checks up front that the session's board restores on its
-// runner's QEMU, so a request that would crash later is refused now.
-func (h *Handler) snapshotBoard(ctx context.Context, s model.Session) error {
-	caps, err := h.d.Sessions.Capabilities(ctx)
-	if err != nil {
-		return err
-	}
-	return boardSnapshots(caps, s)
-}
-
-// boardSnapshots refuses a session whose board cannot restore on the
-// emulator caps describes.
-func boardSnapshots(caps board.Capabilities, s model.Session) error {
-	be, _ := caps.Backend(s.Backend)
-	b, ok := be.Board(s.Machine)
-	if !ok {
-		return httpapi.Unprocessable("board %s is no longer offered", s.Machine)
-	}
-	if !b.Snapshots {
-		var ok []string
-		for _, k := range be.Boards {
-			if k.Snapshots {
-				ok = append(ok, k.Name)
-			}
-		}
-		why := "its state does not restore"
-		if len(b.SnapshotUnsaved) > 0 {
-			why = "it does not save the state of " + strings.Join(b.SnapshotUnsaved, ", ") + " (its console UART among them), or its state does not restore"
-		}
-		return httpapi.Unprocessable("board %s cannot restore saved state on QEMU %s (probed: %s), so it cannot be snapshotted; boards that can: %s",
-			s.Machine, be.Version, why, strings.Join(ok, ", "))
-	}
-	limit := 0
-	if caps.Limits != nil && caps.Limits.Memory {
-		limit = caps.Limits.DefaultMemoryMB
-	}
-	if s.Limits != nil && s.Limits.MemoryMB > 0 {
-		limit = s.Limits.MemoryMB
-	}
-	if need := snapshotMemoryMB(b); limit > 0 && limit < need {
-		return httpapi.Unprocessable("saving board %s's state makes QEMU read every page of its %d MiB of flash and RAM, more than this session's memory limit of %d MB holds (the kernel would end the emulator); create the session with limits.memory_mb of at least %d",
-			b.Name, (b.Flash.Size+b.RAM.Size)>>20, limit, need)
-	}
-	return nil
-}
-
-// snapshotMemoryMB is the memory limit a board's emulator needs to save its
-// state: QEMU's migration makes every page of the board's memory resident
-// (sifive_e's 512 MiB flash window goes from nothing to all of it), on top
-// of what the emulator uses running.
-func snapshotMemoryMB(b board.Board) int {
-	const emulatorMB = 64
-	return int((b.Flash.Size+b.RAM.Size+1<<20-1)>>20) + emulatorMB
-}
-
-// Create captures a running session's machine state.
-func (h *Handler) Create(ctx context.Context, sessionID string, in CreateRequest) (model.Snapshot, error) {
-	if err := validName(in.Name); err != nil {
-		return model.Snapshot{}, err
-	}
-	if len(in.Description) > 1024 {
-		return model.Snapshot{}, httpapi.BadRequest("description is limited to 1024 characters")
-	}
-	t0 := time.Now()
-	// Two round trips to Redis: the session, then its runner (whose
-	// capabilities say whether the board restores) and program together.
-	s, err := h.d.Sessions.Owned(ctx, sessionID)
-	if err != nil {
-		return model.Snapshot{}, err
-	}
-	r, p, runErr, progErr := h.d.State.RunnerAndProgram(ctx, s.RunnerID, s.ProgramID)
-	if errors.Is(runErr, state.ErrNotFound) && s.State == model.StateRunning {
-		// Its runner is gone: Get records the session as lost and says so.
-		if s, err = h.d.Sessions.Get(ctx, sessionID); err != nil {
-			return model.Snapshot{}, err
-		}
-	}
-	if runErr == nil {
-		if err := boardSnapshots(r.Capabilities, s); err != nil {
-			return model.Snapshot{}, err
-		}
-	} else if err := h.snapshotBoard(ctx, s); err != nil {
-		return model.Snapshot{}, err
-	}
-	if s.State != model.StateRunning {
-		return model.Snapshot{}, httpapi.Conflict("session %s is %s; only a running session can be snapshotted", s.ID, s.State)
-	}
-	if progErr != nil {
-		return model.Snapshot{}, fmt.Errorf("program %s of session %s: %w", s.ProgramID, s.ID, progErr)
-	}
-	if errors.Is(runErr, state.ErrNotFound) {
-		runErr = httpapi.Unavailable("runner %s of session %s is gone", s.RunnerID, s.ID)
-	}
-	if runErr != nil {
-		return model.Snapshot{}, runErr
-	}
-	rc, err := h.d.Sessions.Client(r)
-	if err != nil {
-		return model.Snapshot{}, err
-	}
-	snap := model.Snapshot{
-		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: in.Name, Description: in.Description, SessionID: s.ID,
-		Backend: s.Backend, Machine: s.Machine, ProgramID: p.ID, ProgramSHA256: p.SHA256,
-		Parent: s.SnapshotID, CreatedAt: time.Now().UTC(),
-	}
-	t1 := time.Now()
-	// The runner writes the manifest beside the state, so both are made
-	// durable at once rather than one after the other.
-	res, err := rc.Snapshot(ctx, s.ID, runnerapi.SnapshotRequest{
-		SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID), Machine: s.Machine,
-		Manifest: &snap, ManifestKey: model.SnapshotManifestKey(snap.ID),
-	})
-	if err != nil {
-		return model.Snapshot{}, err
-	}
-	t2 := time.Now()
-	snap.Size, snap.SHA256, snap.EmulatorVersion, snap.ConsoleOffset = res.Size, res.SHA256, res.EmulatorVersion, res.ConsoleOffset
-	if !res.ManifestStored { // a runner from before manifests were sent along
-		manifest, _ := json.MarshalIndent(snap, "", "  ")
-		if err := h.d.Blobs.Put(ctx, model.SnapshotManifestKey(snap.ID), bytes.NewReader(manifest), int64(len(manifest)), "application/json"); err != nil {
-			h.d.Blobs.Remove(context.WithoutCancel(ctx), model.SnapshotStateKey(snap.ID))
-			return model.Snapshot{}, fmt.Errorf("store snapshot manifest: %w", err)
-		}
-	}
-	// The size is known only now: it is charged to the tenant's storage
-	// quota while the index is written, and a refusal undoes the save.
-	var quotaErr, putErr error
-	var wg2 sync.WaitGroup
-	wg2.Go(func() {
-		quotaErr = h.d.Quota.Acquire(ctx, snap.Tenant, quota.Storage, quota.SnapshotKey(snap.ID), snap.Size)
-	})
-	wg2.Go(func() { putErr = h.d.State.PutSnapshot(ctx, snap) })
-	wg2.Wait()
-	if quotaErr != nil || putErr != nil {
-		bg := context.WithoutCancel(ctx)
-		h.d.State.DeleteSnapshot(bg, snap)
-		h.d.Quota.Release(bg, snap.Tenant, quota.Storage, quota.SnapshotKey(snap.ID))
-		for _, k := range []string{model.SnapshotManifestKey(snap.ID), model.SnapshotStateKey(snap.ID)} {
-			h.d.Blobs.Remove(bg, k)
-		}
-		return model.Snapshot{}, errors.Join(quotaErr, putErr)
-	}
-	h.d.Log.Debug("snapshot created", "snapshot", snap.ID, "prepare_ms", ms(t1.Sub(t0)), "runner_ms", ms(t2.Sub(t1)), "record_ms", ms(time.Since(t2)))
-	h.publish(events.TypeSnapshotCreated, snap.ID, snap, snap)
-	return snap, nil
-}
-
-// Get returns a snapshot of the caller's tenant or a 404. Every operation
-// on a snapshot goes through it, so one of another tenant is answered
-// exactly like an unknown id and ids do not leak.
-func (h *Handler) Get(ctx context.Context, id string) (model.Snapshot, error) {
-	if !model.ValidID(id) {
-		return model.Snapshot{}, httpapi.NotFound("snapshot %q not found (ids are 16 hex digits)", id)
-	}
-	snap, err := h.d.State.GetSnapshot(ctx, id)
-	if auth.Hidden(ctx, snap.Tenant, err) {
-		return model.Snapshot{}, httpapi.NotFound("snapshot %s not found", id)
-	}
-	return snap, err
-}
-
-// List returns a page of a session's snapshots, or of all for "", counting
-// only the caller's tenant's. The index is not per tenant, so the page is cut
-// from the whole filtered list.
-func (h *Handler) List(ctx context.Context, sessionID string, pg httpapi.Page) (List, error) {
-	if sessionID != "" {
-		if _, err := h.d.Sessions.Get(ctx, sessionID); err != nil {
-			return List{}, err
-		}
-	}
-	all, _, err := h.d.State.ListSnapshots(ctx, sessionID, 0, math.MaxInt32)
-	if err != nil {
-		return List{}, err
-	}
-	own := slices.DeleteFunc(all, func(s model.Snapshot) bool { return !auth.Owns(ctx, s.Tenant) })
-	lo, hi := min(pg.Offset(), len(own)), min(pg.Offset()+pg.Size, len(own))
-	return List{Snapshots: own[lo:hi], Total: len(own), Page: pg.Page, PageSize: pg.Size}, nil
-}
-
-// Delete removes a snapshot that no restore is reading.
-func (h *Handler) Delete(ctx context.Context, id string) (model.Snapshot, error) {
-	snap, err := h.Get(ctx, id)
-	if err != nil {
-		return snap, err
-	}
-	busy, err := h.d.State.SnapshotInUse(ctx, id)
-	if err != nil {
-		return snap, err
-	}
-	if busy {
-		return snap, httpapi.Conflict("snapshot %s is being restored right now; delete it when the restore is done", id)
-	}
-	if err := h.d.State.DeleteSnapshot(ctx, snap); err != nil && !errors.Is(err, state.ErrNotFound) {
-		return snap, err
-	}
-	for _, k := range []string{model.SnapshotManifestKey(id), model.SnapshotStateKey(id)} {
-		if err := h.d.Blobs.Remove(ctx, k); err != nil {
-			return snap, fmt.Errorf("remove %s: %w", k, err)
-		}
-	}
-	if err := h.d.Quota.Release(ctx, model.TenantOr(snap.Tenant), quota.Storage, quota.SnapshotKey(id)); err != nil {
-		h.d.Log.Warn("release storage quota", "snapshot", id, "err", err)
-	}
-	h.publish(events.TypeSnapshotDeleted, snap.ID, snap, snap)
-	return snap, nil
-}
-
-// Restore brings a session back to a snapshot's state, whether it runs or
-// not, on whichever runner hosts it now.
-func (h *Handler) Restore(ctx context.Context, sessionID string, in RestoreRequest) (model.Session, error) {
-	s, err := h.d.Sessions.Get(ctx, sessionID)
-	if err != nil {
-		return s, err
-	}
-	if in.SnapshotID == "" {
-		return s, httpapi.BadRequest("snapshot_id is required")
-	}
-	snap, err := h.Get(ctx, in.SnapshotID)
-	var he *httpapi.Error
-	if errors.As(err, &he) && he.Status == http.StatusNotFound {
-		return s, httpapi.Unprocessable("snapshot %s does not exist", in.SnapshotID)
-	}
-	if err != nil {
-		return s, err
-	}
-	if snap.Machine != s.Machine || snap.Backend != s.Backend {
-		return s, httpapi.Unprocessable("snapshot %s is of a %s %s; session %s is a %s %s", snap.ID, snap.Backend, snap.Machine, s.ID, s.Backend, s.Machine)
-	}
-	if err := h.snapshotBoard(ctx, s); err != nil {
-		return s, err
-	}
-	rp, err := h.d.Sessions.Program(ctx, s, snap.ProgramID)
-	if err != nil {
-		return s, err
-	}
-	if rp.SHA256 != snap.ProgramSHA256 {
-		return s, httpapi.Unprocessable("program %s changed since snapshot %s was taken", snap.ProgramID, snap.ID)
-	}
-	release, err := h.d.State.UseSnapshot(ctx, snap.ID, restoreLease)
-	if err != nil {
-		return s, err
-	}
-	defer release()
-	rc, err := h.d.Sessions.Runner(ctx, &s, true)
-	if err != nil {
-		return s, err
-	}
-	if _, err := rc.Restore(ctx, s.ID, runnerapi.RestoreRequest{
-		Machine: s.Machine, Program: rp, SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID),
-		SHA256: snap.SHA256, EmulatorVersion: snap.EmulatorVersion,
-	}); err != nil {
-		return s, err
-	}
-	s, err = h.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
-		x.ProgramID, x.SnapshotID = snap.ProgramID, snap.ID
-		return nil
-	})
-	if err != nil {
-		return s, err
-	}
-	h.publish(events.TypeSnapshotRestored, s.ID, snap, events.Restored{Snapshot: snap, Session: s})
-	return s, nil
-}
-
-// Fork creates count new sessions, each restored from the snapshot and
-// running independently. If one fails, those created by this call are
-// deleted again.
-func (h *Handler) Fork(ctx context.Context, id string, in ForkRequest) ([]model.Session, error) {
-	if in.Count < 1 || in.Count > MaxFork {
-		return nil, httpapi.BadRequest("count must be from 1 to %d; got %d", MaxFork, in.Count)
-	}
-	snap, err := h.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	prefix := in.NamePrefix
-	if prefix == "" {
-		prefix = snap.Name
-	}
-	if err := validName(prefix); err != nil {
-		return nil, err
-	}
-	if len(prefix) > 124 {
-		// Room for "-16": session names are limited to 128 characters.
-		return nil, httpapi.BadRequest("name_prefix is limited to 124 characters")
-	}
-	// Sessions.Create gives the new sessions the caller's tenant, which owns
-	// the snapshot (Get checked) and so its source session.
-	var out []model.Session
-	for i := range in.Count {
-		s, err := h.d.Sessions.Create(ctx, session.CreateRequest{
-			Name: fmt.Sprintf("%s-%d", prefix, i+1), Backend: snap.Backend, BoardConfig: model.BoardConfig{Board: snap.Machine},
-		})
-		if err == nil {
-			out = append(out, s)
-			s, err = h.Restore(ctx, s.ID, RestoreRequest{SnapshotID: id})
-			out[len(out)-1] = s
-		}
-		if err != nil {
-			for _, c := range out {
-				h.d.Sessions.Delete(context.WithoutCancel(ctx), c.ID)
-			}
-			return nil, err
-		}
-	}
-	h.publish(events.TypeSnapshotForked, snap.ID, snap, events.Forked{Snapshot: snap, Sessions: out})
-	return out, nil
-}
-
-// Reindex rebuilds the Redis index from the manifests in the blob store.
-// The runner writes a manifest alongside its state, so a crash mid-save can
-// leave a manifest whose state never landed: it is skipped.
-func (h *Handler) Reindex(ctx context.Context) (int, error) {
-	objs, err := h.d.Blobs.List(ctx, "snapshots/")
-	if err != nil {
-		return 0, err
-	}
-	stored := map[string]bool{}
-	for _, o := range objs {
-		stored[o.Key] = true
-	}
-	n := 0
-	held := map[string]map[string]int64{}
-	err = blob.Manifests(ctx, h.d.Blobs, "snapshots/", func(v model.Snapshot) error {
-		if !model.ValidID(v.ID) {
-			h.d.Log.Warn("skipping snapshot manifest without a valid id", "id", v.ID)
-			return nil
-		}
-		if !stored[model.SnapshotStateKey(v.ID)] {
-			h.d.Log.Warn("skipping snapshot manifest without its state (a save cut short)", "id", v.ID)
-			return nil
-		}
-		n++
-		t := model.TenantOr(v.Tenant)
-		if held[t] == nil {
-			held[t] = map[string]int64{}
-		}
-		held[t][quota.SnapshotKey(v.ID)] = v.Size
-		return h.d.State.PutSnapshot(ctx, v)
-	}, func(key string, err error) {
-		h.d.Log.Warn("skipping unreadable snapshot manifest", "key", key, "err", err)
-	})
-	if err != nil {
-		return n, err
-	}
-	// The stored states are the truth for the storage quota's snapshot
-	// part (the embedded Redis starts empty).
-	for t, truth := range held {
-		if _, err := h.d.Quota.ReconcileScope(ctx, t, quota.Storage, quota.SnapshotKey(""), truth, time.Minute); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// publish carries the snapshot's tenant as the event's tenant attribute, so
-// a consumer behind the Broker acts for that tenant.
-func (h *Handler) publish(typ, subject string, snap model.Snapshot, data any) {
-	ctx := events.WithTenant(context.Background(), model.TenantOr(snap.Tenant))
-	if err := h.d.Publisher.Publish(ctx, typ, subject, data); err != nil {
-		h.d.Log.Warn("publish", "type", typ, "err", err)
-	}
-}
 
 // Routes are the REST API, each with the scope it needs.
 func (h *Handler) Routes() []httpapi.Route {
@@ -465,7 +52,7 @@ func (h *Handler) Routes() []httpapi.Route {
 				httpapi.WriteError(w, r, err)
 				return
 			}
-			l, err := h.List(r.Context(), sessionID(r), pg)
+			l, err := h.List(r.Context(), sessionID(r), pg.Page, pg.Size)
 			httpapi.Reply(w, r, http.StatusOK, l, err)
 		}
 	}
@@ -558,18 +145,3 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 		},
 	}, h.d.Log)
 }
-
-// Health reports what the function is connected to.
-func (h *Handler) Health(ctx context.Context) (map[string]any, error) {
-	v, err := h.d.Sessions.Health(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := h.d.Blobs.Ping(ctx); err != nil {
-		return nil, fmt.Errorf("blob store: %w", err)
-	}
-	v["blobs"] = h.d.Blobs.Name()
-	return v, nil
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

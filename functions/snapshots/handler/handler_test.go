@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
-	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/state"
@@ -84,7 +82,7 @@ func TestReindexSkipsBrokenManifests(t *testing.T) {
 	if n, err := h.Reindex(ctx); err != nil || n != 1 {
 		t.Fatalf("reindex: %d %v", n, err)
 	}
-	l, err := h.List(ctx, "", httpapi.Page{Page: 1, Size: 10})
+	l, err := h.List(ctx, "", 1, 10)
 	if err != nil || l.Total != 1 || l.Snapshots[0].ID != good.ID {
 		t.Fatalf("%+v %v", l, err)
 	}
@@ -121,7 +119,7 @@ func TestTenantIsolation(t *testing.T) {
 		t.Fatalf("owner get: %+v %v", got, err)
 	}
 	for _, sid := range []string{"", sess.ID} {
-		if l, err := h.List(ctxA, sid, httpapi.Page{Page: 1, Size: 10}); err != nil || l.Total != 1 || len(l.Snapshots) != 1 {
+		if l, err := h.List(ctxA, sid, 1, 10); err != nil || l.Total != 1 || len(l.Snapshots) != 1 {
 			t.Fatalf("owner list %q: %+v %v", sid, l, err)
 		}
 	}
@@ -146,8 +144,8 @@ func TestTenantIsolation(t *testing.T) {
 	_, err = h.Fork(ctxB, snap.ID, ForkRequest{Count: 1})
 	_, want = h.Fork(ctxB, unknown, ForkRequest{Count: 1})
 	same("fork", err, want)
-	_, err = h.List(ctxB, sess.ID, httpapi.Page{Page: 1, Size: 10})
-	_, want = h.List(ctxB, unknown, httpapi.Page{Page: 1, Size: 10})
+	_, err = h.List(ctxB, sess.ID, 1, 10)
+	_, want = h.List(ctxB, unknown, 1, 10)
 	same("list of the session", err, want)
 	_, err = h.Create(ctxB, sess.ID, CreateRequest{Name: "mine"})
 	_, want = h.Create(ctxB, unknown, CreateRequest{Name: "mine"})
@@ -155,7 +153,7 @@ func TestTenantIsolation(t *testing.T) {
 	_, err = h.Restore(ctxB, sess.ID, RestoreRequest{SnapshotID: snap.ID})
 	_, want = h.Restore(ctxB, unknown, RestoreRequest{SnapshotID: snap.ID})
 	same("restore into the session", err, want)
-	if l, err := h.List(ctxB, "", httpapi.Page{Page: 1, Size: 10}); err != nil || l.Total != 0 || len(l.Snapshots) != 0 {
+	if l, err := h.List(ctxB, "", 1, 10); err != nil || l.Total != 0 || len(l.Snapshots) != 0 {
 		t.Errorf("other tenant's list: %+v %v", l, err)
 	}
 
@@ -192,34 +190,5 @@ func TestUntenantedSnapshotsAreDefault(t *testing.T) {
 	ctxA := auth.WithPrincipal(context.Background(), auth.Principal{Tenant: "a"})
 	if _, err := h.Get(ctxA, snap.ID); status(err) != 404 {
 		t.Fatalf("tenant a: %v", err)
-	}
-}
-
-// A board whose memory windows outgrow the session's memory limit when
-// QEMU saves them is refused, saying which limit would do; a session that
-// sets that limit is let through.
-func TestSnapshotNeedsMemory(t *testing.T) {
-	var sifive board.Board
-	for _, k := range board.Known {
-		if k.Name == "sifive_e" {
-			sifive = k
-		}
-	}
-	sifive.Snapshots = true
-	caps := board.Capabilities{Backends: []board.Backend{{Name: "qemu", Boards: []board.Board{sifive}}},
-		Limits: &board.LimitSupport{Memory: true, DefaultMemoryMB: 256}}
-	s := model.Session{Backend: "qemu", Machine: "sifive_e"}
-	err := boardSnapshots(caps, s)
-	if err == nil || !strings.Contains(err.Error(), "memory limit of 256 MB") || !strings.Contains(err.Error(), "limits.memory_mb of at least 577") {
-		t.Fatalf("default limit: %v", err)
-	}
-	s.Limits = &model.Limits{MemoryMB: 577}
-	if err := boardSnapshots(caps, s); err != nil {
-		t.Fatalf("with memory_mb 577: %v", err)
-	}
-	caps.Limits.Memory = false // no memory limit is enforced: nothing to outgrow
-	s.Limits = nil
-	if err := boardSnapshots(caps, s); err != nil {
-		t.Fatalf("unlimited: %v", err)
 	}
 }
