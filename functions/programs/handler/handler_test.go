@@ -3,7 +3,6 @@ package handler
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"mime/multipart"
 	"net/http"
@@ -77,8 +76,7 @@ func TestStoreRefusals(t *testing.T) {
 		"garbage elf": {Name: "x", Format: "elf", Data: []byte("\x7fELF....")},
 	} {
 		_, err := h.Store(ctx, in)
-		var e *httpapi.Error
-		if !errors.As(err, &e) || e.Status >= 500 {
+		if e := httpapi.AsError(err); e == nil || e.Status >= 500 {
 			t.Errorf("%s: want a 4xx, got %v", name, err)
 		}
 	}

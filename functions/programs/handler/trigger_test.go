@@ -3,7 +3,6 @@ package handler
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/functions/programs/program"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -84,7 +84,7 @@ func newBucketFixture(t *testing.T) *bucketFixture {
 	t.Cleanup(func() { st.Close() })
 	blobs, _ := blob.NewFS(t.TempDir())
 	f := &bucketFixture{st: st, blobs: blobs, fw: fw, pub: &recordingPublisher{}}
-	ws, err := ParseWatches("fwb/ci/=acme, other")
+	ws, err := program.ParseWatches("fwb/ci/=acme, other")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,10 +148,10 @@ func TestNotificationForms(t *testing.T) {
 		t.Fatalf("versitygw form: %d %s", code, raw)
 	}
 	p := n.Programs[0]
-	if p.State != StateStored || p.Bucket != "fwb" || p.SourceKey != "ci/my fw+1.elf" || p.Tenant != "acme" || p.Format != model.FormatELF || p.Name != "my fw+1.elf" {
+	if p.State != program.StateStored || p.Bucket != "fwb" || p.SourceKey != "ci/my fw+1.elf" || p.Tenant != "acme" || p.Format != model.FormatELF || p.Name != "my fw+1.elf" {
 		t.Fatalf("program %+v", p)
 	}
-	if want := programID("fwb", "ci/my fw+1.elf", etag); p.ID != want {
+	if want := program.ObjectID("fwb", "ci/my fw+1.elf", etag); p.ID != want {
 		t.Fatalf("id %s, want the deterministic %s", p.ID, want)
 	}
 	// The same notification again, and in AWS's spelling (no "s3:", the key
@@ -171,14 +171,14 @@ func TestNotificationForms(t *testing.T) {
 		t.Fatalf("minio form: %d %s", code, raw)
 	}
 	ctx := auth.WithPrincipal(t.Context(), auth.Principal{Tenant: "acme"})
-	if l, err := f.h.List(ctx, pageOf(100)); err != nil || l.Total != 2 {
+	if l, err := f.h.List(ctx, 1, 100); err != nil || l.Total != 2 {
 		t.Fatalf("list: %+v %v", l, err)
 	}
 	if got := f.stored.Load(); got != 2 || f.pub.count(events.TypeProgramStored) != 2 {
 		t.Fatalf("OnStored ran %d times, %d program.stored events; want 2", got, f.pub.count(events.TypeProgramStored))
 	}
 	// program_key resolves to the registered program.
-	if got, err := ProgramForKey(ctx, f.st, "ci/my fw+1.elf"); err != nil || got.ID != p.ID {
+	if got, err := program.ProgramForKey(ctx, f.st, "ci/my fw+1.elf"); err != nil || got.ID != p.ID {
 		t.Fatalf("ProgramForKey: %+v %v", got, err)
 	}
 
@@ -224,7 +224,7 @@ func TestRejectedObject(t *testing.T) {
 		t.Fatalf("%d %s", code, raw)
 	}
 	p := n.Programs[0]
-	if p.State != StateRejected || p.Reason == "" || len(p.SHA256) != 64 {
+	if p.State != program.StateRejected || p.Reason == "" || len(p.SHA256) != 64 {
 		t.Fatalf("rejected program %+v", p)
 	}
 	// A manifest with the reason, never an image; no program.stored, no jobs.
@@ -305,14 +305,14 @@ func TestNotificationCloudEvents(t *testing.T) {
 	}
 	var p model.Program
 	json.Unmarshal(rec.Body.Bytes(), &p)
-	if p.ID != programID("fwb", "ci/fw.elf", strings.Trim(etag, `"`)) || p.State != StateStored {
+	if p.ID != program.ObjectID("fwb", "ci/fw.elf", strings.Trim(etag, `"`)) || p.State != program.StateStored {
 		t.Fatalf("reply %s", rec.Body)
 	}
 	// Redelivered in structured mode: the same program.
 	structured := fmt.Sprintf(`{"specversion":"1.0","id":"req-1.id2","source":"aws:s3.us-east-1.fwb","type":%q,"datacontenttype":"application/json","data":%s}`, events.TypeS3ObjectCreatedPut, data)
 	rec = send(http.Header{"Content-Type": {"application/cloudevents+json"}}, structured)
 	json.Unmarshal(rec.Body.Bytes(), &p)
-	if rec.Code != 200 || p.ID != programID("fwb", "ci/fw.elf", strings.Trim(etag, `"`)) {
+	if rec.Code != 200 || p.ID != program.ObjectID("fwb", "ci/fw.elf", strings.Trim(etag, `"`)) {
 		t.Fatalf("structured: %d %s", rec.Code, rec.Body)
 	}
 	if n, _, _ := f.st.ListPrograms(t.Context(), 0, 10); len(n) != 1 {
@@ -326,7 +326,7 @@ func TestNotificationCloudEvents(t *testing.T) {
 	}
 	// A store's plain webhook POST to the root (the in-cluster webhook URL).
 	rec = send(http.Header{"Content-Type": {"application/json; charset=utf-8"}}, `{"Records":[`+data+`]}`)
-	if rec.Code != 200 || !strings.Contains(rec.Body.String(), programID("fwb", "ci/fw.elf", strings.Trim(etag, `"`))) {
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), program.ObjectID("fwb", "ci/fw.elf", strings.Trim(etag, `"`))) {
 		t.Fatalf("webhook at the root: %d %s", rec.Code, rec.Body)
 	}
 	for name, body := range map[string]string{
@@ -355,10 +355,10 @@ func TestTenantOwnership(t *testing.T) {
 	if _, err := h.Delete(other, p.ID); !isStatus(err, 404) {
 		t.Fatalf("another tenant's delete: %v", err)
 	}
-	if l, _ := h.List(other, pageOf(10)); l.Total != 0 || len(l.Programs) != 0 {
+	if l, _ := h.List(other, 1, 10); l.Total != 0 || len(l.Programs) != 0 {
 		t.Fatalf("another tenant lists %+v", l)
 	}
-	if l, _ := h.List(acme, pageOf(10)); l.Total != 1 {
+	if l, _ := h.List(acme, 1, 10); l.Total != 1 {
 		t.Fatalf("owner lists %+v", l)
 	}
 	// Without authentication everything is the default tenant's.
@@ -370,27 +370,15 @@ func TestTenantOwnership(t *testing.T) {
 	}
 }
 
-func TestParseWatches(t *testing.T) {
-	ws, err := ParseWatches("fw, ci-uploads/acme/=acme ,")
-	if err != nil || len(ws) != 2 || ws[0] != (Watch{Bucket: "fw", Tenant: "default"}) || ws[1] != (Watch{Bucket: "ci-uploads", Prefix: "acme/", Tenant: "acme"}) {
-		t.Fatalf("%+v %v", ws, err)
-	}
-	if _, err := ParseWatches("/x"); err == nil {
-		t.Fatal("an entry without a bucket was accepted")
-	}
-}
-
 // hexImage is a one-record Intel HEX image.
 func hexImage() []byte {
 	return []byte(":0400000001020304F2\n:00000001FF\n")
 }
 
 func isStatus(err error, status int) bool {
-	var e *httpapi.Error
-	return errors.As(err, &e) && e.Status == status
+	e := httpapi.AsError(err)
+	return e != nil && e.Status == status
 }
-
-func pageOf(size int) httpapi.Page { return httpapi.Page{Page: 1, Size: size} }
 
 // A notification without the webhook token (and without a credential) is
 // refused before anything is read; one with too many records is refused.
@@ -407,8 +395,8 @@ func TestWebhookNeedsItsToken(t *testing.T) {
 	if n := f.stored.Load(); n != 0 {
 		t.Fatalf("%d programs stored from refused notifications", n)
 	}
-	many := `{"Records":[` + strings.Repeat(`{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"fwb"},"object":{"key":"ci/a.elf"}}},`, maxRecords) + `{}]}`
+	many := `{"Records":[` + strings.Repeat(`{"eventName":"s3:ObjectCreated:Put","s3":{"bucket":{"name":"fwb"},"object":{"key":"ci/a.elf"}}},`, program.MaxRecords) + `{}]}`
 	if code, _, body := f.post(t, many); code != http.StatusBadRequest || !strings.Contains(body, "at most") {
-		t.Fatalf("%d records: %d %s", maxRecords+1, code, body)
+		t.Fatalf("%d records: %d %s", program.MaxRecords+1, code, body)
 	}
 }
