@@ -7,7 +7,6 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
-	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/cmdevent"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
@@ -18,17 +17,11 @@ import (
 // their outcome with no glue.
 
 func (h *Handler) emitStarted(j model.Job) {
-	h.emitCD(j.Tenant, events.TypeCDTestSuiteRunStarted, j.ID, events.NewTestSuiteRunStarted(h.source, j))
+	h.Publish(j.Tenant, events.TypeCDTestSuiteRunStarted, j.ID, events.NewTestSuiteRunStarted(h.source, j))
 }
 
 func (h *Handler) emitFinished(j model.Job) {
-	h.emitCD(j.Tenant, events.TypeCDTestSuiteRunFinished, j.ID, events.NewTestSuiteRunFinished(h.source, j))
-}
-
-func (h *Handler) emitCD(tenant, typ, subject string, data any) {
-	if err := h.d.Publisher.Publish(events.WithTenant(context.Background(), model.TenantOr(tenant)), typ, subject, data); err != nil {
-		h.d.Log.Warn("publish", "type", typ, "err", err)
-	}
+	h.Publish(j.Tenant, events.TypeCDTestSuiteRunFinished, j.ID, events.NewTestSuiteRunFinished(h.source, j))
 }
 
 func cdError(err error) error {
@@ -51,13 +44,12 @@ func (h *Handler) cdQueued(ctx context.Context, e cloudevents.Event) (cmdevent.R
 	if err != nil {
 		return cmdevent.Reply{}, cdError(err)
 	}
-	j, _, err := h.create(ctx, derivedID(auth.Tenant(ctx), "cdevents", cd.Context.Source, cd.Subject.ID), "", spec)
+	j, err := h.CreateOnce(ctx, spec, "cdevents", cd.Context.Source, cd.Subject.ID)
 	return cmdevent.Reply{Type: events.TypeJobQueued, Subject: j.ID, Data: j}, err
 }
 
 // cdArtifact runs the job rules for the caller's tenant's program registered
-// from the published artifact's bucket key; another tenant's program is
-// answered as an unknown key, so neither it nor its jobs are revealed.
+// from the published artifact's bucket key.
 func (h *Handler) cdArtifact(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
 	cd, err := events.ParseArtifactPublished(e.Data())
 	if err != nil {
@@ -67,17 +59,6 @@ func (h *Handler) cdArtifact(ctx context.Context, e cloudevents.Event) (cmdevent
 	if err != nil {
 		return cmdevent.Reply{}, cdError(err)
 	}
-	p, err := h.d.Programs.ProgramByKey(ctx, key)
-	if auth.Hidden(ctx, p.Tenant, err) {
-		return cmdevent.Reply{}, httpapi.Unprocessable("no program was registered from bucket key %q (artifact %s); upload it to the programs bucket first", key, cd.Subject.ID)
-	}
-	if err != nil {
-		return cmdevent.Reply{}, err
-	}
-	out := events.JobsTriggered{ProgramID: p.ID, SourceKey: key, Jobs: []string{}}
-	js, err := h.OnProgramStored(ctx, p, key)
-	for _, j := range js {
-		out.Jobs = append(out.Jobs, j.ID)
-	}
-	return cmdevent.Reply{Type: events.TypeJobTriggered, Subject: p.ID, Data: out}, err
+	out, err := h.ArtifactPublished(ctx, key, cd.Subject.ID)
+	return cmdevent.Reply{Type: events.TypeJobTriggered, Subject: out.ProgramID, Data: out}, err
 }

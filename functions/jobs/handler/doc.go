@@ -1,8 +1,8 @@
-// Package handler is the jobs function: test jobs (run a program on a
-// board, judge it by console patterns, a UART script and the semihosting
-// exit code, store the console log) over REST and CloudEvents, the job rules
-// that queue a job for every program stored under a bucket key prefix, and
-// the workers that run the jobs from the Redis job queue (shared/queue).
+// Package handler is the jobs function's transport and workers: test jobs
+// (run a program on a board, judge it by console patterns, a UART script
+// and the semihosting exit code, store the console log) and the job rules
+// over REST and CloudEvents, adapting the use cases of functions/jobs/job,
+// and the workers that run the jobs from the Redis job queue (shared/queue).
 //
 // The workers live here, in the jobs function, not in the runner: the
 // function owns the queue and the job records, and a worker only drives a

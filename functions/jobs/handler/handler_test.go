@@ -14,6 +14,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/functions/jobs/job"
 	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -324,7 +325,7 @@ func TestEmittedEventsMatchCatalog(t *testing.T) {
 
 func TestTenants(t *testing.T) {
 	f := setup(t)
-	acme, other := tenantContext(context.Background(), "acme", "t"), tenantContext(context.Background(), "other", "t")
+	acme, other := job.TenantContext(context.Background(), "acme", "t"), job.TenantContext(context.Background(), "other", "t")
 	p := model.Program{ID: model.NewID(), Tenant: "acme", Name: "fw", Format: model.FormatELF, Size: 1, SHA256: strings.Repeat("0", 64), CreatedAt: time.Now().UTC()}
 	f.st.PutProgram(context.Background(), p)
 	spec := model.JobSpec{ProgramID: p.ID, BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "x"}
@@ -341,10 +342,10 @@ func TestTenants(t *testing.T) {
 	if _, err := f.h.Cancel(other, j.ID); err == nil {
 		t.Fatal("another tenant cancelled the job")
 	}
-	if l, _ := f.h.List(other, "", httpapi.Page{Page: 1, Size: 20}); l.Total != 0 {
+	if l, _ := f.h.List(other, "", 1, 20); l.Total != 0 {
 		t.Fatalf("another tenant lists %+v", l)
 	}
-	if l, _ := f.h.List(acme, "", httpapi.Page{Page: 1, Size: 20}); l.Total != 1 {
+	if l, _ := f.h.List(acme, "", 1, 20); l.Total != 1 {
 		t.Fatalf("the owner lists %+v", l)
 	}
 }

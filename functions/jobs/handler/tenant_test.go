@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/functions/jobs/job"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/queue"
@@ -84,7 +85,7 @@ func (f *fixture) jobsOf(t *testing.T, tenant string) []model.Job {
 
 func (f *fixture) rule(t *testing.T, tenant, prefix string) model.JobRule {
 	t.Helper()
-	r, err := f.h.CreateRule(tenantContext(context.Background(), tenant, "t"), RuleRequest{Prefix: prefix,
+	r, err := f.h.CreateRule(job.TenantContext(context.Background(), tenant, "t"), RuleRequest{Prefix: prefix,
 		Template: model.JobSpec{BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "ready"}})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +181,7 @@ func TestProgramKeyOfCallerTenant(t *testing.T) {
 	f.programOf(t, "other", "fw/app.elf")
 	rejected := f.programOf(t, "acme", "fw/bad.elf")
 	f.st.PutProgram(context.Background(), func() model.Program { rejected.State = model.ProgramRejected; return rejected }())
-	acme := tenantContext(context.Background(), "acme", "t")
+	acme := job.TenantContext(context.Background(), "acme", "t")
 	j, err := f.h.Create(acme, model.JobSpec{ProgramKey: "fw/app.elf", BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "x"})
 	if err != nil || j.ProgramID != mine.ID {
 		t.Fatalf("program_key with another tenant's newer program of that key: %+v %v; want %s", j, err, mine.ID)
@@ -188,7 +189,7 @@ func TestProgramKeyOfCallerTenant(t *testing.T) {
 	if _, err := f.h.Create(acme, model.JobSpec{ProgramKey: "fw/bad.elf", BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "x"}); err == nil {
 		t.Fatal("program_key of a rejected program made a job")
 	}
-	if _, err := f.h.Create(tenantContext(context.Background(), "third", "t"), model.JobSpec{ProgramKey: "fw/app.elf", BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "x"}); err == nil {
+	if _, err := f.h.Create(job.TenantContext(context.Background(), "third", "t"), model.JobSpec{ProgramKey: "fw/app.elf", BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "x"}); err == nil {
 		t.Fatal("a tenant without a program of that key made a job")
 	}
 }
@@ -198,12 +199,12 @@ func TestProgramKeyOfCallerTenant(t *testing.T) {
 func TestStatsPerTenant(t *testing.T) {
 	f := setup(t)
 	for _, tenant := range []string{"acme", "other", "other"} {
-		ctx := tenantContext(context.Background(), tenant, "t")
+		ctx := job.TenantContext(context.Background(), tenant, "t")
 		if _, err := f.h.Create(ctx, model.JobSpec{ProgramID: f.programOf(t, tenant, "").ID, BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "x"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	st, err := f.h.Stats(tenantContext(context.Background(), "acme", "t"))
+	st, err := f.h.Stats(job.TenantContext(context.Background(), "acme", "t"))
 	if err != nil || st.Queue != nil || st.States[model.JobQueued] != 1 {
 		t.Fatalf("a tenant's stats: %+v %v", st, err)
 	}
@@ -280,7 +281,7 @@ func (f *fixture) claim(t *testing.T, consumer string) queue.Message {
 // worker that died: the record still says running.
 func (f *fixture) crashedJob(t *testing.T, edit func(*model.Job)) model.Job {
 	t.Helper()
-	acme := tenantContext(context.Background(), "acme", "t")
+	acme := job.TenantContext(context.Background(), "acme", "t")
 	j, err := f.h.Create(acme, model.JobSpec{ProgramID: f.programOf(t, "acme", "").ID, BoardConfig: model.BoardConfig{Board: "netduino2"}, PassPattern: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -436,9 +437,11 @@ func TestPublishedEventsCarryTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.h.d.Publisher = sink
-	f.h.publish(events.TypeJobQueued, model.Job{ID: model.NewID(), Tenant: "acme", State: model.JobQueued})
-	f.h.publish(events.TypeJobQueued, model.Job{ID: model.NewID(), State: model.JobQueued})
+	d := f.h.d
+	d.Publisher = sink
+	h := New(d)
+	h.publish(events.TypeJobQueued, model.Job{ID: model.NewID(), Tenant: "acme", State: model.JobQueued})
+	h.publish(events.TypeJobQueued, model.Job{ID: model.NewID(), State: model.JobQueued})
 	if err := sink.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +467,7 @@ func TestCoverageErrorSaysWhy(t *testing.T) {
 	if err := f.st.CreateSession(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	id, why := f.h.storeCoverage(tenantContext(ctx, "acme", "t"), s.ID)
+	id, why := f.h.storeCoverage(job.TenantContext(ctx, "acme", "t"), s.ID)
 	if id != "" || !strings.Contains(why, "coverage report not stored") || !strings.Contains(why, "runner gone-runner") {
 		t.Fatalf("coverage of a session whose runner is gone: %q %q", id, why)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/functions/jobs/job"
 	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
@@ -152,7 +153,7 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 	}
 	j, err := h.d.State.GetJob(bg, m.JobID)
 	// The job's session and program belong to its tenant.
-	bg = tenantContext(bg, j.Tenant, "worker/"+consumer)
+	bg = job.TenantContext(bg, j.Tenant, "worker/"+consumer)
 	if errors.Is(err, state.ErrNotFound) || (err == nil && j.State.Final()) {
 		// Cancelled while queued, a stale duplicate, or a worker died
 		// between recording the result and deleting the session.
@@ -189,11 +190,11 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 		// is queued, also when an earlier attempt had it running.
 		if _, err := h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
 			if x.State.Final() {
-				return errFinal
+				return job.ErrFinal
 			}
 			x.State, x.Reason, x.SessionID = model.JobQueued, "waiting for a running-job slot: "+qe.Error(), ""
 			return nil
-		}); err != nil && !errors.Is(err, errFinal) {
+		}); err != nil && !errors.Is(err, job.ErrFinal) {
 			log.Warn("record deferral", "err", err)
 		}
 		if err := h.d.Queue.Defer(bg, m); err != nil {
@@ -218,13 +219,13 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 	now := time.Now().UTC()
 	j, err = h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
 		if x.State.Final() {
-			return errFinal // cancelled since it was read
+			return job.ErrFinal // cancelled since it was read
 		}
 		x.State, x.Reason, x.Attempts, x.StartedAt, x.SessionID = model.JobRunning, "", m.Attempt, &now, ""
 		x.Worker = consumer
 		return nil
 	})
-	if errors.Is(err, errFinal) {
+	if errors.Is(err, job.ErrFinal) {
 		ack()
 		return
 	}
