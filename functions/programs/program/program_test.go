@@ -3,12 +3,8 @@ package program
 import (
 	"context"
 	"errors"
-	"go/parser"
-	"go/token"
+	"github.com/machineserver/machineserver/shared/testenv"
 	"log/slog"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/machineserver/machineserver/events"
@@ -20,32 +16,7 @@ import (
 
 // The use cases know no transport: only the adapters in
 // functions/programs/handler may speak HTTP.
-func TestNoTransportImports(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	checked := 0
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range ast.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if path == "net/http" || strings.HasPrefix(path, "net/http/") || strings.HasSuffix(path, "/shared/httpapi") {
-				t.Errorf("%s imports %s; the program use cases must not know HTTP", f, path)
-			}
-		}
-		checked++
-	}
-	if checked == 0 {
-		t.Fatal("no source file checked")
-	}
-}
+func TestNoTransportImports(t *testing.T) { testenv.NoTransport(t) }
 
 func TestParseWatches(t *testing.T) {
 	ws, err := ParseWatches("fw, ci-uploads/acme/=acme ,")

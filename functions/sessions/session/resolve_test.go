@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"github.com/machineserver/machineserver/shared/testenv"
 	"strings"
 	"testing"
 
@@ -38,3 +39,5 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("no fit: %v", err)
 	}
 }
+
+func TestNoTransportImports(t *testing.T) { testenv.NoTransport(t) }
