@@ -32,7 +32,6 @@ import (
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/model"
-	"github.com/machineserver/machineserver/shared/queue"
 	"github.com/machineserver/machineserver/shared/quota"
 	"github.com/machineserver/machineserver/shared/state"
 )
@@ -78,7 +77,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	guard, err := cfg.Authenticator(ctx, st.Client(), false, log.With("component", "auth"))
+	guard, err := cfg.Authenticator(ctx, st, false, log.With("component", "auth"))
 	if err != nil {
 		return err
 	}
@@ -125,7 +124,7 @@ func run(ctx context.Context) error {
 	var onStored func(context.Context, model.Program)
 	// One Quota for every handler: the limits live in Redis, so it is shared
 	// state, not per handler.
-	quotas := quota.New(st.Client(), cfg.Quota)
+	quotas := st.Quota(cfg.Quota)
 	ph := programs.New(programs.Deps{State: st, Blobs: blobs, Publisher: pub, MaxUpload: cfg.MaxUpload, Log: log.With("component", "programs"),
 		Quota: quotas, Watches: watches, WebhookToken: cfg.ProgramsWatch.WebhookToken, OnStored: func(ctx context.Context, p model.Program) {
 			if onStored != nil {
@@ -143,7 +142,7 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("reindex snapshots: %w", err)
 	}
 
-	jq, err := queue.New(ctx, st.Client(), jobs.QueueConfig(cfg.JobLease, cfg.JobMaxAttempts))
+	jq, err := st.Queue(ctx, jobs.QueueConfig(cfg.JobLease, cfg.JobMaxAttempts))
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/machineserver/machineserver/functions/jobs/handler"
 	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/config"
-	"github.com/machineserver/machineserver/shared/queue"
 	"github.com/machineserver/machineserver/shared/quota"
 )
 
@@ -48,16 +47,16 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer svc.Close()
-	q, err := queue.New(ctx, svc.State.Client(), handler.QueueConfig(cfg.Lease, cfg.MaxAttempts))
+	q, err := svc.State.Queue(ctx, handler.QueueConfig(cfg.Lease, cfg.MaxAttempts))
 	if err != nil {
 		return err
 	}
-	quotas := quota.New(svc.State.Client(), cfg.Quota)
+	quotas := svc.State.Quota(cfg.Quota)
 	sh := session.New(session.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log.With("component", "sessions"), Quota: quotas})
 	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Sessions: sh, Queue: q, Publisher: svc.Publisher, Log: svc.Log, Quota: quotas})
 	h.Start(ctx, cfg.Workers)
 	defer h.Stop()
-	guard, err := cfg.Authenticator(ctx, svc.State.Client(), true, svc.Log)
+	guard, err := cfg.Authenticator(ctx, svc.State, true, svc.Log)
 	if err != nil {
 		return err
 	}

@@ -44,14 +44,14 @@ func run(ctx context.Context) error {
 	// Jobs for stored programs are queued by the jobs function, which gets
 	// program.stored through the Broker; no OnStored here.
 	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, MaxUpload: cfg.MaxUpload, Log: svc.Log, Watches: watches, WebhookToken: cfg.Watch.WebhookToken,
-		Quota: quota.New(svc.State.Client(), cfg.Quota)})
+		Quota: svc.State.Quota(cfg.Quota)})
 	// Redis holds only an index: rebuild it from the manifests in the bucket.
 	n, err := h.Reindex(ctx)
 	if err != nil {
 		return fmt.Errorf("reindex programs: %w", err)
 	}
 	svc.Log.Info("program index rebuilt", "programs", n)
-	guard, err := cfg.Authenticator(ctx, svc.State.Client(), true, svc.Log)
+	guard, err := cfg.Authenticator(ctx, svc.State, true, svc.Log)
 	if err != nil {
 		return err
 	}

@@ -37,13 +37,13 @@ func run(ctx context.Context) error {
 	}
 	defer svc.Close()
 	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log,
-		Quota: quota.New(svc.State.Client(), cfg.Quota)})
+		Quota: svc.State.Quota(cfg.Quota)})
 	// Another instance may be creating a session right now: slots younger
 	// than a minute are kept even if their session is not stored yet.
 	if err := h.Reconcile(ctx, time.Minute); err != nil {
 		svc.Log.Warn("reconcile sessions and quotas", "err", err)
 	}
-	guard, err := cfg.Authenticator(ctx, svc.State.Client(), true, svc.Log)
+	guard, err := cfg.Authenticator(ctx, svc.State, true, svc.Log)
 	if err != nil {
 		return err
 	}

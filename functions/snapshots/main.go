@@ -38,7 +38,7 @@ func run(ctx context.Context) error {
 	}
 	defer svc.Close()
 	// Forks create sessions exactly as the sessions function does.
-	quotas := quota.New(svc.State.Client(), cfg.Quota)
+	quotas := svc.State.Quota(cfg.Quota)
 	sh := session.New(session.Deps{State: svc.State, Blobs: svc.Blobs, Publisher: svc.Publisher, RunnerToken: cfg.RunnerToken, Log: svc.Log, Quota: quotas})
 	h := handler.New(handler.Deps{State: svc.State, Blobs: svc.Blobs, Sessions: sh, Publisher: svc.Publisher, Log: svc.Log, Quota: quotas})
 	n, err := h.Reindex(ctx)
@@ -46,7 +46,7 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("reindex snapshots: %w", err)
 	}
 	svc.Log.Info("snapshot index rebuilt", "snapshots", n)
-	guard, err := cfg.Authenticator(ctx, svc.State.Client(), true, svc.Log)
+	guard, err := cfg.Authenticator(ctx, svc.State, true, svc.Log)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
-	"github.com/machineserver/machineserver/shared/state"
 )
 
 // Scope is a permission a credential carries; routes declare the one they
@@ -73,10 +72,10 @@ func Owns(ctx context.Context, t string) bool {
 }
 
 // Hidden reports whether a record of tenant t, read with err, must be
-// answered exactly like an unknown id: it is missing (state.ErrNotFound) or
+// answered exactly like an unknown id: it is missing (model.ErrNotFound) or
 // it is another tenant's. Lookups by id go through it, so ids do not leak.
 func Hidden(ctx context.Context, t string, err error) bool {
-	return errors.Is(err, state.ErrNotFound) || (err == nil && !Owns(ctx, t))
+	return errors.Is(err, model.ErrNotFound) || (err == nil && !Owns(ctx, t))
 }
 
 // PlatformAdmin reports whether the request comes from an operator: an

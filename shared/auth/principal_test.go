@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/machineserver/machineserver/shared/state"
+	"github.com/machineserver/machineserver/shared/model"
 )
 
 // Hidden answers a missing record and another tenant's alike, and lets the
@@ -22,7 +22,7 @@ func TestHidden(t *testing.T) {
 		{"acme", nil, false},
 		{"globex", nil, true},
 		{"", nil, true}, // a record from before tenants is the default tenant's
-		{"acme", fmt.Errorf("get: %w", state.ErrNotFound), true},
+		{"acme", fmt.Errorf("get: %w", model.ErrNotFound), true},
 		{"acme", boom, false},
 	} {
 		if got := Hidden(ctx, c.tenant, c.err); got != c.hidden {

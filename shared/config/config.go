@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
@@ -150,8 +148,8 @@ type Security struct {
 // Authenticator builds the authenticator on rdb (API keys and the audit
 // stream live there) and installs the bootstrap key. distributed requires a
 // shared MS_SESSION_TOKEN_SECRET.
-func (s Security) Authenticator(ctx context.Context, rdb redis.UniversalClient, distributed bool, log *slog.Logger) (*auth.Authenticator, error) {
-	return auth.New(ctx, auth.Options{Config: s.Config, Redis: rdb, Log: log, Distributed: distributed})
+func (s Security) Authenticator(ctx context.Context, st *state.Store, distributed bool, log *slog.Logger) (*auth.Authenticator, error) {
+	return st.Authenticator(ctx, auth.Options{Config: s.Config, Log: log, Distributed: distributed})
 }
 
 // FunctionRoutes are what a function serves in its own Service: its REST

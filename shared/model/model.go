@@ -3,6 +3,7 @@ package model
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"time"
 )
 
@@ -150,6 +151,10 @@ type Program struct {
 	State  string `json:"state,omitempty"`
 	Reason string `json:"reason,omitempty"`
 }
+
+// ErrNotFound is a record that is not stored (state.ErrNotFound): here so
+// that packages below the state layer (auth) can recognise it.
+var ErrNotFound = errors.New("state: not found")
 
 // DefaultTenant owns what was stored before tenants existed and what is
 // made without authentication.

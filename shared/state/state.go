@@ -13,12 +13,15 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/queue"
+	"github.com/machineserver/machineserver/shared/quota"
 )
 
 // ErrNotFound is returned for a missing session, program or runner.
-var ErrNotFound = errors.New("state: not found")
+var ErrNotFound = model.ErrNotFound
 
 const (
 	keySessions          = "ms:sessions"            // zset id by creation time
@@ -103,8 +106,24 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Client exposes the go-redis client for later subsystems (queues, audit).
-func (s *Store) Client() *redis.Client { return s.rdb }
+// The state layer owns every Redis key: the stores below keep their own key
+// families (ms:jobqueue*, ms:quota*, ms:apikey*, ms:audit, ...) on this
+// Store's connection, and nothing else is handed the client.
+
+// Queue is the job queue on this Store's Redis.
+func (s *Store) Queue(ctx context.Context, cfg queue.Config) (*queue.Queue, error) {
+	return queue.New(ctx, s.rdb, cfg)
+}
+
+// Quota is the per-tenant quota store on this Store's Redis.
+func (s *Store) Quota(cfg quota.Config) *quota.Quota { return quota.New(s.rdb, cfg) }
+
+// Authenticator is the credential checker (API keys, session-token
+// revocations, the audit stream) on this Store's Redis.
+func (s *Store) Authenticator(ctx context.Context, o auth.Options) (*auth.Authenticator, error) {
+	o.Redis = s.rdb
+	return auth.New(ctx, o)
+}
 
 func put(ctx context.Context, pipe redis.Cmdable, key, index, id string, created time.Time, v any) error {
 	b, err := json.Marshal(v)

@@ -206,7 +206,7 @@ func TestTenantSessions(t *testing.T) {
 				t.Fatalf("after delete: %v %d", page, total)
 			}
 			// A lost index is rebuilt from the sessions.
-			s.Client().Del(ctx, tenantSessions("b"))
+			s.rdb.Del(ctx, tenantSessions("b"))
 			if n, err := s.IndexSessionTenants(ctx); err != nil || n != 6 {
 				t.Fatalf("reindex: %d %v", n, err)
 			}

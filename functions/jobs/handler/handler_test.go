@@ -42,7 +42,7 @@ func setup(t *testing.T) *fixture {
 	t.Cleanup(func() { st.Close() })
 	blobs, _ := blob.NewFS(t.TempDir())
 	log := slog.New(slog.DiscardHandler)
-	q, err := queue.New(ctx, st.Client(), QueueConfig(time.Minute, 3))
+	q, err := st.Queue(ctx, QueueConfig(time.Minute, 3))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/machineserver/machineserver/shared/testenv"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -233,8 +234,8 @@ func TestQueueGaugeKeepsLastValue(t *testing.T) {
 		t.Fatalf("queue stats: %+v", st)
 	}
 	ctx := context.Background()
-	f.st.Client().Rename(ctx, "ms:jobqueue", "ms:jobqueue-aside")
-	f.st.Client().Set(ctx, "ms:jobqueue", "not a stream", 0)
+	testenv.RawRedis(t, f.st.Addr()).Rename(ctx, "ms:jobqueue", "ms:jobqueue-aside")
+	testenv.RawRedis(t, f.st.Addr()).Set(ctx, "ms:jobqueue", "not a stream", 0)
 	if _, err := f.q.Stats(ctx); err == nil {
 		t.Fatal("the broken queue still answers")
 	}
@@ -249,8 +250,8 @@ func TestEnqueueFailureLeavesNoJob(t *testing.T) {
 	f := setup(t)
 	p := f.programOf(t, "", "")
 	ctx := context.Background()
-	f.st.Client().Del(ctx, "ms:jobqueue")
-	f.st.Client().Set(ctx, "ms:jobqueue", "not a stream", 0)
+	testenv.RawRedis(t, f.st.Addr()).Del(ctx, "ms:jobqueue")
+	testenv.RawRedis(t, f.st.Addr()).Set(ctx, "ms:jobqueue", "not a stream", 0)
 	code, body := f.do(t, "POST", "/api/v1/jobs", `{"program_id":"`+p.ID+`","board_config":{"board":"netduino2"},"pass_pattern":"x"}`, nil)
 	if code < 500 || !strings.Contains(body, `"error"`) {
 		t.Fatalf("create with a broken queue: %d %s", code, body)
@@ -304,7 +305,7 @@ func (f *fixture) crashedJob(t *testing.T, edit func(*model.Job)) model.Job {
 // earlier attempt had it running.
 func TestDeferredJobIsQueued(t *testing.T) {
 	f := setup(t)
-	f.h.d.Quota = quota.New(f.st.Client(), quota.Config{Sessions: 20, StorageBytes: 1 << 30, Jobs: 1})
+	f.h.d.Quota = f.st.Quota(quota.Config{Sessions: 20, StorageBytes: 1 << 30, Jobs: 1})
 	ctx := context.Background()
 	if err := f.h.d.Quota.Acquire(ctx, "acme", quota.Jobs, "another-job", 1); err != nil {
 		t.Fatal(err)
@@ -357,7 +358,7 @@ func TestUnrecordedResultIsNotAcked(t *testing.T) {
 	j := f.crashedJob(t, func(x *model.Job) { x.CancelRequested = true })
 	// A Redis user that may read everything but not SET: the job can be
 	// loaded and the queue worked, but no result written.
-	rdb := f.st.Client()
+	rdb := testenv.RawRedis(t, f.st.Addr())
 	if err := rdb.Do(ctx, "ACL", "SETUSER", "nowrite", "on", ">pw", "~*", "&*", "+@all", "-set").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +368,7 @@ func TestUnrecordedResultIsNotAcked(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st2.Close() })
-	q2, err := queue.New(ctx, st2.Client(), QueueConfig(time.Minute, 3))
+	q2, err := st2.Queue(ctx, QueueConfig(time.Minute, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +391,7 @@ func TestUnrecordedResultIsNotAcked(t *testing.T) {
 func TestLeaseLostStopsTheRun(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	q, err := queue.New(ctx, f.st.Client(), queue.Config{Stream: "test:lease", Group: "g", Lease: 150 * time.Millisecond})
+	q, err := f.st.Queue(ctx, queue.Config{Stream: "test:lease", Group: "g", Lease: 150 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

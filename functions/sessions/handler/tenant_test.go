@@ -301,7 +301,7 @@ func TestListPerTenant(t *testing.T) {
 }
 
 func withQuota(h *Handler, st *state.Store, sessions int64) {
-	h.d.Quota = quota.New(st.Client(), quota.Config{Sessions: sessions, StorageBytes: 1 << 30, Jobs: 4})
+	h.d.Quota = st.Quota(quota.Config{Sessions: sessions, StorageBytes: 1 << 30, Jobs: 4})
 	*h = *New(h.d) // the use cases keep the deps they were built with
 }
 
@@ -420,7 +420,7 @@ func TestReconcile(t *testing.T) {
 	}
 	// A crash between acquire and store, and an index from before tenants.
 	h.d.Quota.Acquire(ctx, "a", quota.Sessions, "00000000deadbeef", 1)
-	st.Client().Del(ctx, "ms:sessions-of-tenant:a")
+	testenv.RawRedis(t, st.Addr()).Del(ctx, "ms:sessions-of-tenant:a")
 	if l, _ := h.List(ctxA, 1, 20); l.Total != 0 {
 		t.Fatalf("index not dropped: %d", l.Total)
 	}
