@@ -167,8 +167,12 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var backends []string
+	for _, be := range r.Capabilities().Backends {
+		backends = append(backends, be.Name+" "+be.Version)
+	}
 	log.Info("machineserver standalone", "addr", ln.Addr().String(), "data_dir", dataDir, "programs", n,
-		"qemu", r.Capabilities().Backends[0].Version)
+		"backends", strings.Join(backends, ", "))
 	return config.Serve(ctx, config.Server(httpapi.Middleware(log, metrics.Middleware(mux)(config.Guard(guard, mux)))), ln)
 }
 
