@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"github.com/machineserver/machineserver/shared/fail"
 	"slices"
 
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -76,6 +77,22 @@ func Owns(ctx context.Context, t string) bool {
 // it is another tenant's. Lookups by id go through it, so ids do not leak.
 func Hidden(ctx context.Context, t string, err error) bool {
 	return errors.Is(err, model.ErrNotFound) || (err == nil && !Owns(ctx, t))
+}
+
+// Lookup reads a record of the caller's tenant by id with get (tenant says
+// whose a record is). An id that is not one, a missing record and another
+// tenant's all answer the same not found (naming the record's kind), so
+// ids do not leak.
+func Lookup[T any](ctx context.Context, kind, id string, get func(context.Context, string) (T, error), tenant func(T) string) (T, error) {
+	var zero T
+	if !model.ValidID(id) {
+		return zero, fail.NotFound("%s %q not found (ids are 16 hex digits)", kind, id)
+	}
+	v, err := get(ctx, id)
+	if Hidden(ctx, tenant(v), err) {
+		return zero, fail.NotFound("%s %s not found", kind, id)
+	}
+	return v, err
 }
 
 // PlatformAdmin reports whether the request comes from an operator: an

@@ -305,14 +305,7 @@ func (svc *Service) checkBoard(ctx context.Context, bc model.BoardConfig) error 
 
 // Get returns one of the caller's jobs; another tenant's is not found.
 func (svc *Service) Get(ctx context.Context, id string) (model.Job, error) {
-	if !model.ValidID(id) {
-		return model.Job{}, fail.NotFound("job %q not found (ids are 16 hex digits)", id)
-	}
-	j, err := svc.d.State.GetJob(ctx, id)
-	if auth.Hidden(ctx, j.Tenant, err) {
-		return model.Job{}, fail.NotFound("job %s not found", id)
-	}
-	return j, err
+	return auth.Lookup(ctx, "job", id, svc.d.State.GetJob, func(j model.Job) string { return j.Tenant })
 }
 
 // List returns one page of the jobs in a state ("" for all).

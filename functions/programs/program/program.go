@@ -176,16 +176,7 @@ func invalid(err error) error {
 
 // Get returns a program, or not found.
 func (svc *Service) Get(ctx context.Context, id string) (model.Program, error) {
-	if !model.ValidID(id) {
-		return model.Program{}, fail.NotFound("program %q not found (ids are 16 hex digits)", id)
-	}
-	p, err := svc.d.State.GetProgram(ctx, id)
-	// Another tenant's program is answered like a missing one, so ids do
-	// not leak.
-	if auth.Hidden(ctx, p.Tenant, err) {
-		return model.Program{}, fail.NotFound("program %s not found", id)
-	}
-	return p, err
+	return auth.Lookup(ctx, "program", id, svc.d.State.GetProgram, func(p model.Program) string { return p.Tenant })
 }
 
 // List returns one page of the caller's tenant's programs, oldest first.

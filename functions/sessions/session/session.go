@@ -238,14 +238,7 @@ func (svc *Service) Get(ctx context.Context, id string) (model.Session, error) {
 // that a running session's runner lives: for callers that read the runner
 // record anyway (and call Get when it is gone).
 func (svc *Service) Owned(ctx context.Context, id string) (model.Session, error) {
-	if !model.ValidID(id) {
-		return model.Session{}, fail.NotFound("session %q not found (ids are 16 hex digits)", id)
-	}
-	s, err := svc.d.State.GetSession(ctx, id)
-	if auth.Hidden(ctx, s.Tenant, err) {
-		return model.Session{}, fail.NotFound("session %s not found", id)
-	}
-	return s, err
+	return auth.Lookup(ctx, "session", id, svc.d.State.GetSession, func(s model.Session) string { return s.Tenant })
 }
 
 // checkRunner turns a running session whose runner stopped heartbeating

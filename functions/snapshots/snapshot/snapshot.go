@@ -237,14 +237,7 @@ func (svc *Service) Create(ctx context.Context, sessionID string, in CreateReque
 // on a snapshot goes through it, so one of another tenant is answered
 // exactly like an unknown id and ids do not leak.
 func (svc *Service) Get(ctx context.Context, id string) (model.Snapshot, error) {
-	if !model.ValidID(id) {
-		return model.Snapshot{}, fail.NotFound("snapshot %q not found (ids are 16 hex digits)", id)
-	}
-	snap, err := svc.d.State.GetSnapshot(ctx, id)
-	if auth.Hidden(ctx, snap.Tenant, err) {
-		return model.Snapshot{}, fail.NotFound("snapshot %s not found", id)
-	}
-	return snap, err
+	return auth.Lookup(ctx, "snapshot", id, svc.d.State.GetSnapshot, func(s model.Snapshot) string { return s.Tenant })
 }
 
 // List returns a page of a session's snapshots, or of all for "", counting
