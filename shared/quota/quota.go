@@ -177,6 +177,30 @@ func (q *Quota) Reconcile(ctx context.Context, tenant string, kind Kind, truth m
 	return q.ReconcileScope(ctx, tenant, kind, "", truth, grace)
 }
 
+// Holdings are, per tenant, the bytes each stored artifact holds (by its
+// member key, e.g. ProgramKey(id)): what a rebuild from the blob store
+// finds, to reconcile the quota with.
+type Holdings map[string]map[string]int64
+
+// Add records that tenant holds n under member.
+func (h Holdings) Add(tenant, member string, n int64) {
+	if h[tenant] == nil {
+		h[tenant] = map[string]int64{}
+	}
+	h[tenant][member] = n
+}
+
+// ReconcileHoldings reconciles, for every tenant in h, the holdings of kind
+// whose member starts with prefix with what h says (ReconcileScope).
+func (q *Quota) ReconcileHoldings(ctx context.Context, kind Kind, prefix string, h Holdings, grace time.Duration) error {
+	for t, truth := range h {
+		if _, err := q.ReconcileScope(ctx, t, kind, prefix, truth, grace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ReconcileScope is Reconcile for the holdings whose member starts with
 // prefix only, for a caller that knows part of a kind: the programs function
 // reconciles Storage with prefix ProgramKey("") without touching snapshots'.

@@ -281,3 +281,35 @@ func TestBytes(t *testing.T) {
 		}
 	}
 }
+
+// ReconcileHoldings sets each tenant's part of a kind under a prefix to
+// what the holdings say, leaving the rest of the kind alone.
+func TestReconcileHoldings(t *testing.T) {
+	ctx := context.Background()
+	for name, rdb := range clients(t) {
+		t.Run(name, func(t *testing.T) {
+			q := New(rdb, Config{StorageBytes: 1 << 30})
+			if err := q.Acquire(ctx, "a", Storage, SnapshotKey("s1"), 100); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Acquire(ctx, "a", Storage, ProgramKey("gone"), 50); err != nil {
+				t.Fatal(err)
+			}
+			h := Holdings{}
+			h.Add("a", ProgramKey("p1"), 10)
+			h.Add("b", ProgramKey("p2"), 20)
+			if err := q.ReconcileHoldings(ctx, Storage, ProgramKey(""), h, 0); err != nil {
+				t.Fatal(err)
+			}
+			for tenant, want := range map[string]int64{"a": 110, "b": 20} {
+				u, err := q.Usage(ctx, tenant)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := u.StorageBytes.Used; got != want {
+					t.Errorf("%s: storage used %d, want %d", tenant, got, want)
+				}
+			}
+		})
+	}
+}

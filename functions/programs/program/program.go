@@ -244,7 +244,7 @@ func (svc *Service) Delete(ctx context.Context, id string) (model.Program, error
 // and recounts each tenant's stored program bytes for the storage quota.
 func (svc *Service) Reindex(ctx context.Context) (int, error) {
 	n := 0
-	held := map[string]map[string]int64{}
+	held := quota.Holdings{}
 	err := blob.Manifests(ctx, svc.d.Blobs, "programs/", func(v model.Program) error {
 		if !model.ValidID(v.ID) {
 			svc.d.Log.Warn("skipping program manifest without a valid id", "id", v.ID)
@@ -252,11 +252,7 @@ func (svc *Service) Reindex(ctx context.Context) (int, error) {
 		}
 		n++
 		if v.State != StateRejected {
-			t := model.TenantOr(v.Tenant)
-			if held[t] == nil {
-				held[t] = map[string]int64{}
-			}
-			held[t][quota.ProgramKey(v.ID)] = v.Size
+			held.Add(model.TenantOr(v.Tenant), quota.ProgramKey(v.ID), v.Size)
 		}
 		if v.SourceKey != "" && v.State == StateStored {
 			svc.reindexKey(ctx, v)
@@ -268,12 +264,7 @@ func (svc *Service) Reindex(ctx context.Context) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	for t, truth := range held {
-		if _, err := svc.d.Quota.ReconcileScope(ctx, t, quota.Storage, quota.ProgramKey(""), truth, time.Minute); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	return n, svc.d.Quota.ReconcileHoldings(ctx, quota.Storage, quota.ProgramKey(""), held, time.Minute)
 }
 
 // publish carries the program's tenant as the event's tenant attribute: the

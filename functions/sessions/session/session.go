@@ -289,13 +289,9 @@ func (svc *Service) Reconcile(ctx context.Context, grace time.Duration) error {
 	if err != nil {
 		return err
 	}
-	truth := map[string]map[string]int64{}
+	truth := quota.Holdings{}
 	for _, s := range all {
-		t := model.TenantOr(s.Tenant)
-		if truth[t] == nil {
-			truth[t] = map[string]int64{}
-		}
-		truth[t][s.ID] = 1
+		truth.Add(model.TenantOr(s.Tenant), s.ID, 1)
 	}
 	tenants, err := svc.d.Quota.Tenants(ctx)
 	if err != nil {

@@ -401,7 +401,7 @@ func (svc *Service) Reindex(ctx context.Context) (int, error) {
 		stored[o.Key] = true
 	}
 	n := 0
-	held := map[string]map[string]int64{}
+	held := quota.Holdings{}
 	err = blob.Manifests(ctx, svc.d.Blobs, "snapshots/", func(v model.Snapshot) error {
 		if !model.ValidID(v.ID) {
 			svc.d.Log.Warn("skipping snapshot manifest without a valid id", "id", v.ID)
@@ -412,11 +412,7 @@ func (svc *Service) Reindex(ctx context.Context) (int, error) {
 			return nil
 		}
 		n++
-		t := model.TenantOr(v.Tenant)
-		if held[t] == nil {
-			held[t] = map[string]int64{}
-		}
-		held[t][quota.SnapshotKey(v.ID)] = v.Size
+		held.Add(model.TenantOr(v.Tenant), quota.SnapshotKey(v.ID), v.Size)
 		return svc.d.State.PutSnapshot(ctx, v)
 	}, func(key string, err error) {
 		svc.d.Log.Warn("skipping unreadable snapshot manifest", "key", key, "err", err)
@@ -426,12 +422,7 @@ func (svc *Service) Reindex(ctx context.Context) (int, error) {
 	}
 	// The stored states are the truth for the storage quota's snapshot
 	// part (the embedded Redis starts empty).
-	for t, truth := range held {
-		if _, err := svc.d.Quota.ReconcileScope(ctx, t, quota.Storage, quota.SnapshotKey(""), truth, time.Minute); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	return n, svc.d.Quota.ReconcileHoldings(ctx, quota.Storage, quota.SnapshotKey(""), held, time.Minute)
 }
 
 // publish carries the snapshot's tenant as the event's tenant attribute, so
