@@ -98,62 +98,8 @@ static void wait_for_event(void)
 	__asm__ volatile("cpsie i" ::: "memory");
 }
 
-static void puts_raw(const char *s)
-{
-	while (*s) {
-		uart_putc(*s++);
-	}
-}
-
-static void put_uint(uint32_t v)
-{
-	char buf[11];
-	int i = sizeof(buf);
-
-	buf[--i] = '\0';
-	do {
-		buf[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	puts_raw(&buf[i]);
-}
-
-/* Parses a decimal number; returns 0 when s is not one. */
-static int parse_uint(const char *s, uint32_t *out)
-{
-	uint32_t v = 0;
-
-	if (!*s) {
-		return 0;
-	}
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9') {
-			return 0;
-		}
-		v = v * 10 + (uint32_t)(*s - '0');
-	}
-	*out = v;
-	return 1;
-}
-
-static int has_prefix(const char *s, const char *prefix)
-{
-	while (*prefix) {
-		if (*s++ != *prefix++) {
-			return 0;
-		}
-	}
-	return 1;
-}
-
-static int equal(const char *a, const char *b)
-{
-	while (*a && *a == *b) {
-		a++;
-		b++;
-	}
-	return *a == *b;
-}
+/* The console helpers, here where they were written before they were shared. */
+#include "text.h"
 
 /* ARM semihosting SYS_EXIT_EXTENDED: QEMU exits with status code. */
 static void semihosting_exit(uint32_t code)
