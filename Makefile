@@ -17,7 +17,7 @@ export MS_COVERAGE_PLUGIN := $(PLUGIN)/libmscov.so
 # qemu-system-misc brings qemu-system-riscv32 and qemu-system-avr; Debian's
 # gdb-multiarch has no AVR support, gdb-avr has.
 RUN_TOOLS := qemu-system-arm:qemu-system-arm qemu-system-riscv32:qemu-system-misc \
-	qemu-system-avr:qemu-system-misc gcc:gcc
+	qemu-system-avr:qemu-system-misc qemu-img:qemu-utils gcc:gcc
 TEST_TOOLS := $(RUN_TOOLS) arm-none-eabi-gcc:gcc-arm-none-eabi redis-server:redis-server \
 	gdb-multiarch:gdb-multiarch lcov:lcov curl:curl jq:jq \
 	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf avr-gcc:gcc-avr \

@@ -44,6 +44,19 @@ type Spec struct {
 	// Coverage asks the backend to count executed code from the first
 	// instruction (the result is read through Counter).
 	Coverage bool
+	// Deterministic runs the guest on the emulator's instruction counter
+	// instead of the host clock, and idle time passes at once: the same
+	// firmware given no input (or input at the same guest instants) makes
+	// the same execution, run after run.
+	Deterministic bool
+	// Record, when set, is a directory the backend writes a recording of
+	// the whole execution into (its own files: the caller stores the
+	// directory as it is once the machine has exited).
+	Record string
+	// Replay, when set, is a directory holding a recording made with
+	// Record for the same board and firmware: the machine re-runs that
+	// execution, with the recorded input (input sent now is ignored).
+	Replay string
 	// Started runs with the process id right after exec, before the guest
 	// can run: the runner puts the process into its cgroup there.
 	Started func(pid int) error

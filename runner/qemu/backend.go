@@ -196,6 +196,12 @@ func (b *Backend) Launch(ctx context.Context, spec emulator.Spec) (emulator.Mach
 		Binary: bin, Machine: spec.Board.Name, Dir: spec.Dir, Firmware: Firmware(spec.Firmware),
 		GDB: true, Ethernet: spec.Board.Ethernet, Incoming: spec.Incoming, Started: spec.Started,
 		Serials: max(len(spec.Board.UARTs), 1), Arch: spec.Board.Arch,
+		Clock: Clock{Deterministic: spec.Deterministic, Record: spec.Record, Replay: spec.Replay, Snapshot: spec.Board.Snapshots},
+	}
+	if spec.Record != "" && cfg.Clock.Snapshot {
+		if err := createReplayImage(ctx, spec.Record); err != nil {
+			return nil, err
+		}
 	}
 	if spec.Coverage {
 		cfg.Plugins = []Plugin{{Path: b.opts.Plugin, Args: coverage.PluginArgs(spec.Dir, coverage.Options{Interval: coverageInterval})}}

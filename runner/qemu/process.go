@@ -82,6 +82,9 @@ type Config struct {
 	// Incoming starts QEMU waiting for a migration stream (-incoming defer),
 	// to be fed with QMP migrate-incoming: a restore target.
 	Incoming bool
+	// Clock is how guest time advances (see Clock); the zero value is the
+	// host clock.
+	Clock Clock
 	// Started, when set, runs right after exec with QEMU's pid, before the
 	// guest can run (it starts paused): the runner puts the process into
 	// its cgroup here. An error kills QEMU and fails Start.
@@ -107,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if strings.Contains(c.Firmware.Path, ",") {
 		return fmt.Errorf("qemu: firmware path %q contains a comma", c.Firmware.Path)
+	}
+	if err := c.Clock.validate(); err != nil {
+		return err
 	}
 	for _, p := range c.Plugins {
 		if !filepath.IsAbs(p.Path) || strings.Contains(p.Path, ",") {
@@ -164,6 +170,7 @@ func (c Config) Args() []string {
 	if c.Incoming {
 		a = append(a, "-incoming", "defer")
 	}
+	a = append(a, c.Clock.args()...)
 	switch c.Firmware.Format {
 	case model.FormatELF:
 		if c.Arch == board.ArchAVR {
