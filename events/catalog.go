@@ -86,6 +86,11 @@ var Catalog = []Spec{
 	spec(TypeJobFinished, Notification, model.Job{}, "A test job ended: passed, failed, timed_out or error, with the reason and its console log in the blob store (and, with coverage, coverage_report_id: its stored coverage report)."),
 	spec(TypeJobCancelled, Notification, model.Job{}, "A test job was cancelled before it ended."),
 	spec(TypeJobTriggered, Notification, JobsTriggered{}, "The job rules matching a stored program's bucket key queued these jobs."),
+	spec(TypeEmulatorStarted, Notification, EmulatorStarted{}, "The runner started a session's emulator process (its log line, as an event)."),
+	spec(TypeEmulatorEnded, Notification, EmulatorEnded{}, "A session's emulator process ended: the typed exit, the reason and the session state it left."),
+	spec(TypeDebuggerAttached, Notification, Debugger{}, "A debugger attached to a session's gdb endpoint (direct TCP or the WebSocket tunnel)."),
+	spec(TypeDebuggerDetached, Notification, Debugger{}, "A debugger's link to a session ended, and what ended it."),
+	spec(TypeStreamGap, Notification, StreamGap{}, "Sent by the event stream, never published: events after the resume point may be missing, as the stream keeps a bounded number."),
 }
 
 // s3spec describes a bucket notification type. The type has a colon, which

@@ -19,7 +19,7 @@ import (
 // CloudEvents adapter.
 var foreignType = regexp.MustCompile(`^(dev\.cdevents\.[a-z]+\.[a-z]+\.[0-9]+\.[0-9]+\.[0-9]+|com\.amazonaws\.s3\.ObjectCreated:[A-Za-z]+)$`)
 
-var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job)\.[a-z]+\.v[0-9]+$`)
+var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job|emulator|debugger|stream)\.[a-z]+\.v[0-9]+$`)
 
 func TestCatalogIsComplete(t *testing.T) {
 	seen, files := map[string]bool{}, map[string]bool{}
@@ -191,6 +191,14 @@ func subjectOf(v any) string {
 		return v.Snapshot.ID
 	case *CoverageReport:
 		return v.ID
+	case *EmulatorStarted:
+		return v.SessionID
+	case *EmulatorEnded:
+		return v.SessionID
+	case *Debugger:
+		return v.SessionID
+	case *StreamGap:
+		return "" // about the stream, not a resource
 	case *S3Record:
 		// The AWS S3 adapter spec's subject: the object key.
 		return v.S3.Object.Key

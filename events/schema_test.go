@@ -138,6 +138,13 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		State: model.JobPassed, Attempts: 1, CoverageReportID: merged.ID, CreatedAt: now, UpdatedAt: later, FinishedAt: &later,
 	}
 	uncovered := covered
+	// A repeated deterministic job whose runs disagreed.
+	offset, five := 21, 5
+	flaky := covered
+	flaky.Deterministic, flaky.Repeat, flaky.State = true, &five, model.JobFlaky
+	flaky.Runs = []model.JobRun{{Verdict: model.JobPassed, ConsoleBytes: 90, ConsoleSHA256: strings.Repeat("a", 64), ConsoleKey: "jobs/x/console.log", Ended: true, DurationMS: 12.5},
+		{Verdict: model.JobTimedOut, Reason: "timeout 1s passed", ConsoleSHA256: ""}}
+	flaky.FirstDifference = &model.JobDifference{Run: 2, What: "console", Offset: &offset, Expected: `"cvr=1"`, Got: `"cvr=2"`}
 	uncovered.State, uncovered.CoverageReportID, uncovered.CoverageError = model.JobError, "", "coverage report not stored: the runner is gone"
 	for _, tc := range []struct {
 		typ  string
@@ -182,6 +189,15 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeCoverageReady, byFunction},
 		{TypeJobFinished, covered},
 		{TypeJobFinished, uncovered},
+		{TypeJobFinished, flaky},
+		{TypeEmulatorStarted, EmulatorStarted{SessionID: started.ID, RunnerID: "runner-1", Machine: "lm3s6965evb", Pid: 4242}},
+		{TypeEmulatorStarted, EmulatorStarted{SessionID: started.ID, RunnerID: "runner-1", Machine: "lm3s6965evb", Pid: 4242, Halted: true}},
+		{TypeEmulatorEnded, EmulatorEnded{SessionID: started.ID, RunnerID: "runner-1", Pid: 4242, Exit: model.Exit{Kind: "stopped"}, Reason: "stopped", State: model.StateStopped}},
+		{TypeEmulatorEnded, EmulatorEnded{SessionID: started.ID, RunnerID: "runner-1", Pid: 4242, Exit: model.Exit{Kind: "signal", Signal: "killed"}, Reason: "emulator killed by signal killed", State: model.StateError}},
+		{TypeEmulatorEnded, EmulatorEnded{SessionID: started.ID, RunnerID: "runner-1", Pid: 4242, Exit: model.Exit{Kind: "stopped"}, Reason: "replaced by a snapshot restore"}},
+		{TypeDebuggerAttached, Debugger{SessionID: started.ID, RunnerID: "runner-1", Who: "websocket 10.0.0.7", Since: now}},
+		{TypeDebuggerDetached, Debugger{SessionID: started.ID, RunnerID: "runner-1", Who: "websocket 10.0.0.7", Since: now, EndedBy: "endpoint closed"}},
+		{TypeStreamGap, StreamGap{After: "1-0", Message: "gone"}},
 	} {
 		e, err := New(SourceSessions, tc.typ, "", tc.data)
 		if err != nil {
@@ -285,6 +301,17 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeCoverageReady, "time not RFC 3339", func(d obj) { d["created_at"] = "now" }},
 		{TypeJobFinished, "malformed coverage report id", func(d obj) { d["coverage_report_id"] = "coverage/c8e1f04b7a29d365" }},
 		{TypeJobFinished, "empty coverage error", func(d obj) { d["coverage_error"] = "" }},
+		{TypeJobFinished, "unknown state", func(d obj) { d["state"] = "unstable" }},
+		{TypeJobCreate, "repeat 11", func(d obj) { d["repeat"] = 11 }},
+		{TypeEmulatorStarted, "no pid", func(d obj) { delete(d, "pid") }},
+		{TypeEmulatorStarted, "halted false", func(d obj) { d["halted"] = false }},
+		{TypeEmulatorEnded, "unknown exit kind", func(d obj) { d["exit"].(obj)["kind"] = "exploded" }},
+		{TypeEmulatorEnded, "state running", func(d obj) { d["state"] = "running" }},
+		{TypeEmulatorEnded, "no reason", func(d obj) { delete(d, "reason") }},
+		{TypeDebuggerAttached, "malformed session id", func(d obj) { d["session_id"] = "../x" }},
+		{TypeDebuggerDetached, "no ended_by", func(d obj) { delete(d, "ended_by") }},
+		{TypeDebuggerDetached, "unknown ended_by", func(d obj) { d["ended_by"] = "cosmic ray" }},
+		{TypeStreamGap, "after not a stream id", func(d obj) { d["after"] = "yesterday" }},
 	}
 	for _, s := range Catalog {
 		cases = append(cases, struct {

@@ -93,6 +93,14 @@ func (s *Sink) Publish(ctx context.Context, eventType, subject string, data any)
 	if t := TenantOf(ctx); t != "" {
 		e.SetExtension(TenantExtension, t)
 	}
+	return s.PublishEvent(ctx, e)
+}
+
+// PublishEvent queues an event built elsewhere (a Tee builds each event
+// once, so the sink and the event stream carry the same id), as Publish
+// does.
+func (s *Sink) PublishEvent(ctx context.Context, e cloudevents.Event) error {
+	eventType, subject := e.Type(), e.Subject()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {

@@ -57,7 +57,23 @@ const (
 	// TypeJobTriggered answers a program.stored notification with the jobs
 	// its bucket key's rules queued.
 	TypeJobTriggered = "io.machineserver.job.triggered.v1"
+	// The runner's log lines of a session, as events (subject: the
+	// session): its emulator process started or ended, a debugger attached
+	// or detached.
+	TypeEmulatorStarted  = "io.machineserver.emulator.started.v1"
+	TypeEmulatorEnded    = "io.machineserver.emulator.ended.v1"
+	TypeDebuggerAttached = "io.machineserver.debugger.attached.v1"
+	TypeDebuggerDetached = "io.machineserver.debugger.detached.v1"
+	// TypeStreamGap is never published: the event stream
+	// (GET /api/v1/stream/events) sends it first when a resume point is
+	// older than what the stream still keeps.
+	TypeStreamGap = "io.machineserver.stream.gap.v1"
 )
+
+// StreamIDExtension is the extension attribute the event stream adds to
+// each event it delivers: the event's id in the tenant's stream, from
+// which a client resumes (?after=, or Last-Event-ID).
+const StreamIDExtension = "streamid"
 
 // Event sources of the components that publish.
 const (
@@ -67,6 +83,9 @@ const (
 	// SourceCoverage is the source of coverage notifications; the sessions
 	// function publishes them, but a consumer filters on what they are about.
 	SourceCoverage = "/machineserver/coverage"
+	// SourceStream is the source of the notices the event stream itself
+	// sends (TypeStreamGap).
+	SourceStream = "/machineserver/stream"
 )
 
 // Source returns the event source of a component: "sessions", "programs",
@@ -199,4 +218,55 @@ type JobsTriggered struct {
 	ProgramID string   `json:"program_id"`
 	SourceKey string   `json:"source_key,omitempty"`
 	Jobs      []string `json:"jobs"`
+}
+
+// EmulatorStarted is the data of TypeEmulatorStarted: an emulator process
+// became the session's machine (power on, a restart, a restore).
+type EmulatorStarted struct {
+	SessionID string `json:"session_id"`
+	RunnerID  string `json:"runner_id"`
+	Machine   string `json:"machine"`
+	Pid       int    `json:"pid"`
+	// Halted: the CPU waits at the reset vector (poweron?halted=true).
+	Halted bool `json:"halted,omitempty"`
+}
+
+// EmulatorEnded is the data of TypeEmulatorEnded: the session's emulator
+// process ended.
+type EmulatorEnded struct {
+	SessionID string `json:"session_id"`
+	RunnerID  string `json:"runner_id"`
+	Pid       int    `json:"pid"`
+	// Exit is how it ended, as a value: decide on it, never on Reason.
+	Exit   model.Exit `json:"exit"`
+	Reason string     `json:"reason"`
+	// State is the session state the end left (stopped or error); empty
+	// when the end did not change the session (a restore replaced the
+	// machine, or the session had moved on).
+	State model.State `json:"state,omitempty"`
+}
+
+// Debugger is the data of TypeDebuggerAttached and TypeDebuggerDetached.
+type Debugger struct {
+	SessionID string `json:"session_id"`
+	RunnerID  string `json:"runner_id"`
+	// Who is the debugger's connection ("tcp <address>" or
+	// "websocket <address>"), as the audit log names it.
+	Who   string    `json:"who"`
+	Since time.Time `json:"since"`
+	// EndedBy (detached only) says what ended the link: "debugger",
+	// "emulator" (it ended, or the session was powered off), "caller" or
+	// "endpoint closed" (the session was deleted).
+	EndedBy string `json:"ended_by,omitempty"`
+}
+
+// StreamGap is the data of TypeStreamGap: events after After may be
+// missing, because the stream keeps a bounded number of them; the events
+// that follow start at the oldest it still has.
+type StreamGap struct {
+	After string `json:"after"`
+	// Oldest is the oldest stream id still kept; empty when the stream
+	// holds none (Redis lost it, e.g. a standalone server restarted).
+	Oldest  string `json:"oldest,omitempty"`
+	Message string `json:"message"`
 }

@@ -50,6 +50,32 @@ type Endpoint struct {
 	last    *Client
 	lastEnd time.Time
 	wg      sync.WaitGroup // accept loops and ServeConn calls
+	onLink  func(Link)
+}
+
+// Link is a debugger attaching (EndedBy empty) or detaching, for OnLink.
+type Link struct {
+	Client
+	// EndedBy says what ended the link: "debugger", "emulator" (killed,
+	// powered off, or the stub failed), "caller" or "endpoint closed".
+	EndedBy string
+}
+
+// OnLink has f called, on the debugger's goroutine, after each attach and
+// each detach, in that order. Set it before the endpoint serves.
+func (e *Endpoint) OnLink(f func(Link)) {
+	e.mu.Lock()
+	e.onLink = f
+	e.mu.Unlock()
+}
+
+func (e *Endpoint) notify(l Link) {
+	e.mu.Lock()
+	f := e.onLink
+	e.mu.Unlock()
+	if f != nil {
+		f(l)
+	}
 }
 
 // New returns an endpoint with no emulator behind it yet (see SetStub).
@@ -183,6 +209,7 @@ func (e *Endpoint) serve(ctx context.Context, c net.Conn, who string, deny error
 	}
 	defer e.detach(stub)
 	e.log.Info("gdb attached", "who", who, "at", since)
+	e.notify(Link{Client: Client{Who: who, Since: since}})
 
 	var clientEnded bool
 	var up, down int64
@@ -200,6 +227,7 @@ func (e *Endpoint) serve(ctx context.Context, c net.Conn, who string, deny error
 	}
 	e.log.Info("gdb detached", "who", who, "attached_for", time.Since(since).Round(time.Millisecond).String(),
 		"ended_by", ended, "bytes_from_debugger", up+int64(len(first)), "bytes_to_debugger", down)
+	e.notify(Link{Client: Client{Who: who, Since: since}, EndedBy: ended})
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,6 +45,9 @@ type Common struct {
 	// Sink is set by Knative's SinkBinding; empty means events are dropped.
 	Sink     string `envconfig:"K_SINK"`
 	LogLevel string `envconfig:"MS_LOG_LEVEL" default:"info"`
+	// EventStreamLen is about how many events each tenant's event stream
+	// keeps for GET /api/v1/stream/events to replay.
+	EventStreamLen int64 `envconfig:"MS_EVENT_STREAM_LEN" default:"10000"`
 }
 
 // Logger returns a JSON slog logger at the configured level.
@@ -55,16 +59,31 @@ func (c Common) Logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
-// Publisher returns the event publisher for component and its closer.
-func (c Common) Publisher(component string, log *slog.Logger) (events.Publisher, func(context.Context), error) {
-	if c.Sink == "" {
-		return events.Nop, func(context.Context) {}, nil
+// Publisher returns the event publisher for component and its closer:
+// every event goes to its tenant's event stream in st and, when K_SINK is
+// set, to the sink.
+func (c Common) Publisher(component string, st *state.Store, log *slog.Logger) (events.Publisher, func(context.Context), error) {
+	if c.EventStreamLen < 1 {
+		return nil, nil, fmt.Errorf("MS_EVENT_STREAM_LEN must be at least 1 (events kept per tenant); got %d", c.EventStreamLen)
 	}
-	s, err := events.NewSink(c.Sink, events.Source(component), log)
-	if err != nil {
-		return nil, nil, fmt.Errorf("event sink %q: %w", c.Sink, err)
+	var next events.Publisher = events.Nop
+	closeNext := func(context.Context) {}
+	source := events.Source(component)
+	if c.Sink != "" {
+		s, err := events.NewSink(c.Sink, source, log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("event sink %q: %w", c.Sink, err)
+		}
+		next, closeNext = s, func(ctx context.Context) { _ = s.Close(ctx) }
 	}
-	return s, func(ctx context.Context) { _ = s.Close(ctx) }, nil
+	tee := events.NewTee(next, source, func(ctx context.Context, tenant string, e []byte) error {
+		_, err := st.AppendEvent(ctx, tenant, e, c.EventStreamLen)
+		return err
+	}, log)
+	return tee, func(ctx context.Context) {
+		_ = tee.Close(ctx)
+		closeNext(ctx)
+	}, nil
 }
 
 // Serve runs srv on ln until ctx ends, then shuts it down gracefully
@@ -97,9 +116,15 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // Server is an http.Server with sane timeouts (no write timeout: console
-// streams are long-lived).
+// streams are long-lived). Its requests see httpapi.Draining closed when
+// Shutdown begins, so long-lived streams end and the shutdown stays graceful.
 func Server(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	draining := make(chan struct{})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return httpapi.WithDrain(context.Background(), draining) }}
+	var once sync.Once // a second Shutdown runs the hook again
+	srv.RegisterOnShutdown(func() { once.Do(func() { close(draining) }) })
+	return srv
 }
 
 // Run is every binary's main: it runs fn until SIGINT or SIGTERM, and exits
@@ -217,7 +242,7 @@ func (d Distributed) Open(ctx context.Context, component string) (*Services, err
 		st.Close()
 		return nil, err
 	}
-	pub, closePub, err := d.Publisher(component, log)
+	pub, closePub, err := d.Publisher(component, st, log)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -195,7 +195,7 @@ func (svc *Service) StoreReport(ctx context.Context, programID string, c report.
 	if err := svc.d.Blobs.Put(ctx, coverageManifestKey(m.ID), bytes.NewReader(mb), int64(len(mb)), "application/json"); err != nil {
 		return m, fmt.Errorf("store coverage manifest: %w", err)
 	}
-	if err := svc.d.Publisher.Publish(context.WithoutCancel(ctx), events.TypeCoverageReady, m.ID, m); err != nil {
+	if err := svc.d.Publisher.Publish(events.WithTenant(context.WithoutCancel(ctx), auth.Tenant(ctx)), events.TypeCoverageReady, m.ID, m); err != nil {
 		svc.d.Log.Warn("publish", "type", events.TypeCoverageReady, "err", err)
 	}
 	return m, nil
