@@ -12,7 +12,8 @@ import (
 )
 
 // TestReadmeWalkthrough executes the README's curl walkthrough verbatim
-// against a fresh standalone server.
+// against a fresh standalone server, through a proxy that checks each of
+// its requests and answers against the OpenAPI document.
 func TestReadmeWalkthrough(t *testing.T) {
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -27,7 +28,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	script = strings.TrimPrefix(script, "```sh")
 	script = strings.TrimSuffix(script, "```")
 
-	pl := startStandalone(t)
+	pl, v := validating(t, startStandalone(t))
 	fw, _ := filepath.Abs(firmware(t, "netduino2", "fw.elf"))
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir = ".."
@@ -41,6 +42,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 			t.Errorf("walkthrough output lacks %q:\n%s", want, out)
 		}
 	}
+	v.report(t)
 }
 
 // TestReadmeLinks checks that every relative link and #anchor in README.md
