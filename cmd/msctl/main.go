@@ -1,201 +1,298 @@
-// Command msctl is the Machine Server command line. Today it has one
-// command: gdb, which tunnels a local TCP port to a session's debugger
-// endpoint over WebSocket, so gdb needs no open port in the cluster.
+// Command msctl is the Machine Server command line: sign in once, then
+// manage programs, sessions and snapshots, attach to a console, tail the
+// event stream, fetch coverage, run firmware to a verdict in CI (exit 0
+// passed, 1 failed, 42 timed out, as wokwi-cli) and tunnel gdb. It is a
+// thin client of the REST and WebSocket API; every command can print its
+// result as JSON for scripts.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
+	"text/tabwriter"
 
-	"github.com/machineserver/machineserver/runner/gdb"
+	"golang.org/x/term"
+
+	"github.com/machineserver/machineserver/cmd/msctl/internal/client"
 )
 
-const usage = `usage: msctl gdb SESSION [--listen ADDR] [--server URL] [--token TOKEN]
+const usage = `usage: msctl [--server URL] [--key KEY] [--output text|json] COMMAND [ARGS]
 
 Commands:
-  gdb    open a local port that tunnels to the session's GDB stub over the
-         server's WebSocket (/api/v1/sessions/SESSION/stream/gdb); point
-         gdb at the port: gdb-multiarch fw.elf -ex 'target extended-remote ADDR'
+  login [--server URL] [--key KEY]     check the credentials and store them
+  programs upload FILE [--name N] [--format elf|bin|hex] [--load-address A]
+  programs ls | rm ID...
+  sessions create --board B [--name N] [--program ID] [--coverage] [--poweron]
+  sessions ls | get ID | rm ID... | poweron ID [--halted] | poweroff ID | reset ID
+  console SESSION [--port uartN] [--linger DUR]
+                                       the UART, two-way: a raw terminal (Ctrl-] leaves),
+                                       or stdin to the UART and the UART to stdout in a pipe
+  snapshots ls [SESSION] | create SESSION [--name N] [--description D]
+  snapshots restore SESSION SNAPSHOT | fork SNAPSHOT [--count N] | rm SNAPSHOT...
+  coverage SESSION [--format lcov|json|html|counts] [--all] [-o FILE]
+  events [--session ID] [--job ID] [--system ID] [--types PREFIX,...] [--after EVENT_ID]
+  run FIRMWARE --board B [--expect TEXT] [--fail TEXT] [--timeout DUR] [--uart-script FILE]
+      [--expect-exit-code N] [--coverage lcov.info] [--serial-log FILE]
+  gdb SESSION [--listen ADDR]          a local port that tunnels gdb to the session
 
-Flags:
-  --listen ADDR   local address to listen on (default 127.0.0.1:3333)
-  --server URL    Machine Server base URL (default $MS_SERVER or http://localhost:8080)
-  --token TOKEN   credentials (default $MS_TOKEN): an API key (ms_...), sent as
-                  "Authorization: ApiKey TOKEN", or a JWT or a gdb session token
-                  (POST /api/v1/sessions/SESSION/tokens {"purpose":"gdb"}), sent as
-                  "Authorization: Bearer TOKEN"
+Credentials: the server is --server, else $MS_SERVER, else the one msctl login stored,
+else http://localhost:8080; the key is --key (or --token), else $MS_API_KEY (or $MS_TOKEN),
+else the stored one. msctl login stores both in the user's config directory
+(machineserver/config.json, mode 0600).
+
+--output json prints each result as JSON on stdout. Exit status: 0 success (run: passed),
+1 an error or a failed run, 2 a usage error, 42 a run that timed out, 130 interrupted.
+Run "msctl COMMAND --help" for a command's details.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "msctl:", err)
-		os.Exit(1)
+	code := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr})
+	stop()
+	os.Exit(code)
+}
+
+// stdio is the process's standard streams, replaced in tests.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// Exit statuses; a failed run is 1, like any error.
+const (
+	exitUsage       = 2
+	exitTimeout     = 42
+	exitInterrupted = 130
+)
+
+// usageError is a command line msctl cannot run: exit status 2, with the
+// command's usage.
+type usageError struct{ msg, usage string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// exitError ends msctl with code after printing msg (when set); run uses
+// it for its verdicts.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// errHelp is an asked-for usage: printed on stdout, exit status 0.
+var errHelp = errors.New("help")
+
+// run is msctl without the process: it returns the exit status.
+func run(ctx context.Context, args []string, std stdio) int {
+	e := &env{stdio: std}
+	err := e.dispatch(ctx, args)
+	var ue *usageError
+	var ee *exitError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(std.err, "msctl: %s\n\n%s", ue.msg, ue.usage)
+		return exitUsage
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(std.err, "msctl:", ee.msg)
+		}
+		return ee.code
+	case ctx.Err() != nil:
+		fmt.Fprintln(std.err, "msctl: interrupted")
+		return exitInterrupted
+	}
+	fmt.Fprintln(std.err, "msctl:", err)
+	return 1
+}
+
+// env is what every command shares: the streams and the global flags.
+type env struct {
+	stdio
+	server, key, output string
+}
+
+// command runs one command (or a group's subcommand) on its arguments.
+type command func(ctx context.Context, e *env, args []string) error
+
+func commands() map[string]command {
+	return map[string]command{
+		"login":     runLogin,
+		"programs":  group(programsUsage, programCommands),
+		"sessions":  group(sessionsUsage, sessionCommands),
+		"snapshots": group(snapshotsUsage, snapshotCommands),
+		"console":   runConsole,
+		"coverage":  runCoverage,
+		"events":    runEvents,
+		"run":       runRun,
+		"gdb":       runGDB,
 	}
 }
 
-// run is msctl without the process: it returns when ctx ends or on a usage
-// or listen error.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errors.New("no command")
+func (e *env) dispatch(ctx context.Context, args []string) error {
+	c, args, err := e.pick(args, usage, "command", commands)
+	if err != nil {
+		return err
 	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	case "gdb":
-		return runGDB(ctx, args[1:], stdout, stderr)
-	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return c(ctx, e, args)
 }
 
-func runGDB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gdb", flag.ContinueOnError)
+// pick parses the global flags before a command word (a command, or a
+// group's subcommand) and finds the command.
+func (e *env) pick(args []string, usage, what string, cmds func() map[string]command) (command, []string, error) {
+	fs := flag.NewFlagSet("msctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	listen := fs.String("listen", "127.0.0.1:3333", "")
-	server := fs.String("server", envOr("MS_SERVER", "http://localhost:8080"), "")
-	token := fs.String("token", os.Getenv("MS_TOKEN"), "")
-	// Flags may come before or after SESSION.
+	e.globalFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, e.flagError(err, usage)
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		return nil, nil, &usageError{"missing " + what, usage}
+	}
+	if args[0] == "help" {
+		fmt.Fprint(e.out, usage)
+		return nil, nil, errHelp
+	}
+	c, ok := cmds()[args[0]]
+	if !ok {
+		return nil, nil, &usageError{fmt.Sprintf("unknown %s %q", what, args[0]), usage}
+	}
+	return c, args[1:], nil
+}
+
+// group dispatches a group's subcommands (programs ls, sessions create...).
+func group(usage string, subs func() map[string]command) func(context.Context, *env, []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		c, args, err := e.pick(args, usage, "subcommand", subs)
+		if err != nil {
+			return err
+		}
+		return c(ctx, e, args)
+	}
+}
+
+func (e *env) globalFlags(fs *flag.FlagSet) {
+	fs.StringVar(&e.server, "server", e.server, "")
+	fs.StringVar(&e.key, "key", e.key, "")
+	fs.StringVar(&e.key, "token", e.key, "")
+	fs.StringVar(&e.output, "output", e.output, "")
+}
+
+// flags is a command's flag set, with the global flags too, so they may
+// come after the command.
+func (e *env) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	e.globalFlags(fs)
+	return fs
+}
+
+// parse parses flags placed before, between or after the positional
+// arguments and checks their count: at least min, at most max (-1: any).
+func (e *env) parse(fs *flag.FlagSet, args []string, usage string, min, max int) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stdout, usage)
-				return nil
-			}
-			return fmt.Errorf("%w\n%s", err, usage)
+			return nil, e.flagError(err, usage)
 		}
 		if fs.NArg() == 0 {
 			break
 		}
 		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
 	}
-	if len(pos) != 1 || pos[0] == "" {
-		return fmt.Errorf("gdb needs exactly one SESSION\n%s", usage)
+	if e.output != "" && e.output != "text" && e.output != "json" {
+		return nil, &usageError{fmt.Sprintf("--output %q: want text or json", e.output), usage}
 	}
-	tunnel, err := tunnelURL(*server, pos[0])
-	if err != nil {
-		return err
+	switch {
+	case len(pos) < min:
+		return nil, &usageError{fmt.Sprintf("%s needs %s", fs.Name(), argsWord(min, max)), usage}
+	case max >= 0 && len(pos) > max:
+		return nil, &usageError{fmt.Sprintf("%s takes %s, got %q", fs.Name(), argsWord(min, max), pos), usage}
 	}
-	header := http.Header{}
-	if *token != "" {
-		header.Set("Authorization", authorization(*token))
-	}
+	return pos, nil
+}
 
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
+func argsWord(min, max int) string {
+	switch {
+	case max == 0:
+		return "no arguments"
+	case min == max && min == 1:
+		return "exactly one argument"
+	case min == max:
+		return fmt.Sprintf("exactly %d arguments", min)
+	case max < 0:
+		return fmt.Sprintf("at least %d argument(s)", min)
 	}
-	fmt.Fprintf(stdout, "tunnelling %s to %s\nconnect with: gdb-multiarch fw.elf -ex 'target extended-remote %s'\n",
-		ln.Addr(), tunnel, ln.Addr())
-	serve(ctx, ln, tunnel, header, stderr)
+	return fmt.Sprintf("%d to %d arguments", min, max)
+}
+
+func (e *env) flagError(err error, usage string) error {
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(e.out, usage)
+		return errHelp
+	}
+	return &usageError{err.Error(), usage}
+}
+
+// connect is parse, then the API client, for the commands that need
+// nothing else first.
+func (e *env) connect(fs *flag.FlagSet, args []string, usage string, min, max int) ([]string, *client.Client, error) {
+	pos, err := e.parse(fs, args, usage, min, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := e.client()
+	return pos, c, err
+}
+
+// client is the API client with the resolved server and credential.
+func (e *env) client() (*client.Client, error) {
+	server, key, err := e.credentials()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(server, key)
+}
+
+func (e *env) json() bool { return e.output == "json" }
+
+// emit prints v as JSON with --output json, else what text writes.
+func (e *env) emit(v any, text func(w io.Writer)) error {
+	if e.json() {
+		enc := json.NewEncoder(e.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	if text != nil {
+		text(e.out)
+	}
 	return nil
 }
 
-// authorization is the header value for token: API keys have their own
-// scheme, everything else is a bearer token.
-func authorization(token string) string {
-	if strings.HasPrefix(token, "ms_") {
-		return "ApiKey " + token
+// table prints rows under header, aligned.
+func table(w io.Writer, header []string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
-	return "Bearer " + token
+	tw.Flush()
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-// tunnelURL is the session's gdb stream on server, as ws:// or wss://.
-func tunnelURL(server, session string) (string, error) {
-	u, err := url.Parse(server)
-	if err != nil {
-		return "", fmt.Errorf("--server: %w", err)
-	}
-	switch u.Scheme {
-	case "http", "ws":
-		u.Scheme = "ws"
-	case "https", "wss":
-		u.Scheme = "wss"
-	default:
-		return "", fmt.Errorf("--server %q: want an http:// or https:// URL", server)
-	}
-	base := strings.TrimSuffix(u.EscapedPath(), "/")
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/v1/sessions/" + session + "/stream/gdb"
-	u.RawPath = base + "/api/v1/sessions/" + url.PathEscape(session) + "/stream/gdb"
-	return u.String(), nil
-}
-
-// serve gives each local connection its own tunnel until ctx ends, then
-// cuts them all. When the tunnel cannot open (no such session, bad token,
-// server down), gdb is refused with the reason, so it shows it.
-func serve(ctx context.Context, ln net.Listener, tunnel string, header http.Header, stderr io.Writer) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-	)
-	track := func(c net.Conn, add bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if add {
-			conns[c] = struct{}{}
-		} else {
-			delete(conns, c)
-		}
-	}
-	stop := context.AfterFunc(ctx, func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for c := range conns {
-			c.Close()
-		}
-	})
-	defer stop()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			break
-		}
-		track(c, true)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer track(c, false)
-			defer c.Close()
-			fmt.Fprintf(stderr, "msctl: debugger connected from %s\n", c.RemoteAddr())
-			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			remote, err := gdb.DialTunnel(dctx, tunnel, header)
-			cancel()
-			if err != nil {
-				fmt.Fprintf(stderr, "msctl: %v\n", err)
-				gdb.Refuse(c, "msctl: "+err.Error())
-				return
-			}
-			track(remote, true)
-			defer track(remote, false)
-			gdb.Pipe(c, remote)
-			fmt.Fprintf(stderr, "msctl: debugger from %s disconnected\n", c.RemoteAddr())
-		}()
-	}
-	wg.Wait()
+// isTerminal says whether f is a terminal (os.Stdin and friends when not
+// redirected); test streams never are.
+func isTerminal(f any) bool {
+	fd, ok := f.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(fd.Fd()))
 }

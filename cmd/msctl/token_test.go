@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/machineserver/machineserver/cmd/msctl/internal/client"
+)
 
 // API keys go with their own scheme; JWTs and session tokens as bearer.
 func TestAuthorization(t *testing.T) {
@@ -9,7 +13,7 @@ func TestAuthorization(t *testing.T) {
 		"eyJhbGciOiJIUzI1NiJ9.e30.sig":            "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig",
 		"secret":                                  "Bearer secret",
 	} {
-		if got := authorization(tok); got != want {
+		if got := client.Authorization(tok); got != want {
 			t.Errorf("%q: %q, want %q", tok, got, want)
 		}
 	}
