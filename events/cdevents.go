@@ -251,12 +251,14 @@ func JobFromTestSuiteRun(e TestSuiteRunQueued) (model.JobSpec, error) {
 }
 
 // JobOutcome maps a finished job's state to a CDEvents outcome: a timeout
-// is a fail (the reason says it timed out), as in Wokwi CI.
+// is a fail (the reason says it timed out), as in Wokwi CI, and so is a
+// flaky job (its runs disagreed: the reason says where), since the
+// firmware ran and its test cannot be trusted to pass.
 func JobOutcome(s model.JobState) string {
 	switch s {
 	case model.JobPassed:
 		return OutcomePass
-	case model.JobFailed, model.JobTimedOut:
+	case model.JobFailed, model.JobTimedOut, model.JobFlaky:
 		return OutcomeFail
 	case model.JobCancelled:
 		return OutcomeCancel

@@ -87,7 +87,7 @@ func TestTestSuiteRunEvents(t *testing.T) {
 	check(TypeCDTestSuiteRunStarted, NewTestSuiteRunStarted(Source("jobs"), j))
 	for state, outcome := range map[model.JobState]string{
 		model.JobPassed: OutcomePass, model.JobFailed: OutcomeFail, model.JobTimedOut: OutcomeFail,
-		model.JobError: OutcomeError, model.JobCancelled: OutcomeCancel,
+		model.JobError: OutcomeError, model.JobCancelled: OutcomeCancel, model.JobFlaky: OutcomeFail,
 	} {
 		j.State = state
 		f := NewTestSuiteRunFinished(Source("jobs"), j)

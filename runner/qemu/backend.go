@@ -105,8 +105,8 @@ func (b *Backend) discover(ctx context.Context) ([]Probe, error) {
 // Probe lists the catalog boards the binaries run. Version and Binary are
 // the first answering binary's; each board is offered once, by the first
 // binary that lists it, which is also the one Launch runs it with.
-// Snapshots are probed for real (see ProbeSnapshot); with a plugin, every
-// board offers coverage.
+// Snapshots and the instruction counter are probed for real (see
+// ProbeSnapshot, ProbeClock); with a plugin, every board offers coverage.
 func (b *Backend) Probe(ctx context.Context) (board.Backend, error) {
 	probes, err := b.discover(ctx)
 	if err != nil {
@@ -127,11 +127,27 @@ func (b *Backend) Probe(ctx context.Context) (board.Backend, error) {
 				machines = append(machines, k.Name)
 			}
 		}
-		snaps := map[string]board.SnapshotProbe{}
+		probes := map[string]board.Probe{}
 		for m, s := range ProbeSnapshots(ctx, p.Binary, machines, cache) {
-			snaps[m] = board.SnapshotProbe{Restores: s.Restores, Unsaved: s.Unsaved}
+			probes[m] = board.Probe{Restores: s.Restores, Unsaved: s.Unsaved}
 		}
-		got := board.Build(p.Version, p.Binary, p.Machines, p.CPUs, snaps).Backends[0]
+		// The clock probe runs the boards as Launch would, and Launch
+		// records with a snapshot on the boards that restore one.
+		snapshots := board.Build(p.Version, p.Binary, p.Machines, p.CPUs, probes).Backends[0]
+		restores := map[string]bool{}
+		var probed []board.Board
+		for _, k := range snapshots.Boards {
+			if slices.Contains(machines, k.Name) {
+				probed = append(probed, k)
+				restores[k.Name] = k.Snapshots
+			}
+		}
+		for m, c := range ProbeClocks(ctx, p.Binary, probed, restores, cache) {
+			pr := probes[m]
+			pr.Clock, pr.Missing = c.Features, c.Missing
+			probes[m] = pr
+		}
+		got := board.Build(p.Version, p.Binary, p.Machines, p.CPUs, probes).Backends[0]
 		if i == 0 {
 			out = got
 			out.Boards = nil
@@ -147,7 +163,7 @@ func (b *Backend) Probe(ctx context.Context) (board.Backend, error) {
 	}
 	if b.opts.Plugin != "" {
 		for i := range out.Boards {
-			out.Boards[i].Features = append(slices.Clone(out.Boards[i].Features), "coverage")
+			out.Boards[i].Features = append(slices.Clone(out.Boards[i].Features), board.FeatureCoverage)
 		}
 	}
 	return out, nil

@@ -17,7 +17,7 @@ import (
 	"github.com/machineserver/machineserver/shared/model"
 )
 
-func sockDir(t *testing.T) string {
+func sockDir(t testing.TB) string {
 	d, err := os.MkdirTemp("", "mq")
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +26,7 @@ func sockDir(t *testing.T) string {
 	return d
 }
 
-func testFirmware(t *testing.T, boardName, file string) string {
+func testFirmware(t testing.TB, boardName, file string) string {
 	dir := os.Getenv("MS_TEST_FIRMWARE_DIR")
 	if dir == "" {
 		dir = "../../build/firmware"

@@ -47,6 +47,10 @@ type Board struct {
 	Ethernet    bool     `json:"ethernet,omitempty"`
 	Peripherals []string `json:"peripherals"`
 	Features    []string `json:"features"`
+	// Unsupported says, for each probed feature the board lacks on this
+	// emulator (FeatureDeterministic, FeatureRecord, FeatureReverseDebug),
+	// why: what the probe saw.
+	Unsupported map[string]string `json:"unsupported,omitempty"`
 	// Snapshots says whether this emulator saves and restores the board's
 	// state, from a probe of the installed binary: the restore must work and
 	// the console UART must be among the devices whose state is saved.
@@ -56,10 +60,36 @@ type Board struct {
 	SnapshotUnsaved []string `json:"snapshot_unsaved,omitempty"`
 }
 
-// SnapshotProbe is what a probe of the emulator found for one board.
-type SnapshotProbe struct {
+// Probe is what a probe of the emulator found for one board.
+type Probe struct {
+	// Restores and Unsaved: snapshots (see Board.Snapshots).
 	Restores bool
 	Unsaved  []string
+	// Clock lists the features the board ran with on the instruction
+	// counter (FeatureDeterministic, FeatureRecord, FeatureReverseDebug);
+	// Missing says why each other one failed.
+	Clock   []string
+	Missing map[string]string
+}
+
+// FeatureCoverage: the board's emulator counts executed code.
+const FeatureCoverage = "coverage"
+
+// ClockFeatures are the features the instruction-counter probe decides
+// (Probe.Clock); a board that lacks one says why in Unsupported.
+var ClockFeatures = []string{FeatureDeterministic, FeatureRecord, FeatureReverseDebug}
+
+// Require is nil if the board offers feature, else an error that says why
+// not (what the probe saw), for a 422.
+func (b Board) Require(feature string) error {
+	if b.Has(feature) {
+		return nil
+	}
+	why := b.Unsupported[feature]
+	if why == "" {
+		why = "its runner does not offer it"
+	}
+	return fmt.Errorf("board %s does not support %s: %s", b.Name, feature, why)
 }
 
 // Regions are the memory ranges firmware may be loaded into.
@@ -302,8 +332,9 @@ var Features = []string{"power", "reset", "halted-poweron", "console-http", "con
 
 // Build makes the capabilities document from what a QEMU binary reported.
 // Only boards that the binary lists and whose CPU it knows are offered;
-// snapshots, from the probe, say which of them restore saved state.
-func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[string]SnapshotProbe) Capabilities {
+// probes say which of them restore saved state and which run on the
+// instruction counter.
+func Build(qemuVersion, binary string, machines, cpus []string, probes map[string]Probe) Capabilities {
 	b := Backend{Name: "qemu", Version: qemuVersion, Binary: binary, Machines: machines, Processors: cpus}
 	for _, k := range Known {
 		if !slices.Contains(machines, k.Name) || !slices.Contains(cpus, k.CPU) {
@@ -314,11 +345,21 @@ func Build(qemuVersion, binary string, machines, cpus []string, snapshots map[st
 			// AVR has no semihosting: firmware cannot end its emulator.
 			k.Features = slices.DeleteFunc(slices.Clone(Features), func(f string) bool { return f == "semihosting-exit" })
 		}
-		if p, ok := snapshots[k.Name]; ok {
+		if p, ok := probes[k.Name]; ok {
 			k.SnapshotUnsaved = p.Unsaved
 			if p.Restores && len(k.UARTs) > 0 && !slices.Contains(p.Unsaved, k.UARTs[0].Kind) {
 				k.Snapshots = true
-				k.Features = append(slices.Clone(k.Features), "snapshot")
+				k.Features = append(slices.Clone(k.Features), FeatureSnapshot)
+			}
+			for _, f := range ClockFeatures {
+				if slices.Contains(p.Clock, f) {
+					k.Features = append(slices.Clone(k.Features), f)
+				} else if why := p.Missing[f]; why != "" {
+					if k.Unsupported == nil {
+						k.Unsupported = map[string]string{}
+					}
+					k.Unsupported[f] = why
+				}
 			}
 		}
 		b.Boards = append(b.Boards, k)

@@ -1,6 +1,9 @@
 package model
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // JobState is a test job's lifecycle state.
 type JobState string
@@ -13,10 +16,12 @@ const (
 	JobTimedOut  JobState = "timed_out"
 	JobError     JobState = "error"
 	JobCancelled JobState = "cancelled"
+	// JobFlaky: the runs of a repeated job disagreed (Job.FirstDifference).
+	JobFlaky JobState = "flaky"
 )
 
 // JobStates lists every state, for validation messages.
-var JobStates = []JobState{JobQueued, JobRunning, JobPassed, JobFailed, JobTimedOut, JobError, JobCancelled}
+var JobStates = []JobState{JobQueued, JobRunning, JobPassed, JobFailed, JobTimedOut, JobError, JobCancelled, JobFlaky}
 
 // Final reports whether a job in state s is done for good.
 func (s JobState) Final() bool {
@@ -51,6 +56,20 @@ type JobSpec struct {
 	FailPattern    string `json:"fail_pattern,omitempty"`
 	ExpectExitCode *int   `json:"expect_exit_code,omitempty"`
 	Coverage       bool   `json:"coverage,omitempty"`
+	// Deterministic runs the job's sessions on the instruction counter
+	// (Session.Deterministic).
+	Deterministic bool `json:"deterministic,omitempty"`
+	// Repeat runs the job this many times (1 to 10; nil is 1), each in a
+	// fresh session, and compares the runs (Job.Runs).
+	Repeat *int `json:"repeat,omitempty"`
+}
+
+// Repeats is how many times the job runs.
+func (s JobSpec) Repeats() int {
+	if s.Repeat == nil {
+		return 1
+	}
+	return *s.Repeat
 }
 
 // Job is one test run of a program on a board and its outcome.
@@ -84,6 +103,12 @@ type Job struct {
 	// why such a job has none.
 	CoverageReportID string `json:"coverage_report_id,omitempty"`
 	CoverageError    string `json:"coverage_error,omitempty"`
+	// Runs are the runs of a repeated job (repeat above 1), in order; the
+	// job's console, exit code and coverage report are run 1's.
+	Runs []JobRun `json:"runs,omitempty"`
+	// FirstDifference is where the first run that disagreed with run 1
+	// differs from it (state flaky).
+	FirstDifference *JobDifference `json:"first_difference,omitempty"`
 	// SessionID is the session the job runs (or ran) in; it is deleted
 	// once the result is stored.
 	SessionID  string     `json:"session_id,omitempty"`
@@ -93,9 +118,45 @@ type Job struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
+// JobRun is one run of a repeated job.
+type JobRun struct {
+	Verdict  JobState `json:"verdict"`
+	Reason   string   `json:"reason,omitempty"`
+	ExitCode *int     `json:"exit_code,omitempty"`
+	// ConsoleBytes and ConsoleSHA256 are the size and hash of the run's
+	// whole console log, stored under ConsoleKey.
+	ConsoleBytes  int    `json:"console_bytes"`
+	ConsoleSHA256 string `json:"console_sha256"`
+	ConsoleKey    string `json:"console_key,omitempty"`
+	// Ended: the emulator ended by itself before the verdict, so the run's
+	// console and coverage counts are complete; a run judged while its
+	// guest still ran is compared only as far as its console goes.
+	Ended            bool    `json:"ended,omitempty"`
+	CoverageReportID string  `json:"coverage_report_id,omitempty"`
+	DurationMS       float64 `json:"duration_ms"`
+}
+
+// JobDifference is where a run of a repeated job first differs from run 1:
+// What is "console" (Offset is the first differing byte, Expected and Got
+// the bytes around it, Go-quoted), "coverage" (the first block whose
+// count differs) or "verdict".
+type JobDifference struct {
+	Run      int    `json:"run"`
+	What     string `json:"what"`
+	Offset   *int   `json:"offset,omitempty"`
+	Expected string `json:"expected"`
+	Got      string `json:"got"`
+}
+
 // Blob keys of a job's artifacts.
 func JobConsoleKey(id string) string  { return "jobs/" + id + "/console.log" }
 func JobManifestKey(id string) string { return "jobs/" + id + "/manifest.json" }
+
+// JobRunConsoleKey is the console log of run n (from 2) of a repeated job;
+// run 1's is JobConsoleKey.
+func JobRunConsoleKey(id string, n int) string {
+	return "jobs/" + id + "/run-" + strconv.Itoa(n) + "/console.log"
+}
 
 // JobRule runs a job template for every program stored from a bucket key
 // under Prefix.

@@ -97,7 +97,7 @@ func (h *Handler) Routes() []httpapi.Route {
 			httpapi.Reply(w, r, status, j, err)
 		}},
 		{Method: http.MethodGet, Pattern: "/api/v1/jobs/{id}/console", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
-			b, err := h.Console(r.Context(), r.PathValue("id"))
+			b, err := h.Console(r.Context(), r.PathValue("id"), r.URL.Query().Get("run"))
 			if err != nil {
 				httpapi.WriteError(w, r, err)
 				return

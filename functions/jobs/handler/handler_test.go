@@ -17,6 +17,7 @@ import (
 	"github.com/machineserver/machineserver/functions/jobs/job"
 	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/queue"
@@ -114,6 +115,9 @@ func TestCreateValidation(t *testing.T) {
 		{"bad step regex", `{"program_id":"` + p.ID + `",` + board + `,"uart_script":[{"send":"x"},{"wait_for":"[z"}]}`, 400, "uart_script[1].wait_for is not a valid regular expression"},
 		{"bad step timeout", `{"program_id":"` + p.ID + `",` + board + `,"uart_script":[{"wait_for":"y","timeout":"99h"}]}`, 400, "uart_script[0].timeout must be from"},
 		{"unknown field", `{"program_id":"` + p.ID + `",` + board + `,"pass_pattern":"ok","expect":"x"}`, 400, "expect"},
+		{"repeat 0", `{"program_id":"` + p.ID + `",` + board + `,"pass_pattern":"ok","repeat":0}`, 400, "repeat must be from 1 to 10"},
+		{"repeat 11", `{"program_id":"` + p.ID + `",` + board + `,"pass_pattern":"ok","repeat":11}`, 400, "repeat must be from 1 to 10"},
+		{"repeat not a number", `{"program_id":"` + p.ID + `",` + board + `,"pass_pattern":"ok","repeat":"5"}`, 400, "repeat"},
 		{"unknown program", `{"program_id":"0123456789abcdef",` + board + `,"pass_pattern":"ok"}`, 422, "does not exist"},
 		{"unknown program key", `{"program_key":"ci/none.elf",` + board + `,"pass_pattern":"ok"}`, 422, "no program was registered from program_key"},
 	} {
@@ -127,6 +131,31 @@ func TestCreateValidation(t *testing.T) {
 	}
 	if code, _ := f.do(t, "GET", "/api/v1/jobs/0123456789abcdef", "", nil); code != 404 {
 		t.Errorf("unknown job: %d", code)
+	}
+}
+
+// A deterministic job needs a board whose capabilities say it runs on the
+// instruction counter; the 422 says why the board does not.
+func TestCreateDeterministic(t *testing.T) {
+	f := setup(t)
+	p := f.program(t, "")
+	caps := board.Build("7.2.0", "q", []string{"mps2-an385", "arduino-uno"}, []string{"cortex-m3", "avr5"}, map[string]board.Probe{
+		"mps2-an385":  {Clock: []string{board.FeatureDeterministic}},
+		"arduino-uno": {Missing: map[string]string{board.FeatureDeterministic: "qemu-system-avr: Bad icount read"}},
+	})
+	if err := f.st.RegisterRunner(context.Background(), state.Runner{ID: "r1", URL: "http://127.0.0.1:1", Capacity: 1, Capabilities: caps}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	spec := func(b string) string {
+		return `{"program_id":"` + p.ID + `","board_config":{"board":"` + b + `"},"expect_exit_code":0,"deterministic":true,"repeat":5}`
+	}
+	code, body := f.do(t, "POST", "/api/v1/jobs", spec("arduino-uno"), nil)
+	if code != 422 || !strings.Contains(body, "board arduino-uno does not support deterministic: qemu-system-avr: Bad icount read") {
+		t.Errorf("deterministic on arduino-uno: %d %s", code, body)
+	}
+	var j model.Job
+	if code, body := f.do(t, "POST", "/api/v1/jobs", spec("mps2-an385"), &j); code != 201 || !j.Deterministic || j.Repeats() != 5 {
+		t.Errorf("deterministic on mps2-an385: %d %s", code, body)
 	}
 }
 

@@ -237,41 +237,60 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 	h.emitStarted(j)
 	log.Info("job started")
 
-	v, console, sid := h.run(lctx, bg, j)
-	if !lost() && v.state != "" {
-		// A lease can lapse between two renewals: make sure the job is
-		// still ours before its result is.
-		if err := h.d.Queue.Extend(bg, consumer, m); errors.Is(err, queue.ErrLeaseLost) {
-			stopLease(err)
-		}
-	}
-	if lost() {
-		// Another worker reclaimed the job and runs it: stop ours
-		// without a trace, the job is the other worker's now.
-		if sid != "" {
+	var (
+		v       verdict
+		console []byte
+		sid     string
+		runs    = repetition{h: h, j: j}
+	)
+	for n := 1; n <= j.Repeats(); n++ {
+		if n > 1 {
+			// A fresh session for every run; the last one goes after the
+			// result is stored, as a single run's does.
 			h.dropSession(bg, sid)
 		}
-		log.Warn("lease lost: another worker runs the job; this run is dropped")
-		return
-	}
-	if ctx.Err() != nil && v.state == "" {
-		if sid != "" {
-			h.dropSession(bg, sid)
+		v, console, sid = h.run(lctx, bg, j)
+		if !lost() && v.state != "" {
+			// A lease can lapse between two renewals: make sure the job is
+			// still ours before its result is.
+			if err := h.d.Queue.Extend(bg, consumer, m); errors.Is(err, queue.ErrLeaseLost) {
+				stopLease(err)
+			}
 		}
-		// Stopped mid-job: hand it back. It keeps its attempt count, and
-		// the next worker reclaims it once the lease lapses.
-		if _, err := h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
-			x.State, x.Reason = model.JobQueued, "its worker stopped; it runs again"
-			return nil
-		}); err != nil {
-			log.Warn("hand job back", "err", err)
+		if lost() {
+			// Another worker reclaimed the job and runs it: stop ours
+			// without a trace, the job is the other worker's now.
+			if sid != "" {
+				h.dropSession(bg, sid)
+			}
+			log.Warn("lease lost: another worker runs the job; this run is dropped")
+			return
 		}
-		log.Info("job handed back")
-		return
+		if ctx.Err() != nil && v.state == "" {
+			if sid != "" {
+				h.dropSession(bg, sid)
+			}
+			// Stopped mid-job: hand it back. It keeps its attempt count, and
+			// the next worker reclaims it once the lease lapses.
+			if _, err := h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
+				x.State, x.Reason = model.JobQueued, "its worker stopped; it runs again"
+				return nil
+			}); err != nil {
+				log.Warn("hand job back", "err", err)
+			}
+			log.Info("job handed back")
+			return
+		}
+		if j.Coverage {
+			// Before the session goes: its counts go with it.
+			v.coverage, v.coverageErr = h.storeCoverage(bg, sid)
+		}
+		if j.Repeats() > 1 && !runs.add(bg, n, v, console) {
+			break
+		}
 	}
-	if j.Coverage {
-		// Before the session goes: its counts go with it.
-		v.coverage, v.coverageErr = h.storeCoverage(bg, sid)
+	if j.Repeats() > 1 {
+		v, console = runs.outcome()
 	}
 	// The stored job, for what changed while it ran (a cancel request).
 	if cur, err := h.d.State.GetJob(bg, j.ID); err == nil {
@@ -318,6 +337,12 @@ type verdict struct {
 	// coverage is the id of the run's stored coverage report;
 	// coverageErr says why a job with coverage has none.
 	coverage, coverageErr string
+	// ended: the emulator ended by itself before the verdict.
+	ended bool
+	// runs and diff are a repeated job's (model.Job.Runs,
+	// FirstDifference).
+	runs []model.JobRun
+	diff *model.JobDifference
 }
 
 // storeCoverage closes the coverage window of the job's session and stores
@@ -366,6 +391,7 @@ func (h *Handler) finish(ctx context.Context, j model.Job, v verdict, console []
 		x.DurationMS = float64(v.duration.Microseconds()) / 1000
 		x.ConsoleKey, x.Artifacts = consoleKey, arts
 		x.CoverageReportID, x.CoverageError = v.coverage, v.coverageErr
+		x.Runs, x.FirstDifference = v.runs, v.diff
 	}
 	final := j
 	apply(&final)
@@ -441,7 +467,7 @@ func (h *Handler) dropSession(ctx context.Context, id string) {
 func (h *Handler) newSession(ctx, bg context.Context, j model.Job) (model.Session, error) {
 	deadline := time.Now().Add(sessionWait)
 	for {
-		s, err := h.d.Sessions.Create(bg, session.CreateRequest{Name: sessionName(j.ID), BoardConfig: j.BoardConfig, Coverage: j.Coverage})
+		s, err := h.d.Sessions.Create(bg, session.CreateRequest{Name: sessionName(j.ID), BoardConfig: j.BoardConfig, Coverage: j.Coverage, Deterministic: j.Deterministic})
 		if err == nil || !errors.Is(err, fail.ErrUnavailable) || time.Now().After(deadline) {
 			return s, err
 		}
@@ -525,10 +551,10 @@ func (h *Handler) follow(ctx, bg context.Context, j model.Job, s model.Session) 
 	var off int64
 	step, cursor := 0, 0 // script position; cursor is where wait_for searches from
 	var stepDeadline time.Time
-	passed := false
+	passed, ended := false, false
 	lastCancelCheck := start
 	done := func(st model.JobState, format string, args ...any) verdict {
-		return verdict{state: st, reason: fmt.Sprintf(format, args...), duration: time.Since(start), loaded: loaded, poweredOn: start}
+		return verdict{state: st, reason: fmt.Sprintf(format, args...), duration: time.Since(start), loaded: loaded, poweredOn: start, ended: ended}
 	}
 	// read appends new console output; fresh says whether there was any,
 	// so the patterns are matched again only when the output grew.
@@ -555,6 +581,7 @@ func (h *Handler) follow(ctx, bg context.Context, j model.Job, s model.Session) 
 		if err := read(); err != nil {
 			return done(model.JobError, "read console: %v", err), console
 		}
+		ended = sess.State != model.StateRunning
 		if failRe != nil && fresh {
 			if loc := failRe.FindIndex(console); loc != nil {
 				return done(model.JobFailed, "console matched fail_pattern %q: %q", j.FailPattern, console[loc[0]:loc[1]]), console

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -17,6 +18,7 @@ import (
 	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
+	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/fail"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/queue"
@@ -159,6 +161,9 @@ func validate(in *model.JobSpec, needProgram bool) error {
 	if in.BoardConfig.Board == "" && in.BoardConfig.Processor == nil {
 		return fail.Invalid("board_config is required: {\"board\": NAME} or {\"processor\": ..., \"memory\": ...}")
 	}
+	if in.Repeat != nil && (*in.Repeat < 1 || *in.Repeat > MaxRepeat) {
+		return fail.Invalid("repeat must be from 1 to %d (how many times the job runs, each in a fresh session, to see whether the runs agree); got %d", MaxRepeat, *in.Repeat)
+	}
 	if in.Timeout == "" {
 		in.Timeout = DefaultTimeout.String()
 	}
@@ -254,7 +259,7 @@ func (svc *Service) create(ctx context.Context, id, ruleID string, in model.JobS
 	} else if err != nil {
 		return model.Job{}, false, err
 	}
-	if err := svc.checkBoard(ctx, in.BoardConfig); err != nil {
+	if err := svc.checkBoard(ctx, in); err != nil {
 		return model.Job{}, false, err
 	}
 	now := time.Now().UTC()
@@ -290,15 +295,20 @@ func (svc *Service) enqueue(ctx context.Context, j model.Job) error {
 	return err
 }
 
-// checkBoard refuses a board config no runner can run, when runners are
-// there to ask; without any, the job waits in the queue for one.
-func (svc *Service) checkBoard(ctx context.Context, bc model.BoardConfig) error {
+// checkBoard refuses a board config no runner can run (or not
+// deterministically, when asked), when runners are there to ask; without
+// any, the job waits in the queue for one.
+func (svc *Service) checkBoard(ctx context.Context, in model.JobSpec) error {
 	caps, err := svc.d.Sessions.Capabilities(ctx)
 	if err != nil {
 		return nil
 	}
-	if _, _, err := session.Resolve(caps, "", bc); err != nil {
+	_, b, err := session.Resolve(caps, "", in.BoardConfig)
+	if err != nil {
 		return fail.Unprocessable("board_config: %v", err)
+	}
+	if err := b.Require(board.FeatureDeterministic); in.Deterministic && err != nil {
+		return fail.Unprocessable("deterministic: %v", err)
 	}
 	return nil
 }
@@ -382,11 +392,22 @@ func (svc *Service) Stats(ctx context.Context, workers int) (Stats, error) {
 	return st, nil
 }
 
-// Console returns the job's stored console log.
-func (svc *Service) Console(ctx context.Context, id string) ([]byte, error) {
+// Console returns the job's stored console log, or with run ("2" to
+// the job's repeat) that of one of a repeated job's runs.
+func (svc *Service) Console(ctx context.Context, id, run string) ([]byte, error) {
 	j, err := svc.Get(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if run != "" && run != "1" {
+		n, err := strconv.Atoi(run)
+		if err != nil || n < 1 || n > MaxRepeat {
+			return nil, fail.Invalid("run must be a run's number, from 1 to the job's repeat (at most %d); got %q", MaxRepeat, run)
+		}
+		if n > len(j.Runs) || j.Runs[n-1].ConsoleKey == "" {
+			return nil, fail.NotFound("job %s has no console log of run %d (%d runs recorded)", id, n, len(j.Runs))
+		}
+		return blob.GetBytes(ctx, svc.d.Blobs, j.Runs[n-1].ConsoleKey)
 	}
 	if j.ConsoleKey == "" && j.State.Final() {
 		return nil, fail.Conflict("job %s ended (%s) before its firmware ran, so it has no console log: %s", id, j.State, j.Reason)
