@@ -827,6 +827,8 @@ func checkHTTPRoute(t *testing.T, c *cluster, d *doc) {
 		"/api/v1/sessions/s1/stream/console":          "sessions",
 		"/api/v1/capabilities":                        "sessions",
 		"/health":                                     "sessions",
+		"/api/v1/openapi.json":                        "sessions",
+		"/api/v1/recordings/r1/sessions":              "sessions",
 		"/api/v1/snapshots":                           "snapshots",
 		"/api/v1/snapshots/0123456789abcdef":          "snapshots",
 		"/api/v1/snapshots/0123456789abcdef/sessions": "snapshots",

@@ -13,6 +13,7 @@ import (
 	"github.com/machineserver/machineserver/runner/qemu"
 	"github.com/machineserver/machineserver/shared/config"
 	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/quota"
 )
 
 // Config is read once from the environment.
@@ -24,6 +25,9 @@ type Config struct {
 	ID    string `envconfig:"MS_RUNNER_ID"`
 	URL   string `envconfig:"MS_RUNNER_URL"`
 	Dir   string `envconfig:"MS_RUNNER_DIR" default:"/var/lib/machineserver/runner"`
+	// Quota is the per-tenant limits (MS_QUOTA_*): stored recordings count
+	// against storage.
+	Quota quota.Config
 }
 
 func main() { config.Run("runner", run) }
@@ -52,7 +56,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	r, err := host.New(ctx, host.Config{
-		Settings: cfg.Settings, ID: cfg.ID, URL: cfg.URL, Dir: cfg.Dir, Token: cfg.Token,
+		Settings: cfg.Settings, ID: cfg.ID, URL: cfg.URL, Dir: cfg.Dir, Token: cfg.Token, Quota: svc.State.Quota(cfg.Quota),
 		Backend: qemu.ForRunner(cfg.QEMU, cfg.Coverage, cfg.Dir, log),
 	}, svc.State, svc.Blobs, svc.Publisher, log)
 	if err != nil {

@@ -1,6 +1,6 @@
 /*
  * Test firmware behaviour shared by every board: banner, echo, line
- * commands ("exit N", "count", "stream") and a SysTick-driven counter; on
+ * commands ("exit N", "count", "stream", "poke N", "peek") and a SysTick-driven counter; on
  * boards with a second UART, a plain echo there.
  *
  * The CPU sleeps in WFI until SysTick (every 100 ms) or the UART's RX
@@ -101,15 +101,7 @@ static void wait_for_event(void)
 /* The console helpers, here where they were written before they were shared. */
 #include "text.h"
 
-/* ARM semihosting SYS_EXIT_EXTENDED: QEMU exits with status code. */
-static void semihosting_exit(uint32_t code)
-{
-	uint32_t block[2] = {0x20026 /* ADP_Stopped_ApplicationExit */, code};
-	register uint32_t r0 __asm__("r0") = 0x20;
-	register uint32_t *r1 __asm__("r1") = block;
-
-	__asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
-}
+#include "semihost.h"
 
 /*
  * "stream" prints seq=N lines back to back until any byte arrives, so tests
@@ -159,12 +151,30 @@ static void fill(void)
 	puts_raw(" KiB\r\n");
 }
 
+/*
+ * "poke N" stores N in a global through a function of its own, so a
+ * debugger replaying a recording can find, going backwards, the line that
+ * last wrote it; "peek" prints it.
+ */
+volatile uint32_t victim = 42;
+
+__attribute__((noinline)) static void poke(uint32_t n)
+{
+	victim = n; /* POKE-LINE */
+}
+
 static void run_line(const char *line)
 {
 	uint32_t n;
 
 	if (has_prefix(line, "exit ") && parse_uint(line + 5, &n)) {
 		semihosting_exit(n);
+	} else if (has_prefix(line, "poke ") && parse_uint(line + 5, &n)) {
+		poke(n);
+	} else if (equal(line, "peek")) {
+		puts_raw("victim=");
+		put_uint(victim);
+		puts_raw("\r\n");
 	} else if (equal(line, "count")) {
 		puts_raw("count=");
 		put_uint(counter);

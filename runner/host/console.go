@@ -169,15 +169,25 @@ func (r *Runner) Input(id, port string, data []byte) error {
 	}
 	s.mu.Lock()
 	in := s.proc
+	deterministic := s.last != nil && s.last.Deterministic
 	s.mu.Unlock()
 	if in == nil {
 		return httpapi.Conflict("session %s is not running; console input needs a running machine", id)
+	}
+	if in.replaying {
+		return httpapi.Conflict("session %s replays a recording: its input is the recorded input, so it takes none", id)
 	}
 	c, ok := in.m.Ports()[port]
 	if !ok {
 		return httpapi.Conflict("session %s: its machine has no port %s", id, port)
 	}
 	s.touch()
+	if in.tape != nil {
+		return r.pacedInput(s, c, data)
+	}
+	if deterministic {
+		return deterministicInput(s, in.m, c, data)
+	}
 	if _, err := c.Write(data); err != nil {
 		return httpapi.Conflict("session %s: console write failed: %v", id, err)
 	}

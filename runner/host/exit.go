@@ -17,6 +17,10 @@ import (
 func (r *Runner) watch(s *session, in *instance) {
 	<-in.m.Done()
 	r.record(s, in)
+	if in.tape != nil {
+		// Before recorded: a power off returns with the recording stored.
+		r.storeRecording(s, in)
+	}
 	close(in.recorded)
 	s.mu.Lock()
 	r.clear(s, in)
@@ -58,6 +62,7 @@ func classify(e emulator.Exit, stopping bool, stopReason, oom, debugger string) 
 func (r *Runner) record(s *session, in *instance) {
 	stopping, silent, stopReason := in.requested()
 	if silent {
+		r.emulatorEnded(s.id, "", in, "", "the machine was replaced (a snapshot restore)")
 		return
 	}
 	e := in.m.Exit()
@@ -84,8 +89,10 @@ func (r *Runner) record(s *session, in *instance) {
 		if !errors.Is(err, errUnchanged) && !errors.Is(err, state.ErrNotFound) {
 			r.log.Error("recording emulator exit", "session", s.id, "err", err)
 		}
+		r.emulatorEnded(s.id, "", in, "", o.reason)
 		return
 	}
 	r.log.Info("emulator ended", "session", s.id, "state", o.state, "reason", o.reason, "exit", e.Kind)
+	r.emulatorEnded(s.id, updated.Tenant, in, o.state, o.reason)
 	r.publish(o.event, updated)
 }

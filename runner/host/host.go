@@ -27,6 +27,7 @@ import (
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/quota"
 	"github.com/machineserver/machineserver/shared/runnerapi"
 	"github.com/machineserver/machineserver/shared/state"
 )
@@ -50,7 +51,13 @@ type Settings struct {
 	// in the runner, where reading as it comes gives 370 to 640 KiB/s for
 	// all of one.
 	ConsoleGather time.Duration `envconfig:"MS_CONSOLE_GATHER" default:"1ms"`
-	StopGrace     time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
+	// RecordInputGap is how long input to a machine being recorded waits
+	// for the echo of a byte before it sends the next (see pacedInput). On
+	// mps2-an385, whose idle guest wakes ten times a second, a fixed 250 ms
+	// kept every byte with the host's load average at 12; 100 ms lost some
+	// there, 20 ms most even idle.
+	RecordInputGap time.Duration `envconfig:"MS_RECORD_INPUT_GAP" default:"1s"`
+	StopGrace      time.Duration `envconfig:"MS_STOP_GRACE" default:"2s"`
 	// Prelaunch keeps a paused emulator ready for each stopped session that
 	// has a program, so power on is a resume instead of a cold start.
 	Prelaunch bool `envconfig:"MS_PRELAUNCH" default:"true"`
@@ -90,6 +97,9 @@ type Config struct {
 	Token string
 	// Backend runs the boards (main builds the QEMU one; tests a fake).
 	Backend emulator.Backend
+	// Quota counts stored recordings against their tenant's storage; nil
+	// is unlimited.
+	Quota *quota.Quota
 }
 
 // Runner hosts emulators.
@@ -159,6 +169,10 @@ type session struct {
 	// limits are the session's own caps (from start or prepare), kept for
 	// restores, whose requests carry none.
 	limits *model.Limits
+	// tape and replaying are what the machine being started records or
+	// whether it replays, until activate hands them to its instance.
+	tape      *taping
+	replaying bool
 	// active (unix ns) and watchers feed the idle timeout.
 	active   atomic.Int64
 	watchers atomic.Int32
@@ -257,6 +271,7 @@ func (r *Runner) slot(id string, create bool) (*session, error) {
 	}
 	ring := console.NewRing(r.cfg.ConsoleBytes)
 	s = &session{id: id, ring: ring, ports: newPortRings(ring, r.cfg.ConsoleBytes), gdb: gdb.New(r.log.With("session", id)), drain: make(chan chan int64, 1)}
+	s.gdb.OnLink(r.debuggerEvents(id))
 	addr, err := s.gdb.ListenTCP(net.JoinHostPort(r.cfg.GDBListen, "0"), nil)
 	if err != nil {
 		return nil, fmt.Errorf("debugger port for session %s: %w", id, err)
@@ -337,7 +352,7 @@ func (r *Runner) status(s *session) runnerapi.Status {
 }
 
 func (r *Runner) publish(typ string, s model.Session) {
-	if err := r.pub.Publish(context.Background(), typ, s.ID, s); err != nil {
+	if err := r.pub.Publish(events.WithTenant(context.Background(), model.TenantOr(s.Tenant)), typ, s.ID, s); err != nil {
 		r.log.Warn("publish", "type", typ, "err", err)
 	}
 }

@@ -32,6 +32,11 @@ type instance struct {
 	// an end that is not the session's (its machine is being replaced).
 	stopping, silent bool
 	reason           string
+	// tape, when set, is the recording the machine makes: stored when it
+	// ends. replaying marks a machine re-running a recording, which takes
+	// no input.
+	tape      *taping
+	replaying bool
 }
 
 // stop marks the coming end as asked for.
@@ -102,7 +107,10 @@ func (r *Runner) startLocked(ctx context.Context, s *session, req runnerapi.Star
 		return runnerapi.Status{}, err
 	}
 	t0 := time.Now()
-	m := r.take(&s.cold, imageKey(req))
+	var m emulator.Machine
+	if !special(req) {
+		m = r.take(&s.cold, imageKey(req))
+	}
 	if t, ok := r.trackedOf(m); m != nil && (!ok || t.limits != lim) {
 		// Prelaunched under other limits: not this machine.
 		r.discard(m)
@@ -115,7 +123,13 @@ func (r *Runner) startLocked(ctx context.Context, s *session, req runnerapi.Star
 	}
 	last := req
 	last.Halted, last.Restart, last.Coverage = false, false, false
+	// Spares are plain machines: none records or replays another run.
+	last.Record, last.Replay = nil, nil
 	r.setLast(s, &last)
+	s.replaying = req.Replay != nil
+	if req.Record != nil {
+		s.tape = &taping{rec: *req.Record, dir: filepath.Join(m.Dir(), recordingDir), from: s.ring.End(), began: time.Now()}
+	}
 	if req.Coverage && r.coverage && !s.cov.on {
 		// From the first instruction: the new machine has counted nothing.
 		s.cov = covState{on: true, started: true, acc: s.cov.acc}
@@ -177,7 +191,8 @@ func (r *Runner) crashedAtBoot(ctx context.Context, s *session, in *instance, fr
 // the rings, records the running state, lets the guest run (unless halted)
 // and watches for its end. s.mu is held.
 func (r *Runner) activate(ctx context.Context, s *session, m emulator.Machine, halted bool) (runnerapi.Status, error) {
-	in := &instance{m: m, pumped: make(chan struct{}), recorded: make(chan struct{})}
+	in := &instance{m: m, pumped: make(chan struct{}), recorded: make(chan struct{}), tape: s.tape, replaying: s.replaying}
+	s.tape, s.replaying = nil, false
 	r.setProc(s, in)
 	s.touch()
 	r.pumpPorts(s, in)
@@ -199,6 +214,7 @@ func (r *Runner) activate(ctx context.Context, s *session, m emulator.Machine, h
 		}
 		return runnerapi.Status{}, err
 	}
+	r.emulatorStarted(updated, m, halted)
 	if !halted {
 		if err := m.Resume(ctx); err != nil {
 			if r.died(s, in, err) {
@@ -375,6 +391,12 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 		return nil, err
 	}
 	s.gen++
+	dir := filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen))
+	record, replay, err := r.recordingDirs(ctx, req, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	g, err := r.group(s, lim)
 	if err != nil {
 		return nil, err
@@ -382,12 +404,16 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 	m, err := r.backend.Launch(ctx, emulator.Spec{
 		Board:    b,
 		Firmware: emulator.Firmware{Path: path, Format: req.Program.Format, LoadAddress: req.Program.LoadAddress},
-		Dir:      filepath.Join(r.cfg.SocketDir, fmt.Sprintf("%s-%d", s.id, s.gen)),
+		Dir:      dir,
 		Incoming: incoming,
+		Record:   record,
+		Replay:   replay,
 		// Always counted (a few percent of run time), so coverage can
 		// start on a running machine: an emulator cannot begin counting
 		// later.
 		Coverage: counts(b),
+		// The session's, so its spares and restarts run on the same clock.
+		Deterministic: req.Deterministic,
 		// Into the group before the guest runs a single instruction.
 		Started: g.Add,
 	})

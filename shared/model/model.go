@@ -79,11 +79,22 @@ type Session struct {
 	RunnerID string   `json:"runner_id,omitempty"`
 	// Coverage is on while the session's coverage window is open.
 	Coverage bool `json:"coverage,omitempty"`
+	// Deterministic runs the emulator on its instruction counter: a run
+	// without input is the same every time (capabilities: the board's
+	// "deterministic" feature).
+	Deterministic bool `json:"deterministic,omitempty"`
 	// SnapshotID is the snapshot the machine was last restored from.
-	SnapshotID string     `json:"snapshot_id,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// Record: every power on records the execution (a new recording each
+	// time); RecordingID is the latest.
+	Record      bool   `json:"record,omitempty"`
+	RecordingID string `json:"recording_id,omitempty"`
+	// ReplayOf is the recording a replay session re-runs: its console
+	// takes no input and it cannot be reset or snapshotted.
+	ReplayOf  string     `json:"replay_of,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	StartedAt *time.Time `json:"started_at,omitempty"`
 	// Limits caps the emulator's CPU and memory; nil means the runner's defaults.
 	Limits *Limits `json:"limits,omitempty"`
 }

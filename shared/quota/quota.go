@@ -19,7 +19,8 @@ type Kind string
 const (
 	// Sessions counts a tenant's sessions (each holds 1).
 	Sessions Kind = "sessions"
-	// Storage counts the bytes of a tenant's programs and snapshots.
+	// Storage counts the bytes of a tenant's programs, snapshots and
+	// recordings.
 	Storage Kind = "storage_bytes"
 	// Jobs counts a tenant's running jobs (each holds 1).
 	Jobs Kind = "jobs"
@@ -53,6 +54,9 @@ func (c Config) limit(k Kind) int64 {
 // snapshots with the same id never collide.
 func ProgramKey(id string) string  { return "program:" + id }
 func SnapshotKey(id string) string { return "snapshot:" + id }
+
+// RecordingKey is the holding of a stored recording.
+func RecordingKey(id string) string { return "recording:" + id }
 
 // Quota enforces limits in Redis. A nil *Quota is unlimited: every method
 // works and acquires always succeed, so tests and tools need no Redis.

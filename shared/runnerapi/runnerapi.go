@@ -44,9 +44,18 @@ type StartRequest struct {
 	// Coverage opens the session's coverage window from the first
 	// instruction, if it is not open yet.
 	Coverage bool `json:"coverage,omitempty"`
+	// Deterministic runs the machine on its instruction counter
+	// (emulator.Spec.Deterministic).
+	Deterministic bool `json:"deterministic,omitempty"`
 	// Limits are the session's CPU and memory caps; nil or zero fields take
 	// the runner's defaults.
 	Limits *model.Limits `json:"limits,omitempty"`
+	// Record records the execution from the first instruction to the
+	// machine's end into this recording (state "recording"), which the
+	// runner stores and marks ready when the machine has ended.
+	Record *model.Recording `json:"record,omitempty"`
+	// Replay re-runs this stored recording instead of a fresh execution.
+	Replay *model.Recording `json:"replay,omitempty"`
 }
 
 // SnapshotRequest asks for the session's machine state to be saved and

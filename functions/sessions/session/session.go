@@ -51,9 +51,14 @@ type CreateRequest struct {
 	BoardConfig model.BoardConfig `json:"board_config"`
 	// Coverage collects coverage from the first power on.
 	Coverage bool `json:"coverage,omitempty"`
+	// Deterministic runs the emulator on its instruction counter, where
+	// the board supports it (capabilities: "deterministic").
+	Deterministic bool `json:"deterministic,omitempty"`
 	// Limits cap the emulator's CPU (percent of one core, 1-100) and memory
 	// (16-4096 MB); omitted fields take the runner's defaults.
 	Limits *model.Limits `json:"limits,omitempty"`
+	// Record records every power on's execution, for replay.
+	Record bool `json:"record,omitempty"`
 }
 
 // LoadRequest is POST /api/v1/sessions/{id}/program.
@@ -121,6 +126,12 @@ func (svc *Service) Create(ctx context.Context, in CreateRequest) (model.Session
 		return model.Session{}, err
 	}
 	in.Backend = be.Name
+	if err := b.Require(board.FeatureDeterministic); in.Deterministic && err != nil {
+		return model.Session{}, fail.Unprocessable("deterministic: %v", err)
+	}
+	if in.Record && !b.Has(board.FeatureRecord) {
+		return model.Session{}, fail.Unprocessable("board %s cannot be recorded with this emulator (its capabilities lack %q)", b.Name, board.FeatureRecord)
+	}
 	r, err := svc.pickRunner(ctx, be.Name, b.Name)
 	if err != nil {
 		return model.Session{}, err
@@ -129,7 +140,7 @@ func (svc *Service) Create(ctx context.Context, in CreateRequest) (model.Session
 	s := model.Session{
 		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: in.Name, Backend: in.Backend, BoardConfig: in.BoardConfig,
 		Machine: b.Name, State: model.StateCreated, RunnerID: r.ID, CreatedAt: now, UpdatedAt: now,
-		Coverage: in.Coverage, Limits: in.Limits,
+		Coverage: in.Coverage, Limits: in.Limits, Record: in.Record, Deterministic: in.Deterministic,
 	}
 	if err := svc.d.Quota.Acquire(ctx, s.Tenant, quota.Sessions, s.ID, 1); err != nil {
 		return model.Session{}, err
@@ -436,6 +447,9 @@ func (svc *Service) LoadProgram(ctx context.Context, id string, in LoadRequest) 
 	if in.ProgramID == "" {
 		return s, fail.Invalid("program_id is required")
 	}
+	if s.ReplayOf != "" {
+		return s, Guard(s, "load another program")
+	}
 	rp, b, err := svc.place(ctx, s, in.ProgramID)
 	if err != nil {
 		return s, err
@@ -453,7 +467,7 @@ func (svc *Service) LoadProgram(ctx context.Context, id string, in LoadRequest) 
 			return s, err
 		}
 		if rc != nil {
-			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Restart: true, Limits: s.Limits}); err != nil {
+			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Restart: true, Limits: s.Limits, Deterministic: s.Deterministic}); err != nil {
 				return s, err
 			}
 		}
@@ -463,7 +477,7 @@ func (svc *Service) LoadProgram(ctx context.Context, id string, in LoadRequest) 
 	} else if rc, err := svc.runner(ctx, &s, false); err == nil && rc != nil {
 		// Best effort: the runner prelaunches a paused emulator so the next
 		// power on is fast; without it power on is a cold start.
-		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Limits: s.Limits}); err != nil {
+		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Limits: s.Limits, Deterministic: s.Deterministic}); err != nil {
 			svc.d.Log.Warn("prepare", "session", id, "err", err)
 		}
 	}
@@ -513,7 +527,20 @@ func (svc *Service) PowerOn(ctx context.Context, id string, halted bool) (model.
 	if err != nil {
 		return s, err
 	}
-	if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits}); err != nil {
+	req := runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits, Deterministic: s.Deterministic}
+	switch {
+	case s.ReplayOf != "":
+		req.Replay, err = svc.replayOf(ctx, s)
+	case s.Record:
+		req.Record, err = svc.startRecording(ctx, &s)
+	}
+	if err != nil {
+		return s, err
+	}
+	if _, err := rc.Start(ctx, id, req); err != nil {
+		if req.Record != nil {
+			svc.d.State.DeleteRecording(context.WithoutCancel(ctx), req.Record.ID)
+		}
 		return s, err
 	}
 	return svc.Get(ctx, id)
@@ -556,6 +583,9 @@ func (svc *Service) Reset(ctx context.Context, id string) (model.Session, error)
 	}
 	if s.State != model.StateRunning {
 		return s, fail.Conflict("session %s is not running (state %s); power it on first", id, s.State)
+	}
+	if err := Guard(s, "be reset"); err != nil {
+		return s, err
 	}
 	rc, err := svc.runner(ctx, &s, false)
 	if err != nil {

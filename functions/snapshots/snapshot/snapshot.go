@@ -173,6 +173,9 @@ func (svc *Service) Create(ctx context.Context, sessionID string, in CreateReque
 	if s.State != model.StateRunning {
 		return model.Snapshot{}, fail.Conflict("session %s is %s; only a running session can be snapshotted", s.ID, s.State)
 	}
+	if err := session.Guard(s, "be snapshotted"); err != nil {
+		return model.Snapshot{}, err
+	}
 	if progErr != nil {
 		return model.Snapshot{}, fmt.Errorf("program %s of session %s: %w", s.ProgramID, s.ID, progErr)
 	}
@@ -308,6 +311,9 @@ func (svc *Service) Restore(ctx context.Context, sessionID string, in RestoreReq
 		return s, fail.Unprocessable("snapshot %s is of a %s %s; session %s is a %s %s", snap.ID, snap.Backend, snap.Machine, s.ID, s.Backend, s.Machine)
 	}
 	if err := svc.snapshotBoard(ctx, s); err != nil {
+		return s, err
+	}
+	if err := session.Guard(s, "be restored"); err != nil {
 		return s, err
 	}
 	rp, err := svc.d.Sessions.Program(ctx, s, snap.ProgramID)

@@ -81,6 +81,18 @@ func (f *Fake) Launch(ctx context.Context, spec emulator.Spec) (emulator.Machine
 	if _, err := os.Stat(spec.Firmware.Path); err != nil {
 		return nil, fmt.Errorf("fake: firmware: %w", err)
 	}
+	if spec.Record != "" {
+		// What a recording holds is the backend's business; the fake's
+		// is one file naming the board.
+		if err := os.WriteFile(filepath.Join(spec.Record, FakeRecording), []byte(spec.Board.Name), 0o600); err != nil {
+			return nil, fmt.Errorf("fake: record: %w", err)
+		}
+	}
+	if spec.Replay != "" {
+		if b, err := os.ReadFile(filepath.Join(spec.Replay, FakeRecording)); err != nil || string(b) != spec.Board.Name {
+			return nil, fmt.Errorf("fake: replay: no recording of a %s in %s (%v)", spec.Board.Name, spec.Replay, err)
+		}
+	}
 	m := &Machine{spec: spec, ports: map[string]net.Conn{}, done: make(chan struct{}), exit: emulator.Exit{Kind: emulator.ExitRunning}}
 	m.cond = sync.NewCond(&m.mu)
 	if spec.Dir != "" {
@@ -120,6 +132,10 @@ func (f *Fake) Launch(ctx context.Context, spec emulator.Spec) (emulator.Machine
 	}
 	return m, nil
 }
+
+// FakeRecording is the file a fake machine launched with Spec.Record
+// writes, and one launched with Spec.Replay needs.
+const FakeRecording = "fake.rr"
 
 // Machine is a fake machine (see Fake).
 type Machine struct {

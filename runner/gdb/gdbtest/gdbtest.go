@@ -147,10 +147,15 @@ func (m *Machine) WaitConsole(tb testing.TB, from int, want string) string {
 // GDB runs gdb-multiarch in batch mode on the test firmware against addr and
 // returns its combined output and exit error. ctx bounds the run.
 func GDB(ctx context.Context, tb testing.TB, addr string, cmds ...string) (string, error) {
+	return GDBFor(ctx, tb, Firmware(tb), addr, cmds...)
+}
+
+// GDBFor is GDB with the symbols of elf.
+func GDBFor(ctx context.Context, tb testing.TB, elf, addr string, cmds ...string) (string, error) {
 	if _, err := exec.LookPath("gdb-multiarch"); err != nil {
 		tb.Fatal("gdb-multiarch is not installed (make test installs it)")
 	}
-	args := []string{"-batch", "-nx", Firmware(tb), "-ex", "set remotetimeout 20", "-ex", "target extended-remote " + addr}
+	args := []string{"-batch", "-nx", elf, "-ex", "set remotetimeout 20", "-ex", "target extended-remote " + addr}
 	for _, c := range cmds {
 		args = append(args, "-ex", c)
 	}

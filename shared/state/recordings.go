@@ -1,0 +1,89 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/machineserver/machineserver/shared/model"
+)
+
+const (
+	prefixRecording = "ms:recording:" // string: JSON recording
+	keyRecordings   = "ms:recordings" // zset of recording ids by creation
+)
+
+// PutRecording stores a recording and indexes it.
+func (s *Store) PutRecording(ctx context.Context, r model.Recording) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return put(ctx, p, prefixRecording+r.ID, keyRecordings, r.ID, r.CreatedAt, r)
+	})
+	if err != nil {
+		return fmt.Errorf("state: put recording: %w", err)
+	}
+	return nil
+}
+
+// GetRecording returns a recording or ErrNotFound.
+func (s *Store) GetRecording(ctx context.Context, id string) (model.Recording, error) {
+	return get[model.Recording](ctx, s.rdb, prefixRecording+id)
+}
+
+// ListRecordings returns one page of all recordings, oldest first, and the
+// total.
+func (s *Store) ListRecordings(ctx context.Context, offset, limit int) ([]model.Recording, int, error) {
+	return page[model.Recording](ctx, s.rdb, keyRecordings, prefixRecording, offset, limit)
+}
+
+// UpdateRecording changes a recording with fn, atomically; fn's error
+// aborts the change and is returned.
+func (s *Store) UpdateRecording(ctx context.Context, id string, fn func(*model.Recording) error) (model.Recording, error) {
+	key := prefixRecording + id
+	var out model.Recording
+	for range maxTxRetries {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			r, err := get[model.Recording](ctx, tx, key)
+			if err != nil {
+				return err
+			}
+			if err := fn(&r); err != nil {
+				return err
+			}
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, key, b, 0)
+				return nil
+			})
+			out = r
+			return err
+		}, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		return out, err
+	}
+	return out, fmt.Errorf("state: update recording %s: too much contention", id)
+}
+
+// DeleteRecording removes a recording from the index.
+func (s *Store) DeleteRecording(ctx context.Context, id string) error {
+	var n *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.Del(ctx, prefixRecording+id)
+		p.ZRem(ctx, keyRecordings, id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: delete recording: %w", err)
+	}
+	if n.Val() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
