@@ -21,7 +21,7 @@ RUN_TOOLS := qemu-system-arm:qemu-system-arm qemu-system-riscv32:qemu-system-mis
 TEST_TOOLS := $(RUN_TOOLS) arm-none-eabi-gcc:gcc-arm-none-eabi redis-server:redis-server \
 	gdb-multiarch:gdb-multiarch lcov:lcov curl:curl jq:jq \
 	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf avr-gcc:gcc-avr \
-	/usr/lib/avr/include/avr/io.h:avr-libc avr-gdb:gdb-avr
+	/usr/lib/avr/include/avr/io.h:avr-libc avr-gdb:gdb-avr chromium:chromium
 
 define apt_install
 	@missing=""; for pair in $(1); do \
@@ -37,7 +37,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: run test bench build firmware plugin deps-run deps-test vet clean fuzz
+.PHONY: run test bench build firmware plugin deps-run deps-test vet clean fuzz ui
 
 # fuzz_all runs every fuzz target (each `func Fuzz...` in a _test.go file)
 # for $(1), one at a time, as `go test -fuzz` allows one target per run.
@@ -60,7 +60,13 @@ deps-test:
 	$(call apt_install,$(TEST_TOOLS))
 	@command -v versitygw >/dev/null 2>&1 || { echo "building versitygw (about 2 minutes, once)"; $(GO) install $(VERSITYGW); }
 
-build:
+# ui bundles the web UI (npm ci from ui/package-lock.json when it changed,
+# then esbuild) into ui/dist, which the binaries embed.
+ui:
+	$(call apt_install,npm:npm)
+	$(GO) run ./ui/build
+
+build: ui
 	$(GO) build -o $(BUILD)/bin/ ./cmd/machineserver ./runner ./functions/sessions ./functions/programs ./functions/snapshots ./functions/jobs
 
 firmware:
@@ -76,7 +82,7 @@ vet:
 	@test -z "$$(gofmt -l . | grep -v '^build/')" || { gofmt -l . ; echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 
-test: deps-test firmware plugin vet
+test: deps-test firmware plugin ui vet
 	$(GO) test -count=1 -timeout 30m ./...
 	$(call fuzz_all,20000x)
 
@@ -85,15 +91,19 @@ FUZZTIME ?= 30s
 fuzz:
 	$(call fuzz_all,$(FUZZTIME))
 
-bench: deps-test firmware plugin
+bench: deps-test firmware plugin ui
 	$(GO) test -count=1 -run '^$$' -bench PowerOnToFirstByte -benchtime 20x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench IdleSessions -benchtime 1x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench Snapshot -benchtime 20x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench RoundTrip -benchtime 5000x -timeout 30m ./runner/gdb/
 	$(GO) test -count=1 -run '^$$' -bench 'Overhead|Report' -benchtime 20x -timeout 30m ./runner/coverage/
+	$(GO) test -count=1 -run '^$$' -bench Clock -benchtime 10x -timeout 30m ./runner/qemu/
 	$(GO) test -count=1 -run '^$$' -bench GetSessionAt200rps -benchtime 1000x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench ConsoleFlood -benchtime 5x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench 'Jobs$$' -benchtime 20x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkUI$$' -benchtime 20x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench EventLatency -benchtime 50x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench 'RecordSlowdown|Recording$$' -benchtime 3x -timeout 30m ./e2e/
 
 clean:
 	rm -rf $(BUILD)

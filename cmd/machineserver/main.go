@@ -32,8 +32,10 @@ import (
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/metrics"
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/openapi"
 	"github.com/machineserver/machineserver/shared/quota"
 	"github.com/machineserver/machineserver/shared/state"
+	"github.com/machineserver/machineserver/ui"
 )
 
 // Config is read once from the environment.
@@ -86,7 +88,7 @@ func run(ctx context.Context) error {
 			return err
 		}
 	}
-	pub, closePub, err := cfg.Publisher("standalone", log)
+	pub, closePub, err := cfg.Publisher("standalone", st, log)
 	if err != nil {
 		return err
 	}
@@ -101,9 +103,12 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One Quota for every handler and the runner (which stores
+	// recordings): the limits live in Redis, so it is shared state.
+	quotas := st.Quota(cfg.Quota)
 	r, err := host.New(ctx, host.Config{
 		Settings: cfg.Settings, ID: "standalone", URL: "http://" + rln.Addr().String(),
-		Dir: filepath.Join(dataDir, "runner"), Token: token,
+		Dir: filepath.Join(dataDir, "runner"), Token: token, Quota: quotas,
 		Backend: qemu.ForRunner(cfg.QEMU, cfg.Coverage, filepath.Join(dataDir, "runner"), log.With("component", "runner")),
 	}, st, blobs, pub, log.With("component", "runner"))
 	if err != nil {
@@ -122,9 +127,6 @@ func run(ctx context.Context) error {
 	// programs go straight to the job rules, as program.stored does through
 	// the Broker in a cluster.
 	var onStored func(context.Context, model.Program)
-	// One Quota for every handler: the limits live in Redis, so it is shared
-	// state, not per handler.
-	quotas := st.Quota(cfg.Quota)
 	ph := programs.New(programs.Deps{State: st, Blobs: blobs, Publisher: pub, MaxUpload: cfg.MaxUpload, Log: log.With("component", "programs"),
 		Quota: quotas, Watches: watches, WebhookToken: cfg.ProgramsWatch.WebhookToken, OnStored: func(ctx context.Context, p model.Program) {
 			if onStored != nil {
@@ -179,8 +181,9 @@ func run(ctx context.Context) error {
 // routes are what the standalone server serves besides the admin API
 // (config.Guard adds it): every function's REST routes, each function's
 // CloudEvents receiver at POST /events/<function> (authenticated, unlike a
-// function's in-cluster POST /), /health and /metrics (one registry for
-// the whole process: functions' and runner's metrics).
+// function's in-cluster POST /), /health, /metrics (one registry for
+// the whole process: functions' and runner's metrics), the web UI and the
+// OpenAPI document.
 func routes(ctx context.Context, ph *programs.Handler, sh *sessions.Handler, snh *snapshots.Handler, jh *jobs.Handler) ([]httpapi.Route, error) {
 	var rs []httpapi.Route
 	for _, f := range []struct {
@@ -209,7 +212,8 @@ func routes(ctx context.Context, ph *programs.Handler, sh *sessions.Handler, snh
 		v["mode"] = "standalone"
 		httpapi.WriteJSON(w, http.StatusOK, v)
 	}
-	return append(rs, httpapi.Route{Method: http.MethodGet, Pattern: "/health", Scope: httpapi.ScopePublic, Handler: health}, config.MetricsRoute()), nil
+	rs = append(rs, ui.Routes()...)
+	return append(rs, httpapi.Route{Method: http.MethodGet, Pattern: "/health", Scope: httpapi.ScopePublic, Handler: health}, config.MetricsRoute(), openapi.Route()), nil
 }
 
 // devKey makes `make run` work with authentication on and no

@@ -47,6 +47,11 @@ var wantScopes = map[string]httpapi.Scope{
 	"POST /api/v1/sessions/{id}/coverage/stop":  httpapi.ScopeWrite,
 	"GET /api/v1/sessions/{id}/coverage":        httpapi.ScopeRead,
 	"POST /api/v1/coverage/merge":               httpapi.ScopeWrite,
+	"GET /api/v1/recordings":                    httpapi.ScopeRead,
+	"GET /api/v1/recordings/{rid}":              httpapi.ScopeRead,
+	"GET /api/v1/recordings/{rid}/console":      httpapi.ScopeRead,
+	"DELETE /api/v1/recordings/{rid}":           httpapi.ScopeWrite,
+	"POST /api/v1/recordings/{rid}/sessions":    httpapi.ScopeWrite,
 	"GET /api/v1/coverage/reports/{rid}":        httpapi.ScopeRead,
 	"POST /api/v1/programs":                     httpapi.ScopeWrite,
 	"GET /api/v1/programs":                      httpapi.ScopeRead,
@@ -74,6 +79,7 @@ var wantScopes = map[string]httpapi.Scope{
 	"DELETE /api/v1/admin/keys/{id}":            httpapi.ScopeAdmin,
 	"GET /api/v1/audit":                         httpapi.ScopeAdmin,
 	"GET /api/v1/quota":                         httpapi.ScopeRead,
+	"GET /api/v1/stream/events":                 httpapi.ScopeRead,
 	"GET /api/v1/admin/tenants/{tenant}/quota":  httpapi.ScopeAdmin,
 	"PUT /api/v1/admin/tenants/{tenant}/quota":  httpapi.ScopeAdmin,
 	"POST /events/sessions":                     httpapi.ScopeWrite,
@@ -82,6 +88,10 @@ var wantScopes = map[string]httpapi.Scope{
 	"POST /events/jobs":                         httpapi.ScopeWrite,
 	"GET /metrics":                              httpapi.ScopeAdmin,
 	"GET /health":                               httpapi.ScopePublic,
+	"GET /api/v1/openapi.json":                  httpapi.ScopePublic,
+	"GET /ui/":                                  httpapi.ScopePublic,
+	"GET /ui":                                   httpapi.ScopePublic,
+	"GET /{$}":                                  httpapi.ScopePublic,
 	"POST /{$}":                                 httpapi.ScopePublic,
 }
 
@@ -90,27 +100,8 @@ var wantScopes = map[string]httpapi.Scope{
 // the URL-shape rule gave before, and the mux dispatches a request for it
 // to that declared route (so the authenticator reads the right scope).
 func TestRouteScopes(t *testing.T) {
-	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
-	guard, err := auth.New(ctx, auth.Options{Config: auth.Config{Mode: "on"}, Redis: rdb, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := sessions.New(sessions.Deps{})
-	ph, snh, jh := programs.New(programs.Deps{}), snapshots.New(snapshots.Deps{Sessions: sh.Service}), jobs.New(jobs.Deps{Sessions: sh.Service})
-	standalone, err := routes(ctx, ph, sh, snh, jh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers := map[string][]httpapi.Route{"standalone": standalone}
-	for name, fn := range map[string]config.Function{"programs": ph, "sessions": sh, "snapshots": snh, "jobs": jh} {
-		if servers[name], err = config.FunctionRoutes(ctx, fn); err != nil {
-			t.Fatal(err)
-		}
-	}
 	seen := map[string]bool{}
-	for name, rs := range servers {
-		rs = append(rs, guard.Routes()...)
+	for name, rs := range servedRoutes(t) {
 		mux := http.NewServeMux()
 		httpapi.Mount(mux, rs...)
 		for _, rt := range rs {
@@ -137,6 +128,34 @@ func TestRouteScopes(t *testing.T) {
 			t.Errorf("%s is in wantScopes but no server serves it", key)
 		}
 	}
+}
+
+// servedRoutes are the route tables of the standalone server ("standalone")
+// and of each function's own Service (by name), each with the admin API
+// that config.Guard mounts in front of them.
+func servedRoutes(t *testing.T) map[string][]httpapi.Route {
+	t.Helper()
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+	guard, err := auth.New(ctx, auth.Options{Config: auth.Config{Mode: "on"}, Redis: rdb, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := sessions.New(sessions.Deps{})
+	ph, snh, jh := programs.New(programs.Deps{}), snapshots.New(snapshots.Deps{Sessions: sh.Service}), jobs.New(jobs.Deps{Sessions: sh.Service})
+	standalone, err := routes(ctx, ph, sh, snh, jh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := map[string][]httpapi.Route{"standalone": append(standalone, guard.Routes()...)}
+	for name, fn := range map[string]config.Function{"programs": ph, "sessions": sh, "snapshots": snh, "jobs": jh} {
+		rs, err := config.FunctionRoutes(ctx, fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[name] = append(rs, guard.Routes()...)
+	}
+	return servers
 }
 
 var wildcard = regexp.MustCompile(`\{\w+\}`)

@@ -11,7 +11,10 @@ import (
 
 	"github.com/machineserver/machineserver/functions/sessions/handler"
 	"github.com/machineserver/machineserver/shared/config"
+	"github.com/machineserver/machineserver/shared/httpapi"
+	"github.com/machineserver/machineserver/shared/openapi"
 	"github.com/machineserver/machineserver/shared/quota"
+	"github.com/machineserver/machineserver/ui"
 )
 
 // Config is read once from the environment.
@@ -47,5 +50,14 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return config.ServeFunction(ctx, cfg.Port, h, guard, svc.Log)
+	return config.ServeFunction(ctx, cfg.Port, withUI{h}, guard, svc.Log)
+}
+
+// withUI adds the web UI and the OpenAPI document to the sessions
+// function's routes: in a cluster the ingress sends /ui/ and
+// /api/v1/openapi.json here, beside the API the UI calls.
+type withUI struct{ *handler.Handler }
+
+func (f withUI) Routes() []httpapi.Route {
+	return append(append(f.Handler.Routes(), ui.Routes()...), openapi.Route())
 }

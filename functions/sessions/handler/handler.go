@@ -126,7 +126,7 @@ func (h *Handler) Routes() []httpapi.Route {
 			httpapi.Reply(w, r, http.StatusOK, g, err)
 		}},
 	}
-	return append(append(routes, h.coverageRoutes()...), h.d.Quota.Routes()...)
+	return append(append(append(append(routes, h.coverageRoutes()...), h.recordingRoutes()...), h.eventRoutes()...), h.d.Quota.Routes()...)
 }
 
 // console returns the UART history from ?offset= as raw bytes; the
