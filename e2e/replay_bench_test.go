@@ -127,7 +127,7 @@ func BenchmarkRecording(b *testing.B) {
 
 		// poke, then ticks (a line a second): from the second tick after
 		// poke, reverse-continue to poke crosses more than a second.
-		rid, _, _ = record("poke", 3*time.Second, "poke 7\r")
+		rid, _, _ = record("poke", 3*time.Second, "poke\r")
 		pl.must(b, 201, "POST", "/api/v1/recordings/"+rid+"/sessions", nil, &rs)
 		dbg := rs["id"].(string)
 		pl.must(b, 200, "POST", "/api/v1/sessions/"+dbg+"/poweron?halted=true", nil, nil)

@@ -57,7 +57,7 @@ func recordReplay(t *testing.T, pl *platform) {
 	waitConsole(t, pl, id, "ready\r\n")
 	// The runner paces input to a recorded machine, so this returns once
 	// every byte is in.
-	pl.must(t, 200, "POST", "/api/v1/sessions/"+id+"/console", []byte("poke 7\r"), nil)
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+id+"/console", []byte("poke\r"), nil)
 	pl.must(t, 200, "POST", "/api/v1/sessions/"+id+"/console", []byte("peek\r"), nil)
 	waitConsole(t, pl, id, "victim=7\r\n")
 

@@ -177,9 +177,9 @@ func (r *Runner) putRecording(ctx context.Context, t *taping, console []byte) ([
 // 7.2 hands a recorded guest its input only at checkpoints, all that came
 // since at once: bytes closer together than the checkpoints overrun a
 // UART without a FIFO and are lost (docs/design.md). So the next byte goes
-// once the console has printed something since the last (the echo of a
-// shell: the guest has taken the byte), or after RecordInputGap when it
-// prints nothing.
+// once the console's next output is the byte's echo (a shell's: the guest
+// has taken it), or after RecordInputGap otherwise: other output (a log
+// line) says nothing about the byte.
 func (r *Runner) pacedInput(s *session, c net.Conn, data []byte) error {
 	for i := range data {
 		end := s.ring.End()
@@ -187,7 +187,11 @@ func (r *Runner) pacedInput(s *session, c net.Conn, data []byte) error {
 			return httpapi.Conflict("session %s: console write failed: %v", s.id, err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.RecordInputGap)
-		s.ring.Wait(ctx, end)
+		if s.ring.Wait(ctx, end) == nil {
+			if b, _, _ := s.ring.Read(end, 1); len(b) != 1 || b[0] != data[i] {
+				<-ctx.Done()
+			}
+		}
 		cancel()
 	}
 	return nil
