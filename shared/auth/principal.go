@@ -103,3 +103,13 @@ func PlatformAdmin(ctx context.Context) bool {
 	p, ok := FromContext(ctx)
 	return ok && p.Has(ScopeAdmin) && model.TenantOr(p.Tenant) == DefaultTenant
 }
+
+// OwnPage keeps the caller's tenant's records of all (tenant reads a
+// record's) and cuts page (from 1) of size from them; total is how many
+// the caller owns. For indexes that are not per tenant.
+func OwnPage[T any](ctx context.Context, all []T, tenant func(T) string, page, size int) (own []T, total int) {
+	all = slices.DeleteFunc(all, func(x T) bool { return !Owns(ctx, tenant(x)) })
+	off := (page - 1) * size
+	lo, hi := min(off, len(all)), min(off+size, len(all))
+	return all[lo:hi], len(all)
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/machineserver/machineserver/shared/auth"
@@ -140,10 +139,8 @@ func (svc *Service) ListRecordings(ctx context.Context, page, size int) (Recordi
 	if err != nil {
 		return Recordings{}, err
 	}
-	own := slices.DeleteFunc(all, func(r model.Recording) bool { return !auth.Owns(ctx, r.Tenant) })
-	off := (page - 1) * size
-	lo, hi := min(off, len(own)), min(off+size, len(own))
-	return Recordings{Recordings: own[lo:hi], Total: len(own), Page: page, PageSize: size}, nil
+	own, total := auth.OwnPage(ctx, all, func(r model.Recording) string { return r.Tenant }, page, size)
+	return Recordings{Recordings: own, Total: total, Page: page, PageSize: size}, nil
 }
 
 // DeleteRecording removes a stored (or failed) recording, its files and

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -256,10 +255,8 @@ func (svc *Service) List(ctx context.Context, sessionID string, page, size int) 
 	if err != nil {
 		return List{}, err
 	}
-	own := slices.DeleteFunc(all, func(s model.Snapshot) bool { return !auth.Owns(ctx, s.Tenant) })
-	off := (page - 1) * size
-	lo, hi := min(off, len(own)), min(off+size, len(own))
-	return List{Snapshots: own[lo:hi], Total: len(own), Page: page, PageSize: size}, nil
+	own, total := auth.OwnPage(ctx, all, func(s model.Snapshot) string { return s.Tenant }, page, size)
+	return List{Snapshots: own, Total: total, Page: page, PageSize: size}, nil
 }
 
 // Delete removes a snapshot that no restore is reading.
