@@ -42,6 +42,9 @@ func (r *Runner) reconcile(ctx context.Context) error {
 		if err == nil {
 			r.log.Warn("marked session lost after restart", "session", s.ID)
 			r.publish(events.TypeSessionFailed, updated)
+			if _, err := r.state.AbandonRecording(ctx, updated.RecordingID, "not stored: the runner recording it restarted"); err != nil {
+				r.log.Warn("mark recording failed", "recording", updated.RecordingID, "err", err)
+			}
 		}
 	}
 	return nil

@@ -87,3 +87,28 @@ func (s *Store) DeleteRecording(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// errNotActive aborts AbandonRecording's change of a recording that is no
+// longer being made.
+var errNotActive = errors.New("recording not active")
+
+// AbandonRecording marks a recording that is still being made as failed
+// with reason, when the machine making it is gone without storing it (its
+// runner died); it reports whether it did. Recordings in any other state
+// are left as they are.
+func (s *Store) AbandonRecording(ctx context.Context, id, reason string) (bool, error) {
+	if id == "" {
+		return false, nil
+	}
+	_, err := s.UpdateRecording(ctx, id, func(r *model.Recording) error {
+		if r.State != model.RecordingActive {
+			return errNotActive
+		}
+		r.State, r.Reason = model.RecordingFailed, reason
+		return nil
+	})
+	if errors.Is(err, errNotActive) || errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

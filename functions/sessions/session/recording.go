@@ -60,9 +60,26 @@ func (svc *Service) board(ctx context.Context, s model.Session) (board.Board, er
 	return b, nil
 }
 
-// Recording returns one of the caller's recordings.
+// Recording returns one of the caller's recordings. One still being made
+// whose machine is gone without storing it (its runner died, or its
+// session went another way) is failed first, so it never stays
+// "recording" for ever.
 func (svc *Service) Recording(ctx context.Context, id string) (model.Recording, error) {
-	return auth.Lookup(ctx, "recording", id, svc.d.State.GetRecording, func(r model.Recording) string { return r.Tenant })
+	rec, err := auth.Lookup(ctx, "recording", id, svc.d.State.GetRecording, func(r model.Recording) string { return r.Tenant })
+	if err != nil || rec.State != model.RecordingActive {
+		return rec, err
+	}
+	// Get fails the recording of a running session whose runner is dead
+	// (checkRunner); a deleted session's runner stored or failed it
+	// before the session went, so one still active was never finished.
+	_, err = svc.Get(ctx, rec.SessionID)
+	if errors.Is(err, fail.ErrNotFound) {
+		_, err = svc.d.State.AbandonRecording(ctx, rec.ID, "not stored: its session "+rec.SessionID+" is gone")
+	}
+	if err != nil {
+		svc.d.Log.Warn("check a recording's session", "recording", rec.ID, "err", err)
+	}
+	return svc.d.State.GetRecording(ctx, rec.ID)
 }
 
 // replayOf is the stored recording a replay session re-runs.

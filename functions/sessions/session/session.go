@@ -272,6 +272,9 @@ func (svc *Service) checkRunner(ctx context.Context, s model.Session) (model.Ses
 	}
 	if err == nil {
 		svc.publish(events.TypeSessionFailed, lost)
+		if _, err := svc.d.State.AbandonRecording(ctx, lost.RecordingID, "not stored: runner "+s.RunnerID+" stopped heartbeating while it recorded"); err != nil {
+			svc.d.Log.Warn("mark recording failed", "recording", lost.RecordingID, "err", err)
+		}
 	}
 	return lost, err
 }
