@@ -90,6 +90,8 @@ var Catalog = []Spec{
 	spec(TypeEmulatorEnded, Notification, EmulatorEnded{}, "A session's emulator process ended: the typed exit, the reason and the session state it left."),
 	spec(TypeDebuggerAttached, Notification, Debugger{}, "A debugger attached to a session's gdb endpoint (direct TCP or the WebSocket tunnel)."),
 	spec(TypeDebuggerDetached, Notification, Debugger{}, "A debugger's link to a session ended, and what ended it."),
+	spec(TypeRecordingReady, Notification, model.Recording{}, "A recording session's machine ended and its recording is stored (state ready): replay it with POST /api/v1/recordings/{id}/sessions."),
+	spec(TypeRecordingFailed, Notification, model.Recording{}, "A recording session's machine ended but its recording could not be stored (state failed; reason says why)."),
 	spec(TypeStreamGap, Notification, StreamGap{}, "Sent by the event stream, never published: events after the resume point may be missing, as the stream keeps a bounded number."),
 }
 

@@ -19,7 +19,7 @@ import (
 // CloudEvents adapter.
 var foreignType = regexp.MustCompile(`^(dev\.cdevents\.[a-z]+\.[a-z]+\.[0-9]+\.[0-9]+\.[0-9]+|com\.amazonaws\.s3\.ObjectCreated:[A-Za-z]+)$`)
 
-var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job|emulator|debugger|stream)\.[a-z]+\.v[0-9]+$`)
+var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job|emulator|debugger|stream|recording)\.[a-z]+\.v[0-9]+$`)
 
 func TestCatalogIsComplete(t *testing.T) {
 	seen, files := map[string]bool{}, map[string]bool{}
@@ -176,6 +176,8 @@ func subjectOf(v any) string {
 	case *ProgramRef:
 		return v.ProgramID
 	case *model.Snapshot:
+		return v.ID
+	case *model.Recording:
 		return v.ID
 	case *CreateSnapshot:
 		return v.SessionID

@@ -146,6 +146,23 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{Verdict: model.JobTimedOut, Reason: "timeout 1s passed", ConsoleSHA256: ""}}
 	flaky.FirstDifference = &model.JobDifference{Run: 2, What: "console", Offset: &offset, Expected: `"cvr=1"`, Got: `"cvr=2"`}
 	uncovered.State, uncovered.CoverageReportID, uncovered.CoverageError = model.JobError, "", "coverage report not stored: the runner is gone"
+	// A recorded job that failed keeps its recording; one whose recording
+	// was not stored says why.
+	recorded := covered
+	recorded.Record, recorded.KeepRecording, recorded.State, recorded.RecordingID = true, model.KeepFailed, model.JobFailed, model.NewID()
+	recordedFlaky := flaky
+	recordedFlaky.Record, recordedFlaky.KeepRecording, recordedFlaky.RecordingID = true, model.KeepAlways, model.NewID()
+	recordedFlaky.Runs[1].RecordingID = recordedFlaky.RecordingID
+	unrecorded := recorded
+	unrecorded.RecordingID, unrecorded.RecordingError = "", "the run never powered on, so nothing was recorded"
+	recording := model.Recording{
+		ID: recorded.RecordingID, Tenant: "acme", SessionID: started.ID, JobID: recorded.ID, Backend: "qemu", Machine: "mps2-an385",
+		ProgramID: elf.ID, State: model.RecordingReady, ReverseDebug: true, EmulatorVersion: "7.2.22",
+		Files: []model.RecordingFile{{Name: "replay.bin", Size: 100, SHA256: elf.SHA256}, {Name: model.RecordingConsole, SHA256: elf.SHA256}},
+		Size: 100, ConsoleBytes: 0, Duration: "1.5s", CreatedAt: now, EndedAt: &later,
+	}
+	failedRecording := recording
+	failedRecording.State, failedRecording.Reason, failedRecording.Files, failedRecording.Size = model.RecordingFailed, "the emulator wrote no recording", nil, 0
 	for _, tc := range []struct {
 		typ  string
 		data any
@@ -190,6 +207,12 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeJobFinished, covered},
 		{TypeJobFinished, uncovered},
 		{TypeJobFinished, flaky},
+		{TypeJobFinished, recorded},
+		{TypeJobFinished, recordedFlaky},
+		{TypeJobFinished, unrecorded},
+		{TypeJobCreate, recorded.JobSpec},
+		{TypeRecordingReady, recording},
+		{TypeRecordingFailed, failedRecording},
 		{TypeEmulatorStarted, EmulatorStarted{SessionID: started.ID, RunnerID: "runner-1", Machine: "lm3s6965evb", Pid: 4242}},
 		{TypeEmulatorStarted, EmulatorStarted{SessionID: started.ID, RunnerID: "runner-1", Machine: "lm3s6965evb", Pid: 4242, Halted: true}},
 		{TypeEmulatorEnded, EmulatorEnded{SessionID: started.ID, RunnerID: "runner-1", Pid: 4242, Exit: model.Exit{Kind: "stopped"}, Reason: "stopped", State: model.StateStopped}},
@@ -303,6 +326,7 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeJobFinished, "empty coverage error", func(d obj) { d["coverage_error"] = "" }},
 		{TypeJobFinished, "unknown state", func(d obj) { d["state"] = "unstable" }},
 		{TypeJobCreate, "repeat 11", func(d obj) { d["repeat"] = 11 }},
+		{TypeJobCreate, "unknown keep_recording", func(d obj) { d["keep_recording"] = "sometimes" }},
 		{TypeEmulatorStarted, "no pid", func(d obj) { delete(d, "pid") }},
 		{TypeEmulatorStarted, "halted false", func(d obj) { d["halted"] = false }},
 		{TypeEmulatorEnded, "unknown exit kind", func(d obj) { d["exit"].(obj)["kind"] = "exploded" }},
@@ -311,6 +335,9 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeDebuggerAttached, "malformed session id", func(d obj) { d["session_id"] = "../x" }},
 		{TypeDebuggerDetached, "no ended_by", func(d obj) { delete(d, "ended_by") }},
 		{TypeDebuggerDetached, "unknown ended_by", func(d obj) { d["ended_by"] = "cosmic ray" }},
+		{TypeRecordingReady, "unknown state", func(d obj) { d["state"] = "done" }},
+		{TypeRecordingReady, "file without sha256", func(d obj) { delete(d["files"].([]any)[0].(obj), "sha256") }},
+		{TypeRecordingFailed, "negative size", func(d obj) { d["size"] = -1 }},
 		{TypeStreamGap, "after not a stream id", func(d obj) { d["after"] = "yesterday" }},
 	}
 	for _, s := range Catalog {

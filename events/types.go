@@ -64,6 +64,10 @@ const (
 	TypeEmulatorEnded    = "io.machineserver.emulator.ended.v1"
 	TypeDebuggerAttached = "io.machineserver.debugger.attached.v1"
 	TypeDebuggerDetached = "io.machineserver.debugger.detached.v1"
+	// A recording session's machine ended and the runner stored its
+	// recording, or could not (subject: the recording).
+	TypeRecordingReady  = "io.machineserver.recording.ready.v1"
+	TypeRecordingFailed = "io.machineserver.recording.failed.v1"
 	// TypeStreamGap is never published: the event stream
 	// (GET /api/v1/stream/events) sends it first when a resume point is
 	// older than what the stream still keeps.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/httpapi"
 	"github.com/machineserver/machineserver/shared/model"
@@ -122,6 +123,13 @@ func (r *Runner) storeRecording(s *session, in *instance) {
 		return
 	}
 	r.log.Info("recording stored", "session", s.id, "recording", rec.ID, "state", rec.State, "bytes", rec.Size, "reason", rec.Reason)
+	typ := events.TypeRecordingReady
+	if rec.State == model.RecordingFailed {
+		typ = events.TypeRecordingFailed
+	}
+	if err := r.pub.Publish(events.WithTenant(ctx, model.TenantOr(rec.Tenant)), typ, rec.ID, rec); err != nil {
+		r.log.Warn("publish", "type", typ, "err", err)
+	}
 }
 
 // putRecording uploads the recording's files and the console text,

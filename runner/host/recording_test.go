@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/runner/emulator/emulatortest"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/model"
@@ -68,6 +69,9 @@ func TestRecordAndReplay(t *testing.T) {
 	if u, _ := g.r.cfg.Quota.Usage(t.Context(), "t1"); u.StorageBytes.Used != got.Size || got.Size == 0 {
 		t.Fatalf("storage used %d, recording size %d", u.StorageBytes.Used, got.Size)
 	}
+	if n := g.pub.count(events.TypeRecordingReady); n != 1 {
+		t.Fatalf("%d recording.ready events, want 1", n)
+	}
 
 	// The next start of the session is a plain machine again, unless asked.
 	g.start(t, "s1", "netduino2")
@@ -114,5 +118,8 @@ func TestRecordingOverQuota(t *testing.T) {
 	}
 	if _, err := g.r.blobs.Stat(t.Context(), model.RecordingFileKey("r1", model.RecordingConsole)); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("a recording over quota was stored: %v", err)
+	}
+	if n, m := g.pub.count(events.TypeRecordingFailed), g.pub.count(events.TypeRecordingReady); n != 1 || m != 0 {
+		t.Fatalf("%d recording.failed and %d recording.ready events, want 1 and 0", n, m)
 	}
 }
