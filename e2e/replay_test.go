@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/runner/gdb/gdbtest"
+	"github.com/machineserver/machineserver/shared/model"
 )
 
 // TestRecordReplay records an mps2-an385 session whose firmware overwrites a
@@ -157,4 +158,87 @@ func waitConsole(t *testing.T, pl *platform, id, want string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestRecordedJobs runs recorded jobs on both forms: a failed one keeps its
+// recording and links it, and its replay prints what the job printed and
+// runs backwards to the line that broke it; a passed one keeps nothing
+// unless asked to keep it always.
+func TestRecordedJobs(t *testing.T) {
+	for _, form := range forms {
+		t.Run(form.name, func(t *testing.T) { recordedJobs(t, form.start(t)) })
+	}
+}
+
+func recordedJobs(t *testing.T, pl *platform) {
+	elf := firmware(t, "mps2-an385", "fw.elf")
+	prog := uploadELF(t, pl, "mps2-an385", "fw.elf")
+	spec := func(name string, script ...string) model.JobSpec {
+		s := model.JobSpec{Name: name, ProgramID: prog, BoardConfig: model.BoardConfig{Board: "mps2-an385"}, Timeout: "20s",
+			PassPattern: `victim=42\r\n`, FailPattern: `victim=7\r\n`, Record: true, UARTScript: []model.Step{{WaitFor: "ready"}}}
+		for _, c := range script {
+			s.UARTScript = append(s.UARTScript, model.Step{Send: c + "\r"})
+		}
+		return s
+	}
+	failing, passing, kept := spec("broken", "poke", "peek"), spec("fine", "peek"), spec("kept", "peek")
+	kept.KeepRecording = model.KeepAlways
+	var ids []string
+	for _, s := range []model.JobSpec{failing, passing, kept} {
+		var j model.Job
+		pl.must(t, 201, "POST", "/api/v1/jobs", s, &j)
+		ids = append(ids, j.ID)
+	}
+	jf, jp, jk := pl.waitJob(t, ids[0]), pl.waitJob(t, ids[1]), pl.waitJob(t, ids[2])
+	if jf.State != model.JobFailed || jf.RecordingID == "" || jf.RecordingError != "" {
+		t.Fatalf("failed recorded job: %+v", jf)
+	}
+	if jp.State != model.JobPassed || jp.RecordingID != "" || jp.RecordingError != "" {
+		t.Fatalf("passed recorded job: %+v", jp)
+	}
+	if jk.State != model.JobPassed || jk.RecordingID == "" {
+		t.Fatalf("passed job that keeps its recording: %+v", jk)
+	}
+	var list struct {
+		Recordings []model.Recording `json:"recordings"`
+		Total      int               `json:"total"`
+	}
+	pl.must(t, 200, "GET", "/api/v1/recordings", nil, &list)
+	if list.Total != 2 {
+		t.Fatalf("%d recordings kept, want the failed job's and the kept one's: %+v", list.Total, list.Recordings)
+	}
+	var rec model.Recording
+	pl.must(t, 200, "GET", "/api/v1/recordings/"+jf.RecordingID, nil, &rec)
+	if rec.State != model.RecordingReady || rec.JobID != jf.ID || !rec.ReverseDebug {
+		t.Fatalf("the failed job's recording: %+v", rec)
+	}
+
+	// Replay the failure: the same console, then backwards to the store.
+	jobConsole := string(pl.must(t, 200, "GET", "/api/v1/jobs/"+jf.ID+"/console", nil, nil))
+	var rs map[string]any
+	pl.must(t, 201, "POST", "/api/v1/recordings/"+jf.RecordingID+"/sessions", nil, &rs)
+	replay := rs["id"].(string)
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+replay+"/poweron", nil, nil)
+	pl.waitState(t, replay, "stopped")
+	if got, _, _ := pl.console(t, replay, 0); got != jobConsole {
+		t.Fatalf("replay printed\n%q\nthe job printed\n%q", got, jobConsole)
+	}
+	pl.must(t, 201, "POST", "/api/v1/recordings/"+jf.RecordingID+"/sessions", nil, &rs)
+	dbg := rs["id"].(string)
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+dbg+"/poweron?halted=true", nil, nil)
+	var info gdbInfo
+	pl.must(t, 200, "GET", "/api/v1/sessions/"+dbg+"/gdb", nil, &info)
+	out, err := gdbtest.GDBFor(context.Background(), t, elf, info.TCP,
+		fmt.Sprintf("break main.c:%d", sourceLine(t, `puts_raw("victim=")`)), "continue",
+		"watch victim", "reverse-continue", "bt 1", "detach")
+	if !strings.Contains(out, " in poke (") {
+		t.Fatalf("gdb (err %v) did not run back to poke:\n%s", err, out)
+	}
+	for _, id := range []string{replay, dbg} {
+		pl.must(t, 204, "DELETE", "/api/v1/sessions/"+id, nil, nil)
+	}
+	for _, id := range []string{jf.RecordingID, jk.RecordingID} {
+		pl.must(t, 200, "DELETE", "/api/v1/recordings/"+id, nil, nil)
+	}
+	pl.assertNoEmulators(t)
 }

@@ -62,6 +62,28 @@ type JobSpec struct {
 	// Repeat runs the job this many times (1 to 10; nil is 1), each in a
 	// fresh session, and compares the runs (Job.Runs).
 	Repeat *int `json:"repeat,omitempty"`
+	// Record records every run (Session.Record), so a failure can be
+	// replayed and debugged backwards; KeepRecording says which
+	// recordings the finished job keeps.
+	Record        bool          `json:"record,omitempty"`
+	KeepRecording KeepRecording `json:"keep_recording,omitempty"`
+}
+
+// KeepRecording is which recordings a recorded job keeps when it ends.
+type KeepRecording string
+
+const (
+	// KeepFailed (the default): the recordings of a job that did not
+	// pass; a passed job's are deleted.
+	KeepFailed KeepRecording = "failed"
+	// KeepAlways: every recording, whatever the verdict.
+	KeepAlways KeepRecording = "always"
+)
+
+// Keeps reports whether a recorded job that ended in state st keeps its
+// recordings.
+func (k KeepRecording) Keeps(st JobState) bool {
+	return k == KeepAlways || st != JobPassed
 }
 
 // Repeats is how many times the job runs.
@@ -103,6 +125,12 @@ type Job struct {
 	// why such a job has none.
 	CoverageReportID string `json:"coverage_report_id,omitempty"`
 	CoverageError    string `json:"coverage_error,omitempty"`
+	// RecordingID is the kept recording of a recorded job (the first run
+	// that did not pass, else run 1): replay it with
+	// POST /api/v1/recordings/{id}/sessions. RecordingError says why a
+	// recorded job has none.
+	RecordingID    string `json:"recording_id,omitempty"`
+	RecordingError string `json:"recording_error,omitempty"`
 	// Runs are the runs of a repeated job (repeat above 1), in order; the
 	// job's console, exit code and coverage report are run 1's.
 	Runs []JobRun `json:"runs,omitempty"`
@@ -131,9 +159,11 @@ type JobRun struct {
 	// Ended: the emulator ended by itself before the verdict, so the run's
 	// console and coverage counts are complete; a run judged while its
 	// guest still ran is compared only as far as its console goes.
-	Ended            bool    `json:"ended,omitempty"`
-	CoverageReportID string  `json:"coverage_report_id,omitempty"`
-	DurationMS       float64 `json:"duration_ms"`
+	Ended            bool   `json:"ended,omitempty"`
+	CoverageReportID string `json:"coverage_report_id,omitempty"`
+	// RecordingID is the run's kept recording (a recorded job).
+	RecordingID string  `json:"recording_id,omitempty"`
+	DurationMS  float64 `json:"duration_ms"`
 }
 
 // JobDifference is where a run of a repeated job first differs from run 1:

@@ -378,3 +378,37 @@ func TestTenants(t *testing.T) {
 		t.Fatalf("the owner lists %+v", l)
 	}
 }
+
+// A recorded job needs a board that can be recorded, and keep_recording
+// only goes with record.
+func TestCreateRecorded(t *testing.T) {
+	f := setup(t)
+	p := f.program(t, "")
+	caps := board.Build("7.2.0", "q", []string{"mps2-an385", "arduino-uno"}, []string{"cortex-m3", "avr5"}, map[string]board.Probe{
+		"mps2-an385":  {Clock: []string{board.FeatureDeterministic, board.FeatureRecord}},
+		"arduino-uno": {Missing: map[string]string{board.FeatureRecord: "qemu-system-avr: Bad icount read"}},
+	})
+	if err := f.st.RegisterRunner(context.Background(), state.Runner{ID: "r1", URL: "http://127.0.0.1:1", Capacity: 1, Capabilities: caps}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	spec := func(b, extra string) string {
+		return `{"program_id":"` + p.ID + `","board_config":{"board":"` + b + `"},"expect_exit_code":0` + extra + `}`
+	}
+	for _, tc := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{spec("arduino-uno", `,"record":true`), 422, "record: board arduino-uno does not support record: qemu-system-avr: Bad icount read"},
+		{spec("mps2-an385", `,"keep_recording":"always"`), 400, `keep_recording applies to recorded jobs only; add \"record\": true`},
+		{spec("mps2-an385", `,"record":true,"keep_recording":"sometimes"`), 400, `keep_recording must be \"failed\"`},
+	} {
+		if code, body := f.do(t, "POST", "/api/v1/jobs", tc.body, nil); code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d %s, want %d with %q", tc.body, code, body, tc.code, tc.want)
+		}
+	}
+	var j model.Job
+	if code, body := f.do(t, "POST", "/api/v1/jobs", spec("mps2-an385", `,"record":true`), &j); code != 201 || !j.Record || j.KeepRecording != model.KeepFailed {
+		t.Errorf("recorded job: %d %s", code, body)
+	}
+}

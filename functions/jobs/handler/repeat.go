@@ -37,7 +37,7 @@ func (r *repetition) add(ctx context.Context, n int, v verdict, console []byte) 
 	sum := sha256.Sum256(console)
 	jr := model.JobRun{Verdict: v.state, Reason: v.reason, ExitCode: v.exitCode, ConsoleBytes: len(console),
 		ConsoleSHA256: hex.EncodeToString(sum[:]), Ended: v.ended, CoverageReportID: v.coverage,
-		DurationMS: float64(v.duration.Microseconds()) / 1000}
+		RecordingID: v.recording, DurationMS: float64(v.duration.Microseconds()) / 1000}
 	switch {
 	case console == nil:
 		// The run never got to power on: nothing was printed or stored.

@@ -260,16 +260,12 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 		if lost() {
 			// Another worker reclaimed the job and runs it: stop ours
 			// without a trace, the job is the other worker's now.
-			if sid != "" {
-				h.dropSession(bg, sid)
-			}
+			h.abandon(bg, j, sid, runs.runs)
 			log.Warn("lease lost: another worker runs the job; this run is dropped")
 			return
 		}
 		if ctx.Err() != nil && v.state == "" {
-			if sid != "" {
-				h.dropSession(bg, sid)
-			}
+			h.abandon(bg, j, sid, runs.runs)
 			// Stopped mid-job: hand it back. It keeps its attempt count, and
 			// the next worker reclaims it once the lease lapses.
 			if _, err := h.d.State.UpdateJob(bg, j.ID, func(x *model.Job) error {
@@ -285,12 +281,21 @@ func (h *Handler) execute(ctx context.Context, consumer string, m queue.Message)
 			// Before the session goes: its counts go with it.
 			v.coverage, v.coverageErr = h.storeCoverage(bg, sid)
 		}
+		if j.Record {
+			// The session goes first: its recording is stored when the
+			// machine ends.
+			v.recording, v.recordingErr = h.takeRecording(bg, sid)
+			sid = ""
+		}
 		if j.Repeats() > 1 && !runs.add(bg, n, v, console) {
 			break
 		}
 	}
 	if j.Repeats() > 1 {
 		v, console = runs.outcome()
+	}
+	if j.Record {
+		h.keepRecordings(bg, j, &v)
 	}
 	// The stored job, for what changed while it ran (a cancel request).
 	if cur, err := h.d.State.GetJob(bg, j.ID); err == nil {
@@ -339,6 +344,9 @@ type verdict struct {
 	coverage, coverageErr string
 	// ended: the emulator ended by itself before the verdict.
 	ended bool
+	// recording is the id of what a recorded run recorded; recordingErr
+	// says why a recorded run has none.
+	recording, recordingErr string
 	// runs and diff are a repeated job's (model.Job.Runs,
 	// FirstDifference).
 	runs []model.JobRun
@@ -392,6 +400,7 @@ func (h *Handler) finish(ctx context.Context, j model.Job, v verdict, console []
 		x.ConsoleKey, x.Artifacts = consoleKey, arts
 		x.CoverageReportID, x.CoverageError = v.coverage, v.coverageErr
 		x.Runs, x.FirstDifference = v.runs, v.diff
+		x.RecordingID, x.RecordingError = v.recording, v.recordingErr
 	}
 	final := j
 	apply(&final)
@@ -467,7 +476,8 @@ func (h *Handler) dropSession(ctx context.Context, id string) {
 func (h *Handler) newSession(ctx, bg context.Context, j model.Job) (model.Session, error) {
 	deadline := time.Now().Add(sessionWait)
 	for {
-		s, err := h.d.Sessions.Create(bg, session.CreateRequest{Name: sessionName(j.ID), BoardConfig: j.BoardConfig, Coverage: j.Coverage, Deterministic: j.Deterministic})
+		s, err := h.d.Sessions.Create(bg, session.CreateRequest{Name: sessionName(j.ID), BoardConfig: j.BoardConfig, Coverage: j.Coverage,
+			Deterministic: j.Deterministic, Record: j.Record})
 		if err == nil || !errors.Is(err, fail.ErrUnavailable) || time.Now().After(deadline) {
 			return s, err
 		}

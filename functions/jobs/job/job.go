@@ -164,6 +164,14 @@ func validate(in *model.JobSpec, needProgram bool) error {
 	if in.Repeat != nil && (*in.Repeat < 1 || *in.Repeat > MaxRepeat) {
 		return fail.Invalid("repeat must be from 1 to %d (how many times the job runs, each in a fresh session, to see whether the runs agree); got %d", MaxRepeat, *in.Repeat)
 	}
+	switch {
+	case in.KeepRecording != "" && !in.Record:
+		return fail.Invalid("keep_recording applies to recorded jobs only; add \"record\": true or remove it")
+	case in.KeepRecording == "" && in.Record:
+		in.KeepRecording = model.KeepFailed
+	case in.KeepRecording != "" && in.KeepRecording != model.KeepFailed && in.KeepRecording != model.KeepAlways:
+		return fail.Invalid("keep_recording must be %q (keep the recording of a job that did not pass, the default) or %q; got %q", model.KeepFailed, model.KeepAlways, in.KeepRecording)
+	}
 	if in.Timeout == "" {
 		in.Timeout = DefaultTimeout.String()
 	}
@@ -309,6 +317,9 @@ func (svc *Service) checkBoard(ctx context.Context, in model.JobSpec) error {
 	}
 	if err := b.Require(board.FeatureDeterministic); in.Deterministic && err != nil {
 		return fail.Unprocessable("deterministic: %v", err)
+	}
+	if err := b.Require(board.FeatureRecord); in.Record && err != nil {
+		return fail.Unprocessable("record: %v", err)
 	}
 	return nil
 }
