@@ -159,7 +159,7 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		ID: recorded.RecordingID, Tenant: "acme", SessionID: started.ID, JobID: recorded.ID, Backend: "qemu", Machine: "mps2-an385",
 		ProgramID: elf.ID, State: model.RecordingReady, ReverseDebug: true, EmulatorVersion: "7.2.22",
 		Files: []model.RecordingFile{{Name: "replay.bin", Size: 100, SHA256: elf.SHA256}, {Name: model.RecordingConsole, SHA256: elf.SHA256}},
-		Size: 100, ConsoleBytes: 0, Duration: "1.5s", CreatedAt: now, EndedAt: &later,
+		Size:  100, ConsoleBytes: 0, Duration: "1.5s", CreatedAt: now, EndedAt: &later,
 	}
 	failedRecording := recording
 	failedRecording.State, failedRecording.Reason, failedRecording.Files, failedRecording.Size = model.RecordingFailed, "the emulator wrote no recording", nil, 0
