@@ -138,6 +138,29 @@ func determinism(t *testing.T, pl *platform) {
 	}
 	pl.must(t, 204, "DELETE", "/api/v1/sessions/"+s.ID, nil, nil)
 
+	// Its snapshots carry the clock: the sessions a fork creates are
+	// deterministic too (the runner tests check the restored machine's
+	// options), and run on from the saved state.
+	fw := uploadELF(t, pl, "mps2-an385", "fw.elf")
+	pl.must(t, 201, "POST", "/api/v1/sessions", map[string]any{"name": "det-snap", "board_config": mpsBoard, "deterministic": true}, &s)
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+s.ID+"/program", map[string]string{"program_id": fw}, nil)
+	pl.must(t, 200, "POST", "/api/v1/sessions/"+s.ID+"/poweron", nil, nil)
+	pl.dialConsole(t, s.ID, "").waitFor(t, "ready", 1)
+	var snap model.Snapshot
+	pl.must(t, 201, "POST", "/api/v1/sessions/"+s.ID+"/snapshots", map[string]string{"name": "det"}, &snap)
+	var fork struct{ Sessions []model.Session }
+	pl.must(t, 201, "POST", "/api/v1/snapshots/"+snap.ID+"/sessions", map[string]any{"count": 1}, &fork)
+	if !snap.Deterministic || len(fork.Sessions) != 1 || !fork.Sessions[0].Deterministic || fork.Sessions[0].State != model.StateRunning {
+		t.Fatalf("snapshot %+v forked into %+v", snap, fork.Sessions)
+	}
+	fc := pl.dialConsole(t, fork.Sessions[0].ID, "")
+	fc.send(t, "count\r")
+	fc.waitFor(t, "count=", 1)
+	for _, id := range []string{s.ID, fork.Sessions[0].ID} {
+		pl.must(t, 204, "DELETE", "/api/v1/sessions/"+id, nil, nil)
+	}
+	pl.must(t, 204, "DELETE", "/api/v1/snapshots/"+snap.ID, nil, nil)
+
 	// Boards without it and bad repeats are refused, saying why.
 	uk := model.BoardConfig{Board: "arduino-uno"}
 	for _, tc := range []struct {

@@ -180,7 +180,7 @@ type session struct {
 
 // imageKey says whether a spare can serve a start request.
 func imageKey(req runnerapi.StartRequest) string {
-	return fmt.Sprintf("%s|%s|%s|%x", req.Machine, req.Program.SHA256, req.Program.Format, req.Program.LoadAddress)
+	return fmt.Sprintf("%s|%s|%s|%x|%t", req.Machine, req.Program.SHA256, req.Program.Format, req.Program.LoadAddress, req.Deterministic)
 }
 
 // New probes the backend, reconciles sessions a previous incarnation left, and

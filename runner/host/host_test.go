@@ -552,9 +552,13 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("restore of another version's state: %v", err)
 	}
 	st, err := g.r.Restore(t.Context(), "s1", runnerapi.RestoreRequest{Machine: "netduino2", Program: g.prog, SnapshotID: "snap1",
-		BlobKey: "snapshots/snap1", SHA256: res.SHA256, EmulatorVersion: res.EmulatorVersion})
+		BlobKey: "snapshots/snap1", SHA256: res.SHA256, EmulatorVersion: res.EmulatorVersion, Deterministic: true})
 	if err != nil || !st.Running {
 		t.Fatalf("restore: %+v %v", st, err)
+	}
+	// A deterministic session stays one across a restore.
+	if !g.last(t).Spec().Deterministic {
+		t.Fatal("the restored machine does not run on the instruction counter")
 	}
 	if e := old.Exit(); e.Kind != emulator.ExitStopped {
 		t.Fatalf("replaced machine: %+v", e)

@@ -176,7 +176,7 @@ func (r *Runner) Restore(ctx context.Context, id string, req runnerapi.RestoreRe
 	}
 	// The new machine is built and loaded while the old one still runs, so
 	// the switch itself is only a kill and a cont.
-	start := runnerapi.StartRequest{Machine: req.Machine, Program: req.Program}
+	start := runnerapi.StartRequest{Machine: req.Machine, Program: req.Program, Deterministic: req.Deterministic}
 	m := r.take(&s.incoming, imageKey(start))
 	if m == nil {
 		if m, err = r.launch(ctx, s, start, true); err != nil {

@@ -231,8 +231,11 @@ type Snapshot struct {
 	Size            int64  `json:"size"`
 	SHA256          string `json:"sha256"`
 	// ConsoleOffset is the session's console end when the state was taken.
-	ConsoleOffset int64     `json:"console_offset"`
-	Parent        string    `json:"parent,omitempty"`
+	ConsoleOffset int64  `json:"console_offset"`
+	Parent        string `json:"parent,omitempty"`
+	// Deterministic is the source session's: the sessions a fork creates
+	// run on the same clock.
+	Deterministic bool      `json:"deterministic,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 }
 

@@ -90,6 +90,10 @@ type RestoreRequest struct {
 	BlobKey         string  `json:"blob_key"`
 	SHA256          string  `json:"sha256"`
 	EmulatorVersion string  `json:"emulator_version"`
+	// Deterministic is the session's (StartRequest.Deterministic): the
+	// machine that takes the state runs on the same clock as the one that
+	// gave it, or a deterministic session would stop being one.
+	Deterministic bool `json:"deterministic,omitempty"`
 }
 
 // GDB is how a debugger reaches a session on its runner.

@@ -191,7 +191,7 @@ func (svc *Service) Create(ctx context.Context, sessionID string, in CreateReque
 	snap := model.Snapshot{
 		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: in.Name, Description: in.Description, SessionID: s.ID,
 		Backend: s.Backend, Machine: s.Machine, ProgramID: p.ID, ProgramSHA256: p.SHA256,
-		Parent: s.SnapshotID, CreatedAt: time.Now().UTC(),
+		Parent: s.SnapshotID, Deterministic: s.Deterministic, CreatedAt: time.Now().UTC(),
 	}
 	t1 := time.Now()
 	// The runner writes the manifest beside the state, so both are made
@@ -331,7 +331,7 @@ func (svc *Service) Restore(ctx context.Context, sessionID string, in RestoreReq
 	}
 	if _, err := rc.Restore(ctx, s.ID, runnerapi.RestoreRequest{
 		Machine: s.Machine, Program: rp, SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID),
-		SHA256: snap.SHA256, EmulatorVersion: snap.EmulatorVersion,
+		SHA256: snap.SHA256, EmulatorVersion: snap.EmulatorVersion, Deterministic: s.Deterministic,
 	}); err != nil {
 		return s, err
 	}
@@ -374,6 +374,7 @@ func (svc *Service) Fork(ctx context.Context, id string, in ForkRequest) ([]mode
 	for i := range in.Count {
 		s, err := svc.d.Sessions.Create(ctx, session.CreateRequest{
 			Name: fmt.Sprintf("%s-%d", prefix, i+1), Backend: snap.Backend, BoardConfig: model.BoardConfig{Board: snap.Machine},
+			Deterministic: snap.Deterministic,
 		})
 		if err == nil {
 			out = append(out, s)
