@@ -174,7 +174,7 @@ func (r *Runner) Input(id, port string, data []byte) error {
 	if in == nil {
 		return httpapi.Conflict("session %s is not running; console input needs a running machine", id)
 	}
-	if in.replaying {
+	if in.replaying != nil {
 		return httpapi.Conflict("session %s replays a recording: its input is the recorded input, so it takes none", id)
 	}
 	c, ok := in.m.Ports()[port]

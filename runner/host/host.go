@@ -172,7 +172,7 @@ type session struct {
 	// tape and replaying are what the machine being started records or
 	// whether it replays, until activate hands them to its instance.
 	tape      *taping
-	replaying bool
+	replaying *replay
 	// active (unix ns) and watchers feed the idle timeout.
 	active   atomic.Int64
 	watchers atomic.Int32

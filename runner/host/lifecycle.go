@@ -36,7 +36,14 @@ type instance struct {
 	// ends. replaying marks a machine re-running a recording, which takes
 	// no input.
 	tape      *taping
-	replaying bool
+	replaying *replay
+}
+
+// replay is the recording a machine re-runs, and where the session's
+// console ends once the machine has printed all the recording printed.
+type replay struct {
+	id  string
+	end int64
 }
 
 // stop marks the coming end as asked for.
@@ -126,7 +133,9 @@ func (r *Runner) startLocked(ctx context.Context, s *session, req runnerapi.Star
 	// Spares are plain machines: none records or replays another run.
 	last.Record, last.Replay = nil, nil
 	r.setLast(s, &last)
-	s.replaying = req.Replay != nil
+	if req.Replay != nil {
+		s.replaying = &replay{id: req.Replay.ID, end: s.ring.End() + req.Replay.ConsoleBytes}
+	}
 	if req.Record != nil {
 		s.tape = &taping{rec: *req.Record, dir: filepath.Join(m.Dir(), recordingDir), from: s.ring.End(), began: time.Now()}
 	}
@@ -192,7 +201,7 @@ func (r *Runner) crashedAtBoot(ctx context.Context, s *session, in *instance, fr
 // and watches for its end. s.mu is held.
 func (r *Runner) activate(ctx context.Context, s *session, m emulator.Machine, halted bool) (runnerapi.Status, error) {
 	in := &instance{m: m, pumped: make(chan struct{}), recorded: make(chan struct{}), tape: s.tape, replaying: s.replaying}
-	s.tape, s.replaying = nil, false
+	s.tape, s.replaying = nil, nil
 	r.setProc(s, in)
 	s.touch()
 	r.pumpPorts(s, in)

@@ -2,12 +2,14 @@ package host
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/runner/emulator"
 	"github.com/machineserver/machineserver/runner/emulator/emulatortest"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/model"
@@ -121,5 +123,46 @@ func TestRecordingOverQuota(t *testing.T) {
 	}
 	if n, m := g.pub.count(events.TypeRecordingFailed), g.pub.count(events.TypeRecordingReady); n != 1 || m != 0 {
 		t.Fatalf("%d recording.failed and %d recording.ready events, want 1 and 0", n, m)
+	}
+}
+
+// A replay that has printed all its recording printed and then fails (QEMU
+// exits 1 when the guest writes past the recorded end) stopped where the
+// recording ended; one that fails short of that diverged: an error.
+func TestReplayEnd(t *testing.T) {
+	g := newRig(t, nil)
+	g.session(t, "s1")
+	rec := g.recording(t, "r1", "s1")
+	if _, err := g.r.Start(t.Context(), "s1", runnerapi.StartRequest{Machine: "netduino2", Program: g.prog, Record: rec}); err != nil {
+		t.Fatal(err)
+	}
+	g.waitOutput(t, "s1", "", "ready\r\n")
+	if err := g.r.Stop("s1"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := g.st.GetRecording(t.Context(), "r1")
+	if err != nil || got.ConsoleBytes == 0 {
+		t.Fatalf("recording %+v: %v", got, err)
+	}
+	for i, tc := range []struct {
+		printed int64
+		want    model.State
+		says    string
+	}{
+		{got.ConsoleBytes, model.StateStopped, "the replay reached the end of recording r1"},
+		{got.ConsoleBytes + 1, model.StateError, "firmware exited with status 1"},
+	} {
+		id := fmt.Sprintf("replay%d", i)
+		g.session(t, id)
+		r := got
+		r.ConsoleBytes = tc.printed
+		if _, err := g.r.Start(t.Context(), id, runnerapi.StartRequest{Machine: "netduino2", Program: g.prog, Replay: &r}); err != nil {
+			t.Fatal(err)
+		}
+		g.waitOutput(t, id, "", "ready\r\n")
+		g.last(t).End(emulator.Exit{Kind: emulator.ExitStatus, Code: 1, Log: []string{"qemu-system-arm: Missing character write event in the replay log"}})
+		if s := g.waitState(t, id, tc.want); s.Reason != tc.says || len(s.EmulatorLog) != 1 {
+			t.Errorf("replay printing %d of %d bytes: %+v", got.ConsoleBytes, tc.printed, s)
+		}
 	}
 }

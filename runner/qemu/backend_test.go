@@ -157,6 +157,12 @@ func TestSerialArgs(t *testing.T) {
 			t.Errorf("no %q in %s", want, a)
 		}
 	}
+	// A recording machine's UARTs are FIFOs, which never push back.
+	c.Clock.Record = "/tmp/d/rec"
+	a = strings.Join(c.Args(), " ")
+	if want := "-chardev pipe,id=ser2,path=/tmp/d/p2 -serial chardev:ser2"; !strings.Contains(a, want) || strings.Contains(a, "c1.sock") {
+		t.Errorf("recording: no %q in %s", want, a)
+	}
 	c.Serials = 11
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "0 to 10 are allowed") {
 		t.Errorf("11 serial ports: %v", err)

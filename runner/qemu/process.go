@@ -148,7 +148,11 @@ func (c Config) Args() []string {
 	}
 	for i := range c.serials() {
 		id := fmt.Sprintf("ser%d", i)
-		a = append(a, "-chardev", "socket,id="+id+",path="+filepath.Join(c.Dir, serialSocket(i)), "-serial", "chardev:"+id)
+		dev := "socket,id=" + id + ",path=" + filepath.Join(c.Dir, serialSocket(i))
+		if c.Clock.Record != "" {
+			dev = "pipe,id=" + id + ",path=" + filepath.Join(c.Dir, serialPipe(i))
+		}
+		a = append(a, "-chardev", dev, "-serial", "chardev:"+id)
 	}
 	if c.Arch != board.ArchAVR {
 		// AVR has no semihosting (QEMU refuses the option for it).
@@ -222,31 +226,47 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 			ln.Close()
 		}
 	}()
+	p := &Process{dir: cfg.Dir, output: newTail(4096), done: make(chan struct{})}
 	socks := []string{QMPSocket}
+	var pipes []*pipeConn
 	for i := range cfg.serials() {
-		socks = append(socks, serialSocket(i))
+		if cfg.Clock.Record == "" {
+			socks = append(socks, serialSocket(i))
+			continue
+		}
+		pc, err := openPipe(cfg.Dir, serialPipe(i))
+		if err != nil {
+			p.closeConns()
+			return nil, err
+		}
+		pipes = append(pipes, pc)
+		p.Serials = append(p.Serials, pc)
 	}
 	for _, f := range socks {
 		path := filepath.Join(cfg.Dir, f)
 		os.Remove(path)
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		if err != nil {
+			p.closeConns()
 			return nil, fmt.Errorf("qemu: listen %s: %w", path, err)
 		}
 		lns = append(lns, ln)
 	}
-	p := &Process{dir: cfg.Dir, output: newTail(4096), done: make(chan struct{})}
 	p.cmd = exec.Command(cfg.Binary, cfg.Args()...)
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 	// Own process group so Stop can kill QEMU and anything it spawned; die
 	// with the runner so a crashed runner leaks no emulator.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
+		p.closeConns()
 		return nil, fmt.Errorf("qemu: exec %s: %w", cfg.Binary, err)
 	}
 	_ = os.WriteFile(filepath.Join(cfg.Dir, PidFile), []byte(strconv.Itoa(p.cmd.Process.Pid)), 0o600)
 	go func() {
 		p.waitErr = p.cmd.Wait()
+		for _, pc := range pipes {
+			pc.exited()
+		}
 		close(p.done)
 	}()
 	if cfg.Started != nil {
