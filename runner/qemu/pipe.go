@@ -23,6 +23,11 @@ import (
 // a FIFO holds pipeSize bytes, seconds of the fastest console.
 const pipeSize = 1 << 20
 
+// pipes says whether the machine's UARTs are FIFOs: when it records, and
+// when it replays, where QEMU writes each byte with a blocking retry (a
+// 100 µs sleep per refusal) that a socket would make the replay's pace.
+func (c Clock) pipes() bool { return c.Record != "" || c.Replay != "" }
+
 // serialPipe is the FIFO pair's base name of the i-th serial port: QEMU
 // reads the guest's input from base.in and writes its output to base.out.
 func serialPipe(i int) string { return fmt.Sprintf("p%d", i) }

@@ -149,7 +149,7 @@ func (c Config) Args() []string {
 	for i := range c.serials() {
 		id := fmt.Sprintf("ser%d", i)
 		dev := "socket,id=" + id + ",path=" + filepath.Join(c.Dir, serialSocket(i))
-		if c.Clock.Record != "" {
+		if c.Clock.pipes() {
 			dev = "pipe,id=" + id + ",path=" + filepath.Join(c.Dir, serialPipe(i))
 		}
 		a = append(a, "-chardev", dev, "-serial", "chardev:"+id)
@@ -230,7 +230,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	socks := []string{QMPSocket}
 	var pipes []*pipeConn
 	for i := range cfg.serials() {
-		if cfg.Clock.Record == "" {
+		if !cfg.Clock.pipes() {
 			socks = append(socks, serialSocket(i))
 			continue
 		}
