@@ -231,4 +231,40 @@ func TestMsctl(t *testing.T) {
 	if err := json.Unmarshal([]byte(m.want(t, 0, "", "programs", "ls", "--output", "json").stdout), &progs); err != nil || len(progs) != 1 {
 		t.Fatalf("programs after the runs: %v %+v", err, progs)
 	}
+
+	// A recorded mps2-an385 session (netduino2 cannot record), replayed
+	// halted through msctl.
+	t.Run("record-replay", func(t *testing.T) {
+		prog := strings.TrimSpace(m.want(t, 0, "", "programs", "upload", firmware(t, "mps2-an385", "fw.elf")).stdout)
+		sid := strings.TrimSpace(m.want(t, 0, "", "sessions", "create", "--board", "mps2-an385", "--program", prog, "--record", "--poweron").stdout)
+		waitConsole(t, pl, sid, "ready\r\n")
+		// Power off returns once the recording is stored.
+		var s model.Session
+		if err := json.Unmarshal([]byte(m.want(t, 0, "", "sessions", "poweroff", sid, "--output", "json").stdout), &s); err != nil || !s.Record || s.RecordingID == "" {
+			t.Fatalf("recorded session after power off: %v %+v", err, s)
+		}
+		rid := s.RecordingID
+
+		var replay model.Session
+		if err := json.Unmarshal([]byte(m.want(t, 0, "", "replay", rid, "--halted", "--output", "json").stdout), &replay); err != nil || replay.ReplayOf != rid || replay.State != model.StateRunning {
+			t.Fatalf("replay --halted: %v %+v", err, replay)
+		}
+		if err := json.Unmarshal([]byte(m.want(t, 0, "", "sessions", "get", replay.ID, "--output", "json").stdout), &s); err != nil || s.ReplayOf != rid || s.ProgramID != prog {
+			t.Fatalf("the replay session: %v %+v", err, s)
+		}
+		var recs []model.Recording
+		if err := json.Unmarshal([]byte(m.want(t, 0, "", "recordings", "ls", "--output", "json").stdout), &recs); err != nil || len(recs) != 1 || recs[0].ID != rid || recs[0].State != model.RecordingReady {
+			t.Fatalf("recordings ls: %v %+v", err, recs)
+		}
+		if printed, _, _ := pl.console(t, sid, 0); m.want(t, 0, "", "recordings", "console", rid).stdout != printed {
+			t.Fatalf("recordings console differs from what session %s printed: %q", sid, printed)
+		}
+		if r := m.want(t, 1, "", "replay", "0123456789abcdef"); r.stderr != "msctl: recording 0123456789abcdef not found\n" {
+			t.Fatalf("replay of an unknown id: %q", r.stderr)
+		}
+
+		m.want(t, 0, "", "sessions", "rm", replay.ID, sid)
+		m.want(t, 0, "", "recordings", "rm", rid)
+		m.want(t, 0, "", "programs", "rm", prog)
+	})
 }

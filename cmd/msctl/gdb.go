@@ -27,9 +27,12 @@ the cluster; point gdb at it:
                   "Authorization: Bearer TOKEN"
 `
 
+// defaultGDBListen is where the tunnel listens unless told otherwise.
+const defaultGDBListen = "127.0.0.1:3333"
+
 func runGDB(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("gdb")
-	listen := fs.String("listen", "127.0.0.1:3333", "")
+	listen := fs.String("listen", defaultGDBListen, "")
 	pos, err := e.parse(fs, args, gdbUsage, 1, 1)
 	if err != nil {
 		return err
@@ -41,14 +44,21 @@ func runGDB(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return &usageError{err.Error(), gdbUsage}
 	}
-	tunnel := c.WebSocketURL(client.Path("sessions", pos[0], "stream", "gdb"))
-	ln, err := net.Listen("tcp", *listen)
+	return tunnelGDB(ctx, c, pos[0], *listen, e.out, e.err)
+}
+
+// tunnelGDB listens on listen and carries each gdb connection to the
+// session's gdb stream until ctx ends; hint gets the address to point gdb
+// at (msctl gdb and msctl replay --gdb share it).
+func tunnelGDB(ctx context.Context, c *client.Client, session, listen string, hint, stderr io.Writer) error {
+	tunnel := c.WebSocketURL(client.Path("sessions", session, "stream", "gdb"))
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.out, "tunnelling %s to %s\nconnect with: gdb-multiarch fw.elf -ex 'target extended-remote %s'\n",
+	fmt.Fprintf(hint, "tunnelling %s to %s\nconnect with: gdb-multiarch fw.elf -ex 'target extended-remote %s'\n",
 		ln.Addr(), tunnel, ln.Addr())
-	serve(ctx, ln, tunnel, c.Header(), e.err)
+	serve(ctx, ln, tunnel, c.Header(), stderr)
 	return nil
 }
 

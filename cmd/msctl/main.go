@@ -1,9 +1,9 @@
 // Command msctl is the Machine Server command line: sign in once, then
-// manage programs, sessions and snapshots, attach to a console, tail the
-// event stream, fetch coverage, run firmware to a verdict in CI (exit 0
-// passed, 1 failed, 42 timed out, as wokwi-cli) and tunnel gdb. It is a
-// thin client of the REST and WebSocket API; every command can print its
-// result as JSON for scripts.
+// manage programs, sessions, snapshots and recordings, attach to a console,
+// tail the event stream, fetch coverage, run firmware to a verdict in CI
+// (exit 0 passed, 1 failed, 42 timed out, as wokwi-cli), replay a recorded
+// execution and tunnel gdb. It is a thin client of the REST and WebSocket
+// API; every command can print its result as JSON for scripts.
 package main
 
 import (
@@ -30,13 +30,17 @@ Commands:
   login [--server URL] [--key KEY]     check the credentials and store them
   programs upload FILE [--name N] [--format elf|bin|hex] [--load-address A]
   programs ls | rm ID...
-  sessions create --board B [--name N] [--program ID] [--coverage] [--poweron]
+  sessions create --board B [--name N] [--program ID] [--coverage] [--record] [--poweron]
   sessions ls | get ID | rm ID... | poweron ID [--halted] | poweroff ID | reset ID
   console SESSION [--port uartN] [--linger DUR]
                                        the UART, two-way: a raw terminal (Ctrl-] leaves),
                                        or stdin to the UART and the UART to stdout in a pipe
   snapshots ls [SESSION] | create SESSION [--name N] [--description D]
   snapshots restore SESSION SNAPSHOT | fork SNAPSHOT [--count N] | rm SNAPSHOT...
+  recordings ls | get RID | rm RID... | console RID
+  replay RID|JOB_ID [--name N] [--halted] [--gdb ADDR]
+                                       a session that re-runs a recording (or the one a
+                                       job kept), powered on; --gdb then tunnels gdb to it
   coverage SESSION [--format lcov|json|html|counts] [--all] [-o FILE]
   events [--session ID] [--job ID] [--system ID] [--types PREFIX,...] [--after EVENT_ID]
   run FIRMWARE --board B [--expect TEXT] [--fail TEXT] [--timeout DUR] [--uart-script FILE]
@@ -127,15 +131,17 @@ type command func(ctx context.Context, e *env, args []string) error
 
 func commands() map[string]command {
 	return map[string]command{
-		"login":     runLogin,
-		"programs":  group(programsUsage, programCommands),
-		"sessions":  group(sessionsUsage, sessionCommands),
-		"snapshots": group(snapshotsUsage, snapshotCommands),
-		"console":   runConsole,
-		"coverage":  runCoverage,
-		"events":    runEvents,
-		"run":       runRun,
-		"gdb":       runGDB,
+		"login":      runLogin,
+		"programs":   group(programsUsage, programCommands),
+		"sessions":   group(sessionsUsage, sessionCommands),
+		"snapshots":  group(snapshotsUsage, snapshotCommands),
+		"recordings": group(recordingsUsage, recordingCommands),
+		"replay":     runReplay,
+		"console":    runConsole,
+		"coverage":   runCoverage,
+		"events":     runEvents,
+		"run":        runRun,
+		"gdb":        runGDB,
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/machineserver/machineserver/shared/model"
 )
 
-const sessionsUsage = `usage: msctl sessions create --board B [--name N] [--program ID] [--coverage] [--poweron]
+const sessionsUsage = `usage: msctl sessions create --board B [--name N] [--program ID] [--coverage] [--record] [--poweron]
        msctl sessions ls
        msctl sessions get ID
        msctl sessions rm ID...
@@ -21,7 +21,8 @@ const sessionsUsage = `usage: msctl sessions create --board B [--name N] [--prog
 
 create makes a session on board B (a name from GET /api/v1/capabilities, e.g.
 netduino2), loads program ID into it, opens its coverage window from the first
-power on with --coverage, powers it on with --poweron, and prints its id.
+power on with --coverage, records every power on with --record (replay the
+recording with msctl replay), powers it on with --poweron, and prints its id.
 poweron --halted keeps the CPU at the reset vector until a debugger continues it.
 `
 
@@ -48,6 +49,7 @@ func runSessionCreate(ctx context.Context, e *env, args []string) error {
 	name := fs.String("name", "", "")
 	program := fs.String("program", "", "")
 	coverage := fs.Bool("coverage", false, "")
+	record := fs.Bool("record", false, "")
 	poweron := fs.Bool("poweron", false, "")
 	if _, err := e.parse(fs, args, sessionsUsage, 0, 0); err != nil {
 		return err
@@ -64,6 +66,11 @@ func runSessionCreate(ctx context.Context, e *env, args []string) error {
 	}
 	var s model.Session
 	req := map[string]any{"name": first(*name, "msctl-"+*board), "board_config": model.BoardConfig{Board: *board}, "coverage": *coverage}
+	// Sent only when asked for: the server refuses fields it does not
+	// know, and one without recordings should still create sessions.
+	if *record {
+		req["record"] = true
+	}
 	if err := c.Do(ctx, http.MethodPost, client.Path("sessions"), req, &s); err != nil {
 		return err
 	}
@@ -131,6 +138,12 @@ func describeSession(w io.Writer, s model.Session) {
 	}
 	if s.SnapshotID != "" {
 		rows = append(rows, []string{"restored from:", s.SnapshotID})
+	}
+	if s.Record {
+		rows = append(rows, []string{"recording:", first(s.RecordingID, "on (from the next power on)")})
+	}
+	if s.ReplayOf != "" {
+		rows = append(rows, []string{"replays:", s.ReplayOf})
 	}
 	for _, warn := range s.Warnings {
 		rows = append(rows, []string{"warning:", warn})
