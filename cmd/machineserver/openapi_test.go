@@ -94,7 +94,7 @@ func TestOpenAPISchemasFollowGoTypes(t *testing.T) {
 		{"JobTemplate", model.JobSpec{}, []string{"program_id", "program_key"}},
 		{"JobRule", model.JobRule{}, nil},
 		{"Recording", model.Recording{}, nil},
-		{"Recording/properties/files/items", model.RecordingFile{}, nil},
+		{"events.defs/$defs/Recording/properties/files/items", model.RecordingFile{}, nil},
 		{"CreateSessionRequest", sessions.CreateRequest{}, nil},
 		{"LoadProgramRequest", sessions.LoadRequest{}, nil},
 		{"SessionList", sessions.List{}, nil},
