@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,13 +40,46 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
+// freePort picks a port below the kernel's ephemeral range when there is
+// room: a port from that range, freed by a server a test restarts, can be
+// taken meanwhile by any process's outgoing connection, and the restarted
+// server then fails with "address already in use" (seen once in a full
+// run). Below the range only another listener can take it.
 func freePort() (int, error) {
+	if lo := ephemeralStart(); lo > portFloor+1000 {
+		for range 100 {
+			port := portFloor + mrand.IntN(lo-portFloor)
+			if l, err := net.Listen("tcp", fmt.Sprintf(":%d", port)); err == nil {
+				l.Close()
+				return port, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portFloor keeps freePort's picks clear of the well-known and the commonly
+// configured ports.
+const portFloor = 20000
+
+// ephemeralStart is the first port of the kernel's ephemeral range, 0 when
+// unknown.
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	lo, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\t")
+	n, err := strconv.Atoi(strings.TrimSpace(lo))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Binary finds a binary on PATH, in $GOBIN or in $(go env GOPATH)/bin (where
