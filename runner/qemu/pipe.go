@@ -120,6 +120,11 @@ func (p *pipeConn) SetDeadline(t time.Time) error {
 func (p *pipeConn) SetReadDeadline(t time.Time) error  { return p.out.SetReadDeadline(t) }
 func (p *pipeConn) SetWriteDeadline(t time.Time) error { return p.in.SetWriteDeadline(t) }
 
+// SyscallConn is the output FIFO's, so the runner can ask how many bytes
+// wait in it (FIONREAD), as it does of a socket before it declares a
+// console drained.
+func (p *pipeConn) SyscallConn() (syscall.RawConn, error) { return p.out.SyscallConn() }
+
 // pipeAddr names a FIFO as a net.Addr.
 type pipeAddr string
 
