@@ -168,7 +168,12 @@ type platform struct {
 	// environment, for tests that start more function processes.
 	fnURLs map[string]string
 	env    []string
+	// runnerURL is the distributed form's runner (its token is
+	// runnerToken), for the runner API the public one does not cover yet.
+	runnerURL string
 }
+
+const runnerToken = "test-runner-token"
 
 func waitHealthy(t testing.TB, url string, p *proc) {
 	deadline := time.Now().Add(30 * time.Second)
@@ -226,7 +231,7 @@ func startDistributed(t testing.TB, env ...string) *platform {
 	s3 := testenv.S3(t)
 	common := append([]string{
 		"MS_REDIS_URL=" + redisURL, "MS_S3_ENDPOINT=" + s3.Endpoint, "MS_S3_ACCESS_KEY=" + s3.AccessKey,
-		"MS_S3_SECRET_KEY=" + s3.SecretKey, "MS_S3_BUCKET=" + s3.Bucket, "MS_RUNNER_TOKEN=test-runner-token", "MS_LOG_LEVEL=debug",
+		"MS_S3_SECRET_KEY=" + s3.SecretKey, "MS_S3_BUCKET=" + s3.Bucket, "MS_RUNNER_TOKEN=" + runnerToken, "MS_LOG_LEVEL=debug",
 		"MS_RUNNER_HEARTBEAT=1s",
 	}, env...)
 	sock := shortDir(t, "msr")
@@ -235,7 +240,8 @@ func startDistributed(t testing.TB, env ...string) *platform {
 	rport := testenv.FreePort(t)
 	runner := startProc(t, "runner", append([]string{fmt.Sprintf("PORT=%d", rport), "MS_RUNNER_ID=runner-0",
 		"MS_RUNNER_DIR=" + shortDir(t, "msrd"), "MS_RUNNER_SOCKET_DIR=" + sock}, common...))
-	waitHealthy(t, fmt.Sprintf("http://127.0.0.1:%d", rport), runner)
+	pl.runnerURL = fmt.Sprintf("http://127.0.0.1:%d", rport)
+	waitHealthy(t, pl.runnerURL, runner)
 
 	urls := map[string]string{}
 	var procs []*proc

@@ -97,6 +97,44 @@ func (r *Runner) Handler() http.Handler {
 		s.mu.Unlock()
 		httpapi.WriteJSON(w, http.StatusOK, st)
 	})
+	mux.HandleFunc("PUT "+p+"/links/{id}", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.LinkRequest
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		l, err := r.PutLink(req.PathValue("id"), in)
+		httpapi.Reply(w, req, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("POST "+p+"/links/{id}/faults", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.LinkFaults
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		l, err := r.SetLinkFaults(req.PathValue("id"), in)
+		httpapi.Reply(w, req, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("GET "+p+"/links/{id}", func(w http.ResponseWriter, req *http.Request) {
+		l, err := r.GetLink(req.PathValue("id"))
+		httpapi.Reply(w, req, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("GET "+p+"/links/{id}/capture", func(w http.ResponseWriter, req *http.Request) {
+		var after uint64
+		if v := req.URL.Query().Get("after"); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				httpapi.WriteError(w, req, httpapi.BadRequest("after must be a record number; got %q", v))
+				return
+			}
+			after = n
+		}
+		c, err := r.LinkCapture(req.PathValue("id"), after)
+		httpapi.Reply(w, req, http.StatusOK, c, err)
+	})
+	mux.HandleFunc("DELETE "+p+"/links/{id}", func(w http.ResponseWriter, req *http.Request) {
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.DeleteLink(req.PathValue("id")))
+	})
 	mux.HandleFunc("GET "+p+"/sessions/{id}/console", r.serveConsole)
 	mux.HandleFunc("POST "+p+"/sessions/{id}/console", func(w http.ResponseWriter, req *http.Request) {
 		data, err := io.ReadAll(io.LimitReader(req.Body, maxInputBytes+1))

@@ -32,10 +32,34 @@ type portRings struct {
 	// them; before the session has a board, only uart0 is known.
 	names []string
 	about []string
+	// live are the running machine's ports, for links (links.go).
+	live map[string]*livePort
 }
 
 func newPortRings(uart0 *console.Ring, size int) *portRings {
-	return &portRings{size: size, rings: map[string]*console.Ring{consolePort: uart0}, names: []string{consolePort}}
+	return &portRings{size: size, rings: map[string]*console.Ring{consolePort: uart0}, names: []string{consolePort}, live: map[string]*livePort{}}
+}
+
+// running is the live port named, nil when no machine runs it.
+func (p *portRings) running(name string) *livePort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.live[name]
+}
+
+func (p *portRings) setLive(name string, lp *livePort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.live[name] = lp
+}
+
+// dropLive forgets lp, unless a newer machine's port took its place.
+func (p *portRings) dropLive(name string, lp *livePort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.live[name] == lp {
+		delete(p.live, name)
+	}
 }
 
 // setBoard makes the board's ports known and gives each a ring.
@@ -109,22 +133,31 @@ func (r *Runner) pumpPorts(s *session, in *instance) {
 			drain = s.drain
 		}
 		ring := s.ports.ring(name)
-		wg.Go(func() { r.pump(ring, c, drain) })
+		lp := &livePort{conn: c}
+		s.ports.setLive(name, lp)
+		wg.Go(func() {
+			r.pump(ring, c, lp, drain)
+			// The machine is gone: its links end with it.
+			s.ports.dropLive(name, lp)
+			lp.close()
+		})
 	}
 	go func() {
 		wg.Wait()
 		close(in.pumped)
 	}()
+	r.attachLinks(s.id)
 }
 
 // pump copies a port into its ring until the connection closes; for the
 // console it also answers drainConsole's requests on drain.
-func (r *Runner) pump(ring *console.Ring, c net.Conn, drain chan chan int64) {
+func (r *Runner) pump(ring *console.Ring, c net.Conn, lp *livePort, drain chan chan int64) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
 			ring.Write(buf[:n])
+			lp.feed(buf[:n])
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// drainConsole's poke: only the pump reads, so only it can
@@ -135,6 +168,7 @@ func (r *Runner) pump(ring *console.Ring, c net.Conn, drain chan chan int64) {
 				for queued(c) > 0 {
 					n, err := c.Read(buf)
 					ring.Write(buf[:n])
+					lp.feed(buf[:n])
 					if err != nil {
 						break
 					}

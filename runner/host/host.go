@@ -138,6 +138,8 @@ type Runner struct {
 	idleDone    chan struct{}
 	// budget bounds the spares (spares.go).
 	budget *spareBudget
+	// links join sessions' ports (links.go); under mu.
+	links map[string]*hostLink
 }
 
 // session is one session's emulator slot. Its console rings outlive

@@ -35,6 +35,9 @@ import (
 type Fake struct {
 	// Boards are what Probe offers and Launch accepts.
 	Boards []board.Board
+	// Quiet ports do not echo: two machines linked port to port would
+	// otherwise pass one byte back and forth for ever.
+	Quiet []string
 
 	mu       sync.Mutex
 	machines []*Machine
@@ -122,7 +125,7 @@ func (f *Fake) Launch(ctx context.Context, spec emulator.Spec) (emulator.Machine
 				}
 			}
 		}()
-		go m.serve(i, guest)
+		go m.serve(i, guest, !slices.Contains(f.Quiet, name))
 	}
 	f.mu.Lock()
 	f.machines = append(f.machines, m)
@@ -149,6 +152,7 @@ type Machine struct {
 	booted   bool // the banner is out since the last boot or reset
 	restored bool
 	lines    int
+	rx       map[int][]byte // what each port's guest side took in
 	outs     []chan []byte
 	guests   []net.Conn
 	exit     emulator.Exit
@@ -163,6 +167,16 @@ var (
 
 // Spec is what the machine was launched with.
 func (m *Machine) Spec() emulator.Spec { return m.spec }
+
+// Send makes the guest write s on port i (as firmware printing on a UART).
+func (m *Machine) Send(i int, s string) { m.print(i, s) }
+
+// Received is what the guest took in on port i so far.
+func (m *Machine) Received(i int) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.rx[i])
+}
 
 // Running reports whether the guest runs (resumed, not paused, not ended).
 func (m *Machine) Running() bool {
@@ -299,8 +313,9 @@ func (m *Machine) Usage() (time.Duration, int64) { return 0, 0 }
 func (m *Machine) Pid() int                      { return 0 }
 func (m *Machine) Dir() string                   { return m.spec.Dir }
 
-// serve is the guest's side of port i: echo, and uart0's line commands.
-func (m *Machine) serve(i int, guest net.Conn) {
+// serve is the guest's side of port i: echo (unless quiet), and uart0's
+// line commands.
+func (m *Machine) serve(i int, guest net.Conn, echo bool) {
 	r := bufio.NewReader(guest)
 	var line []byte
 	for {
@@ -316,7 +331,13 @@ func (m *Machine) serve(i int, guest net.Conn) {
 			m.mu.Unlock()
 			return
 		}
-		m.print(i, string(c))
+		if m.rx == nil {
+			m.rx = map[int][]byte{}
+		}
+		m.rx[i] = append(m.rx[i], c)
+		if echo {
+			m.print(i, string(c))
+		}
 		if i == 0 {
 			if c == '\r' || c == '\n' {
 				m.run(string(line))

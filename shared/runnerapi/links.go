@@ -1,0 +1,140 @@
+package runnerapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// LinkEnd is one end of a link: a port of a session on the runner.
+type LinkEnd struct {
+	Session string `json:"session"`
+	// Port is the seam's name (uart0..uartN).
+	Port string `json:"port"`
+}
+
+func (e LinkEnd) String() string { return e.Session + ":" + e.Port }
+
+// LinkFaults are what a link does to the bytes it carries (per byte; see
+// runner/link). The zero value is a clean link.
+type LinkFaults struct {
+	Down    bool    `json:"down,omitempty"`
+	Loss    float64 `json:"loss,omitempty"`
+	Corrupt float64 `json:"corrupt,omitempty"`
+	// Delay is a Go duration ("5ms").
+	Delay string `json:"delay,omitempty"`
+}
+
+// LinkRequest joins two sessions' ports with a UART link (PUT
+// /v1/links/{id}). The link outlives the sessions' machines: it carries
+// bytes whenever both run, from their next start if they do not yet.
+type LinkRequest struct {
+	Ends   [2]LinkEnd `json:"ends"`
+	Faults LinkFaults `json:"faults"`
+	// Seed seeds the fault decisions, so a run's drops can be reproduced.
+	Seed uint64 `json:"seed,omitempty"`
+}
+
+// LinkDirection is one direction's counters, in bytes.
+type LinkDirection struct {
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Bytes     uint64 `json:"bytes"`
+	Delivered uint64 `json:"delivered"`
+	Dropped   uint64 `json:"dropped"`
+	Lost      uint64 `json:"lost"`
+	Corrupted uint64 `json:"corrupted"`
+}
+
+// Link is a link's state on the runner.
+type Link struct {
+	ID     string     `json:"id"`
+	Ends   [2]LinkEnd `json:"ends"`
+	Faults LinkFaults `json:"faults"`
+	Seed   uint64     `json:"seed"`
+	// Attached: both machines run and the link carries their bytes.
+	// Attachments counts how often it was attached (once per power cycle
+	// of the pair).
+	Attached    bool `json:"attached"`
+	Attachments int  `json:"attachments"`
+	// Directions are the counters since the link was made, a to b first.
+	Directions [2]LinkDirection `json:"directions"`
+}
+
+// LinkRecord is one chunk that crossed a link, timestamped, with what the
+// faults did to it.
+type LinkRecord struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	From      string    `json:"from"`
+	To        string    `json:"to"`
+	Data      []byte    `json:"data"`
+	Delivered []byte    `json:"delivered,omitempty"`
+	Down      bool      `json:"down,omitempty"`
+	Dropped   int       `json:"dropped,omitempty"`
+	Lost      int       `json:"lost,omitempty"`
+	Corrupted int       `json:"corrupted,omitempty"`
+}
+
+// LinkCapture is the records kept, oldest first.
+type LinkCapture struct {
+	Records []LinkRecord `json:"records"`
+	// Next is the after to ask with for what comes next.
+	Next uint64 `json:"next"`
+}
+
+func linkPath(id string) string { return "/links/" + url.PathEscape(id) }
+
+// call sends in (if any) as JSON with method and decodes the reply into out.
+func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
+	if method == http.MethodPost {
+		return c.post(ctx, path, in, out)
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	return c.do(ctx, method, path, body, "application/json", out)
+}
+
+// PutLink creates a link.
+func (c *Client) PutLink(ctx context.Context, id string, req LinkRequest) (Link, error) {
+	var l Link
+	err := c.call(ctx, http.MethodPut, linkPath(id), req, &l)
+	return l, err
+}
+
+// SetLinkFaults changes a link's faults.
+func (c *Client) SetLinkFaults(ctx context.Context, id string, f LinkFaults) (Link, error) {
+	var l Link
+	err := c.post(ctx, linkPath(id)+"/faults", f, &l)
+	return l, err
+}
+
+// GetLink is a link's state.
+func (c *Client) GetLink(ctx context.Context, id string) (Link, error) {
+	var l Link
+	err := c.call(ctx, http.MethodGet, linkPath(id), nil, &l)
+	return l, err
+}
+
+// LinkCapture is the link's records after seq after.
+func (c *Client) LinkCapture(ctx context.Context, id string, after uint64) (LinkCapture, error) {
+	var lc LinkCapture
+	err := c.call(ctx, http.MethodGet, linkPath(id)+"/capture?after="+strconv.FormatUint(after, 10), nil, &lc)
+	return lc, err
+}
+
+// DeleteLink removes a link.
+func (c *Client) DeleteLink(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, linkPath(id), nil, nil)
+}
