@@ -105,6 +105,7 @@ bench: deps-test firmware plugin ui
 	$(GO) test -count=1 -run '^$$' -bench EventLatency -benchtime 50x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench 'RecordSlowdown|Recording$$' -benchtime 3x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench UARTLink -benchtime 10x -timeout 30m ./runner/link/
+	$(GO) test -count=1 -run '^$$' -bench RunnerLink -benchtime 10x -timeout 30m ./e2e/
 
 clean:
 	rm -rf $(BUILD)

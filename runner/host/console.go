@@ -181,7 +181,7 @@ func (r *Runner) pump(ring *console.Ring, c net.Conn, lp *livePort, drain chan c
 		if err != nil {
 			return
 		}
-		if n < len(buf) && r.cfg.ConsoleGather > 0 {
+		if n < len(buf) && r.cfg.ConsoleGather > 0 && !lp.linked() {
 			// Output after a quiet spell still arrives at once; only a
 			// stream is gathered (see Settings.ConsoleGather).
 			time.Sleep(r.cfg.ConsoleGather)

@@ -45,6 +45,15 @@ func (lp *livePort) feed(b []byte) {
 	}
 }
 
+// linked says whether a link takes the port's bytes: the pump then hands
+// them on as they come instead of gathering a stream (a peer machine
+// waits for each message's last byte).
+func (lp *livePort) linked() bool {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	return lp.tap != nil
+}
+
 // setTap links the port, unless it is linked already or gone.
 func (lp *livePort) setTap(t net.Conn) bool {
 	lp.mu.Lock()
