@@ -520,6 +520,26 @@ func uiJobs(t *testing.T, pl *platform, b *browser) {
 	b.fill("#job-pass", `(`)
 	b.click("run a bad job", "#job-create")
 	b.until("the error is shown", `document.querySelector('.toast.error')?.textContent.includes('pass_pattern')`)
+
+	// A recorded job that failed links its recording: one click makes the
+	// replay session and opens it.
+	var rec model.Job
+	pl.must(t, 201, "POST", "/api/v1/jobs", model.JobSpec{Name: "recorded", ProgramID: prog, BoardConfig: model.BoardConfig{Board: "mps2-an385"},
+		PassPattern: "never printed", FailPattern: "ready", Timeout: "20s", Record: true}, &rec)
+	if rec = pl.waitJob(t, rec.ID); rec.State != model.JobFailed || rec.RecordingID == "" {
+		t.Fatalf("recorded job: %+v", rec)
+	}
+	b.do("open the job", chromedp.Evaluate[chromedp.Void](`location.hash = '#/jobs/`+rec.ID+`'`))
+	b.click("replay its recording", "#job-replay")
+	b.until("the replay session's page", `document.querySelector('#session-replay-of')?.textContent.includes('`+rec.RecordingID+`')`)
+	id = strings.TrimPrefix(eval[string](b, "location", `location.hash`), "#/sessions/")
+	var replay model.Session
+	pl.must(t, 200, "GET", "/api/v1/sessions/"+id, nil, &replay)
+	if replay.ReplayOf != rec.RecordingID {
+		t.Fatalf("the replay session: %+v", replay)
+	}
+	pl.must(t, 204, "DELETE", "/api/v1/sessions/"+id, nil, nil)
+	pl.must(t, 200, "DELETE", "/api/v1/recordings/"+rec.RecordingID, nil, nil)
 }
 
 // uiLoad is a first load of the sessions page with an empty cache: the

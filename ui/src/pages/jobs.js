@@ -137,7 +137,15 @@ export function jobPage(root, id) {
       dd('Created', when(j.created_at)),
       dd('Coverage', j.coverage_report_id
         ? button('Open report', (b) => action(b, () => openReport(p`/api/v1/coverage/reports/${j.coverage_report_id}`, `Coverage of job ${j.id}`)), 'small', { id: 'job-coverage-open' })
-        : j.coverage_error));
+        : j.coverage_error),
+      // A failed recorded job's recording: replay it in a session, where
+      // gdb can run it backwards.
+      dd('Recording', j.recording_id
+        ? button('Replay in a session', (b) => action(b, async () => {
+          const s = await post(p`/api/v1/recordings/${j.recording_id}/sessions`, {});
+          location.hash = `#/sessions/${s.id}`;
+        }), 'small', { id: 'job-replay', title: 'a session that re-runs this run; power it on halted to debug it backwards' })
+        : j.recording_error));
     followConsole();
   }
 

@@ -111,6 +111,8 @@ export function sessionPage(root, id) {
       h('span', null, 'program ', s.program_id ? h('code', null, s.program_id) : 'none'),
       s.started_at && h('span', null, 'started ', when(s.started_at)),
       s.snapshot_id && h('span', null, 'from snapshot ', h('code', null, s.snapshot_id)),
+      s.replay_of && h('span', { id: 'session-replay-of' }, 'replays recording ', h('code', null, s.replay_of)),
+      s.record && h('span', null, 'records every power on'),
       s.runner_id && h('span', { class: 'muted' }, 'runner ', s.runner_id));
     replace(alerts,
       s.reason && h('div', { class: `alert ${s.state === 'error' ? 'error' : ''}` }, s.reason),
