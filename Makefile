@@ -21,7 +21,7 @@ RUN_TOOLS := qemu-system-arm:qemu-system-arm qemu-system-riscv32:qemu-system-mis
 TEST_TOOLS := $(RUN_TOOLS) arm-none-eabi-gcc:gcc-arm-none-eabi redis-server:redis-server \
 	gdb-multiarch:gdb-multiarch lcov:lcov curl:curl jq:jq \
 	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf avr-gcc:gcc-avr \
-	/usr/lib/avr/include/avr/io.h:avr-libc avr-gdb:gdb-avr chromium:chromium
+	/usr/lib/avr/include/avr/io.h:avr-libc avr-gdb:gdb-avr chromium:chromium tshark:tshark
 
 define apt_install
 	@missing=""; for pair in $(1); do \
@@ -105,6 +105,8 @@ bench: deps-test firmware plugin ui
 	$(GO) test -count=1 -run '^$$' -bench EventLatency -benchtime 50x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench 'RecordSlowdown|Recording$$' -benchtime 3x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench UARTLink -benchtime 10x -timeout 30m ./runner/link/
+	$(GO) test -count=1 -run '^$$' -bench EthernetSwitch -benchtime 10x -timeout 30m ./runner/link/
+	$(GO) test -count=1 -run '^$$' -bench SwitchRoundTrip -benchtime 20000x -timeout 30m ./runner/link/
 	$(GO) test -count=1 -run '^$$' -bench RunnerLink -benchtime 10x -timeout 30m ./e2e/
 
 clean:

@@ -33,17 +33,6 @@
 #error "build with -DROLE=ROLE_PING or -DROLE=ROLE_PONG"
 #endif
 
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
-#define SYST_CSR_ENABLE (1u << 0)
-#define SYST_CSR_TICKINT (1u << 1)
-#define SYST_CSR_CLKSOURCE (1u << 2)
-
-#define NVIC_ISER ((volatile uint32_t *)0xE000E100)
-#define NVIC_ICER ((volatile uint32_t *)0xE000E180)
-#define NVIC_ICPR ((volatile uint32_t *)0xE000E280)
-
 /* 10 ms ticks: coarse enough that an idle QEMU barely wakes. */
 #define TICK_MS 10u
 #define PERIOD_MS 100u
@@ -53,26 +42,9 @@
 /* The console helpers: static, only those used here are kept. */
 #define TEXT_FN static __attribute__((unused))
 #include "text.h"
+#include "linkfw.h"
 
-static volatile uint32_t ticks;
 static uint32_t tx_bytes, rx_bytes;
-
-void systick_handler(void)
-{
-	ticks++;
-}
-
-static void irq_disable(uint32_t irq)
-{
-	NVIC_ICER[irq / 32] = 1u << (irq % 32);
-}
-
-/* Clears a stale pending bit first, so only a line that is high now fires. */
-static void irq_enable(uint32_t irq)
-{
-	NVIC_ICPR[irq / 32] = 1u << (irq % 32);
-	NVIC_ISER[irq / 32] = 1u << (irq % 32);
-}
 
 /*
  * Every external interrupt lands here (startup.c's table). The RX lines
@@ -100,11 +72,6 @@ static void wait_for_event(void)
 	__asm__ volatile("cpsie i" ::: "memory");
 }
 
-static uint32_t reload(void)
-{
-	return board_cpu_hz / 1000u * TICK_MS - 1u;
-}
-
 static void link_puts(const char *s)
 {
 	while (*s) {
@@ -124,32 +91,6 @@ static void link_put_uint(uint32_t v)
 		v /= 10;
 	} while (v);
 	link_puts(&buf[i]);
-}
-
-/* A line assembler per UART: a byte at a time; '\r' or '\n' ends a line. */
-struct line {
-	char buf[LINE_MAX];
-	uint32_t len;
-};
-
-/*
- * Returns 1 when c ends a non-empty line, now in l->buf; an overlong line
- * is cut.
- */
-static int line_add(struct line *l, char c)
-{
-	if (c == '\r' || c == '\n') {
-		l->buf[l->len] = '\0';
-		if (l->len == 0) {
-			return 0;
-		}
-		l->len = 0;
-		return 1;
-	}
-	if (l->len < LINE_MAX - 1) {
-		l->buf[l->len++] = c;
-	}
-	return 0;
 }
 
 /* Parses "<prefix><decimal>" into n. */
@@ -180,24 +121,6 @@ static void print_stats(void)
 static uint32_t seq;
 static int waiting;
 static uint32_t sent_us, next_send_ms;
-
-static uint32_t now_ms(void)
-{
-	return ticks * TICK_MS;
-}
-
-/* Guest microseconds since boot; wraps after about 71 minutes. */
-static uint32_t now_us(void)
-{
-	uint32_t t, c;
-
-	/* A tick between the two reads shows as a changed count: read again. */
-	do {
-		t = ticks;
-		c = SYST_CVR;
-	} while (t != ticks);
-	return t * TICK_MS * 1000u + (reload() - c) / (board_cpu_hz / 1000000u);
-}
 
 static void send_ping(void)
 {

@@ -8,6 +8,12 @@
 // made over emulator.Machine.Ports() and, once closed, leaves them usable),
 // and it knows nothing of systems, sessions or the API.
 //
+// Switch is the Ethernet side: any number of NICs joined over QEMU's
+// stream-netdev framing, frames forwarded by MAC learning, the same faults
+// applied per frame, a bounded capture written as pcap (WritePcap), and a
+// bounded queue per port, since a switch must not let one paused node
+// stall the others (see Switch).
+//
 // UART is a serial link between two UART ports. Every port is a byte
 // stream (a QEMU chardev socket), so the link reads whatever arrives on one
 // end and writes it to the other, in order, each direction on its own.

@@ -52,6 +52,8 @@ func (r *rig) end(t *testing.T) {
 	for _, c := range []net.Conn{r.a, r.b, r.ports[0], r.ports[1]} {
 		c.Close()
 	}
+	// A goroutine past its wg.Done may not have returned yet.
+	synctest.Wait()
 	if g := linkGoroutines(); len(g) > 0 {
 		t.Errorf("goroutines left after Close:\n%s", strings.Join(g, "\n\n"))
 	}
@@ -473,6 +475,7 @@ func TestCloseEndsEverything(t *testing.T) {
 				}
 				synctest.Wait()
 				u.Close()
+				synctest.Wait()
 				if g := linkGoroutines(); len(g) > 0 {
 					t.Fatalf("goroutines left after Close:\n%s", strings.Join(g, "\n\n"))
 				}
