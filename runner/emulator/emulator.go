@@ -60,6 +60,23 @@ type Spec struct {
 	// Started runs with the process id right after exec, before the guest
 	// can run: the runner puts the process into its cgroup there.
 	Started func(pid int) error
+	// NIC, on a board with Ethernet, links its NIC to a network the
+	// runner owns instead of isolating it: the machine is then Wired.
+	NIC *NIC
+}
+
+// NIC is a linked NIC's settings.
+type NIC struct {
+	// MAC must be unicast and unique on the network.
+	MAC string
+}
+
+// Wired is a machine launched with Spec.NIC.
+type Wired interface {
+	// NIC carries the NIC's Ethernet frames, each a 4-byte big-endian
+	// length and the frame without FCS (QEMU's stream netdev framing,
+	// which runner/link.Switch speaks).
+	NIC() net.Conn
 }
 
 // Firmware is the image a machine loads.

@@ -62,13 +62,18 @@ type node struct {
 	console *emulatortest.Output
 }
 
-func launch(t testing.TB, b *qemu.Backend, elf string) node {
+// launch starts elf on an mps2-an385 through the runner's backend, its
+// NIC linked when nic is set.
+func launch(t testing.TB, b *qemu.Backend, elf string, nic ...emulator.NIC) node {
 	t.Helper()
 	i := slices.IndexFunc(board.Known, func(k board.Board) bool { return k.Name == "mps2-an385" })
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	m, err := b.Launch(ctx, emulator.Spec{Board: board.Known[i], Dir: shortDir(t),
-		Firmware: emulator.Firmware{Path: elf, Format: model.FormatELF}})
+	spec := emulator.Spec{Board: board.Known[i], Dir: shortDir(t), Firmware: emulator.Firmware{Path: elf, Format: model.FormatELF}}
+	if len(nic) > 0 {
+		spec.NIC = &nic[0]
+	}
+	m, err := b.Launch(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,6 +214,9 @@ func (b *Backend) Launch(ctx context.Context, spec emulator.Spec) (emulator.Mach
 		Serials: max(len(spec.Board.UARTs), 1), Arch: spec.Board.Arch,
 		Clock: Clock{Deterministic: spec.Deterministic, Record: spec.Record, Replay: spec.Replay, Snapshot: spec.Board.Snapshots},
 	}
+	if spec.NIC != nil {
+		cfg.NIC = &NIC{MAC: spec.NIC.MAC}
+	}
 	if spec.Record != "" && cfg.Clock.Snapshot {
 		if err := createReplayImage(ctx, spec.Record); err != nil {
 			return nil, err
@@ -299,6 +302,7 @@ func (m *machine) Kill() {
 
 func (m *machine) Done() <-chan struct{}                              { return m.p.Done() }
 func (m *machine) Ports() map[string]net.Conn                         { return m.ports }
+func (m *machine) NIC() net.Conn                                      { return m.p.NIC }
 func (m *machine) DebugStub() string                                  { return filepath.Join(m.p.dir, GDBSocket) }
 func (m *machine) Usage() (time.Duration, int64)                      { return m.p.Usage() }
 func (m *machine) Pid() int                                           { return m.p.Pid() }

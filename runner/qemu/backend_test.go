@@ -163,6 +163,29 @@ func TestSerialArgs(t *testing.T) {
 	if want := "-chardev pipe,id=ser2,path=/tmp/d/p2 -serial chardev:ser2"; !strings.Contains(a, want) || strings.Contains(a, "c1.sock") {
 		t.Errorf("recording: no %q in %s", want, a)
 	}
+	// A linked NIC: the board's NIC on a stream netdev QEMU connects to,
+	// with its own MAC, instead of the isolated user network.
+	c.Clock.Record, c.Ethernet, c.NIC = "", true, &NIC{MAC: "02:00:00:00:00:07"}
+	a = strings.Join(c.Args(), " ")
+	if want := "-netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/d/e.sock -net nic,netdev=n0,macaddr=02:00:00:00:00:07"; !strings.Contains(a, want) || strings.Contains(a, "-nic user") {
+		t.Errorf("linked NIC: no %q in %s", want, a)
+	}
+	for mac, says := range map[string]string{
+		"01:00:00:00:00:07":  "not a unicast MAC", // multicast
+		"02:00:00:00:00":     "not a unicast MAC",
+		"02:00:00:00:00:0G":  "not a unicast MAC",
+		"02:00:00:00:00:07,": "not a unicast MAC",
+	} {
+		c.NIC.MAC = mac
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("MAC %q: %v", mac, err)
+		}
+	}
+	c.NIC.MAC, c.Ethernet = "02:00:00:00:00:07", false
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "has no NIC to link") {
+		t.Errorf("a NIC on a board without one: %v", err)
+	}
+	c.NIC = nil
 	c.Serials = 11
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "0 to 10 are allowed") {
 		t.Errorf("11 serial ports: %v", err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ const (
 	QMPSocket     = "q.sock"
 	ConsoleSocket = "c.sock"
 	GDBSocket     = "g.sock"
+	// NICSocket carries a linked NIC's frames (Config.NIC).
+	NICSocket = "e.sock"
 	// MigrationSocket carries snapshot streams in and out.
 	MigrationSocket = "m.sock"
 	PidFile         = "pid"
@@ -72,6 +75,13 @@ type Config struct {
 	Plugins []Plugin
 	// Ethernet is set for boards with a NIC, so it can be isolated.
 	Ethernet bool
+	// NIC, on a board with Ethernet, puts its NIC on a stream netdev
+	// instead of the isolated user network: QEMU connects to NICSocket,
+	// which Start listens on (QEMU 7.2 crashes as the stream's server
+	// when its guest sends before a peer connected, and as a client it
+	// connects once), and Process.NIC carries the frames (a 4-byte
+	// big-endian length, then the frame without FCS).
+	NIC *NIC
 	// Arch is the board's architecture (board.ArchAVR changes how the
 	// image is loaded and drops semihosting; "" is ARM).
 	Arch string
@@ -90,6 +100,17 @@ type Config struct {
 	// its cgroup here. An error kills QEMU and fails Start.
 	Started func(pid int) error `json:"-"`
 }
+
+// NIC is a linked NIC's settings.
+type NIC struct {
+	// MAC must be unicast and unique on its network: every mps2-an385
+	// has the same default.
+	MAC string
+}
+
+// macPattern is a MAC address as QEMU takes it, unicast (the first
+// octet's low bit clear).
+var macPattern = regexp.MustCompile(`^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$`)
 
 // Validate checks the config before anything is executed.
 func (c Config) Validate() error {
@@ -113,6 +134,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.Clock.validate(); err != nil {
 		return err
+	}
+	if c.NIC != nil && !c.Ethernet {
+		return fmt.Errorf("qemu: board %s has no NIC to link", c.Machine)
+	}
+	if c.NIC != nil && !macPattern.MatchString(c.NIC.MAC) {
+		return fmt.Errorf("qemu: NIC address %q is not a unicast MAC in lowercase hex (02:00:00:00:00:01)", c.NIC.MAC)
 	}
 	for _, p := range c.Plugins {
 		if !filepath.IsAbs(p.Path) || strings.Contains(p.Path, ",") {
@@ -158,7 +185,10 @@ func (c Config) Args() []string {
 		// AVR has no semihosting (QEMU refuses the option for it).
 		a = append(a, "-semihosting-config", "enable=on,target=native")
 	}
-	if c.Ethernet {
+	if c.NIC != nil {
+		a = append(a, "-netdev", "stream,id=n0,server=off,addr.type=unix,addr.path="+filepath.Join(c.Dir, NICSocket),
+			"-net", "nic,netdev=n0,macaddr="+c.NIC.MAC)
+	} else if c.Ethernet {
 		// A board with a NIC gets QEMU's default user-mode network, which
 		// NATs the guest onto the runner's network. Restricted, the guest is
 		// isolated; slirp stays (without it, QEMU 7.2's main loop can sleep
@@ -203,7 +233,9 @@ type Process struct {
 	// QEMU's order; Console is the first.
 	Serials []net.Conn
 	Console net.Conn
-	output  *tail
+	// NIC carries a linked NIC's frames (Config.NIC); nil without one.
+	NIC    net.Conn
+	output *tail
 
 	done    chan struct{}
 	waitErr error
@@ -241,6 +273,11 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		}
 		pipes = append(pipes, pc)
 		p.Serials = append(p.Serials, pc)
+	}
+	serials := len(socks) - 1
+	if cfg.NIC != nil {
+		// Last, after the serial ports' listeners.
+		socks = append(socks, NICSocket)
 	}
 	for _, f := range socks {
 		path := filepath.Join(cfg.Dir, f)
@@ -310,12 +347,17 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if p.QMP, err = qmp.New(sctx, qconn); err != nil {
 		return fail("QMP handshake", err)
 	}
-	for i, ln := range lns[1:] {
+	for i, ln := range lns[1 : 1+serials] {
 		c, err := accept(sctx, ln)
 		if err != nil {
 			return fail(fmt.Sprintf("connect serial port %d", i), err)
 		}
 		p.Serials = append(p.Serials, c)
+	}
+	if cfg.NIC != nil {
+		if p.NIC, err = accept(sctx, lns[1+serials]); err != nil {
+			return fail("connect the NIC", err)
+		}
 	}
 	p.Console = p.Serials[0]
 	return p, nil
@@ -486,6 +528,9 @@ func (p *Process) closeConns() {
 	}
 	for _, c := range p.Serials {
 		c.Close()
+	}
+	if p.NIC != nil {
+		p.NIC.Close()
 	}
 }
 
