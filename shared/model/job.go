@@ -198,3 +198,7 @@ type JobRule struct {
 	Template  JobSpec   `json:"template"`
 	CreatedAt time.Time `json:"created_at"`
 }
+
+// DeterministicRecordConflict says why a session or job cannot be both
+// deterministic and recorded.
+const DeterministicRecordConflict = "deterministic and record do not combine: a recording runs on QEMU's instruction counter with sleep on (with sleep off QEMU 7.2 loses console input while it records), so the recorded run is not a deterministic one; its replay re-runs it exactly. Ask for one of them"

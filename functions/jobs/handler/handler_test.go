@@ -402,6 +402,7 @@ func TestCreateRecorded(t *testing.T) {
 		{spec("arduino-uno", `,"record":true`), 422, "record: board arduino-uno does not support record: qemu-system-avr: Bad icount read"},
 		{spec("mps2-an385", `,"keep_recording":"always"`), 400, `keep_recording applies to recorded jobs only; add \"record\": true`},
 		{spec("mps2-an385", `,"record":true,"keep_recording":"sometimes"`), 400, `keep_recording must be \"failed\"`},
+		{spec("mps2-an385", `,"record":true,"deterministic":true`), 400, `deterministic and record do not combine`},
 	} {
 		if code, body := f.do(t, "POST", "/api/v1/jobs", tc.body, nil); code != tc.code || !strings.Contains(body, tc.want) {
 			t.Errorf("%s: %d %s, want %d with %q", tc.body, code, body, tc.code, tc.want)

@@ -165,6 +165,8 @@ func validate(in *model.JobSpec, needProgram bool) error {
 		return fail.Invalid("repeat must be from 1 to %d (how many times the job runs, each in a fresh session, to see whether the runs agree); got %d", MaxRepeat, *in.Repeat)
 	}
 	switch {
+	case in.Deterministic && in.Record:
+		return fail.Invalid(model.DeterministicRecordConflict)
 	case in.KeepRecording != "" && !in.Record:
 		return fail.Invalid("keep_recording applies to recorded jobs only; add \"record\": true or remove it")
 	case in.KeepRecording == "" && in.Record:

@@ -106,6 +106,10 @@ func TestRecordingRefusals(t *testing.T) {
 	if status(err) != 422 || !strings.Contains(err.Error(), `lack "record"`) {
 		t.Fatalf("record on a board without it: %v", err)
 	}
+	_, err = h.Create(ctx, CreateRequest{Name: "x", BoardConfig: model.BoardConfig{Board: "mps2-an385"}, Record: true, Deterministic: true})
+	if status(err) != 400 || !strings.Contains(err.Error(), "deterministic and record do not combine") {
+		t.Fatalf("deterministic and recorded: %v", err)
+	}
 	s, rec := recordingOn(t, h, st)
 	if _, err := h.Reset(ctx, s.ID); status(err) != 409 || !strings.Contains(err.Error(), "being recorded") {
 		t.Fatalf("reset of a recording session: %v", err)

@@ -121,6 +121,9 @@ func (svc *Service) Create(ctx context.Context, in CreateRequest) (model.Session
 	if err := checkLimits(in.Limits, caps); err != nil {
 		return model.Session{}, err
 	}
+	if in.Deterministic && in.Record {
+		return model.Session{}, fail.Invalid(model.DeterministicRecordConflict)
+	}
 	be, b, err := Resolve(caps, in.Backend, in.BoardConfig)
 	if err != nil {
 		return model.Session{}, err
