@@ -135,6 +135,39 @@ func (r *Runner) Handler() http.Handler {
 	mux.HandleFunc("DELETE "+p+"/links/{id}", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.DeleteLink(req.PathValue("id")))
 	})
+	mux.HandleFunc("PUT "+p+"/segments/{id}", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.SegmentRequest
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		g, err := r.PutSegment(req.PathValue("id"), in)
+		httpapi.Reply(w, req, http.StatusOK, g, err)
+	})
+	mux.HandleFunc("POST "+p+"/segments/{id}/faults", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.LinkFaults
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		g, err := r.SetSegmentFaults(req.PathValue("id"), in)
+		httpapi.Reply(w, req, http.StatusOK, g, err)
+	})
+	mux.HandleFunc("GET "+p+"/segments/{id}", func(w http.ResponseWriter, req *http.Request) {
+		g, err := r.GetSegment(req.PathValue("id"))
+		httpapi.Reply(w, req, http.StatusOK, g, err)
+	})
+	mux.HandleFunc("GET "+p+"/segments/{id}/pcap", func(w http.ResponseWriter, req *http.Request) {
+		if _, err := r.segment(req.PathValue("id")); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+		r.SegmentPcap(req.PathValue("id"), w)
+	})
+	mux.HandleFunc("DELETE "+p+"/segments/{id}", func(w http.ResponseWriter, req *http.Request) {
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.DeleteSegment(req.PathValue("id")))
+	})
 	mux.HandleFunc("GET "+p+"/sessions/{id}/console", r.serveConsole)
 	mux.HandleFunc("POST "+p+"/sessions/{id}/console", func(w http.ResponseWriter, req *http.Request) {
 		data, err := io.ReadAll(io.LimitReader(req.Body, maxInputBytes+1))

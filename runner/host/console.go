@@ -147,6 +147,7 @@ func (r *Runner) pumpPorts(s *session, in *instance) {
 		close(in.pumped)
 	}()
 	r.attachLinks(s.id)
+	r.attachSegments(s.id, in.m)
 }
 
 // pump copies a port into its ring until the connection closes; for the

@@ -138,8 +138,10 @@ type Runner struct {
 	idleDone    chan struct{}
 	// budget bounds the spares (spares.go).
 	budget *spareBudget
-	// links join sessions' ports (links.go); under mu.
-	links map[string]*hostLink
+	// links join sessions' ports (links.go), segments their NICs
+	// (segments.go); under mu.
+	links    map[string]*hostLink
+	segments map[string]*segment
 }
 
 // session is one session's emulator slot. Its console rings outlive
@@ -182,7 +184,11 @@ type session struct {
 
 // imageKey says whether a spare can serve a start request.
 func imageKey(req runnerapi.StartRequest) string {
-	return fmt.Sprintf("%s|%s|%s|%x|%t", req.Machine, req.Program.SHA256, req.Program.Format, req.Program.LoadAddress, req.Deterministic)
+	mac := ""
+	if req.NIC != nil {
+		mac = req.NIC.MAC
+	}
+	return fmt.Sprintf("%s|%s|%s|%x|%t|%s", req.Machine, req.Program.SHA256, req.Program.Format, req.Program.LoadAddress, req.Deterministic, mac)
 }
 
 // New probes the backend, reconciles sessions a previous incarnation left, and

@@ -51,11 +51,12 @@ func (p *published) count(typ string) int {
 // rig is a runner on the fake backend, with real (embedded) Redis state
 // and a filesystem blob store.
 type rig struct {
-	r    *Runner
-	fake *emulatortest.Fake
-	st   *state.Store
-	pub  *published
-	prog runnerapi.Program
+	r     *Runner
+	fake  *emulatortest.Fake // nil on another backend
+	blobs blob.Store
+	st    *state.Store
+	pub   *published
+	prog  runnerapi.Program
 }
 
 func knownBoard(t *testing.T, name string) board.Board {
@@ -68,6 +69,18 @@ func knownBoard(t *testing.T, name string) board.Board {
 }
 
 func newRig(t *testing.T, set func(*Settings)) *rig {
+	t.Helper()
+	netduino := knownBoard(t, "netduino2")
+	netduino.Snapshots = true
+	fake := emulatortest.NewFake(netduino, knownBoard(t, "lm3s6965evb"), knownBoard(t, "arduino-uno"))
+	g := newRigOn(t, fake, set)
+	g.fake = fake
+	return g
+}
+
+// newRigOn is a runner on backend with embedded state and a blob store in
+// a temporary directory.
+func newRigOn(t *testing.T, backend emulator.Backend, set func(*Settings)) *rig {
 	t.Helper()
 	ctx := t.Context()
 	st, err := state.OpenEmbedded(ctx)
@@ -85,9 +98,6 @@ func newRig(t *testing.T, set func(*Settings)) *rig {
 	if err := blobs.Put(ctx, prog.BlobKey, bytes.NewReader(image), int64(len(image)), "application/octet-stream"); err != nil {
 		t.Fatal(err)
 	}
-	netduino := knownBoard(t, "netduino2")
-	netduino.Snapshots = true
-	fake := emulatortest.NewFake(netduino, knownBoard(t, "lm3s6965evb"), knownBoard(t, "arduino-uno"))
 	// Unix socket paths are short: the sockets live under /tmp.
 	sockets, err := os.MkdirTemp("", "mshost")
 	if err != nil {
@@ -100,12 +110,12 @@ func newRig(t *testing.T, set func(*Settings)) *rig {
 	}
 	pub := &published{n: map[string]int{}}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r, err := New(ctx, Config{Settings: s, ID: "r1", URL: "http://runner", Dir: t.TempDir(), Backend: fake}, st, blobs, pub, log)
+	r, err := New(ctx, Config{Settings: s, ID: "r1", URL: "http://runner", Dir: t.TempDir(), Backend: backend}, st, blobs, pub, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Shutdown(context.Background()) })
-	return &rig{r: r, fake: fake, st: st, pub: pub, prog: prog}
+	return &rig{r: r, st: st, pub: pub, prog: prog, blobs: blobs}
 }
 
 // session stores a session for the runner to record states in.

@@ -391,6 +391,16 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 	if err != nil {
 		return nil, err
 	}
+	var nic *emulator.NIC
+	if req.NIC != nil {
+		if !b.Ethernet {
+			return nil, httpapi.Unprocessable("board %s has no NIC to link", b.Name)
+		}
+		if !macPattern.MatchString(req.NIC.MAC) {
+			return nil, httpapi.BadRequest("nic.mac %q is not a unicast MAC in lowercase hex (e.g. 02:00:00:00:00:01)", req.NIC.MAC)
+		}
+		nic = &emulator.NIC{MAC: req.NIC.MAC}
+	}
 	path, err := r.fetch(ctx, req.Program)
 	if err != nil {
 		return nil, err
@@ -423,6 +433,7 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 		Coverage: counts(b),
 		// The session's, so its spares and restarts run on the same clock.
 		Deterministic: req.Deterministic,
+		NIC:           nic,
 		// Into the group before the guest runs a single instruction.
 		Started: g.Add,
 	})

@@ -177,6 +177,10 @@ func (r *Runner) Restore(ctx context.Context, id string, req runnerapi.RestoreRe
 	// The new machine is built and loaded while the old one still runs, so
 	// the switch itself is only a kill and a cont.
 	start := runnerapi.StartRequest{Machine: req.Machine, Program: req.Program, Deterministic: req.Deterministic}
+	if s.last != nil {
+		// The restored machine takes the session's place on its segment.
+		start.NIC = s.last.NIC
+	}
 	m := r.take(&s.incoming, imageKey(start))
 	if m == nil {
 		if m, err = r.launch(ctx, s, start, true); err != nil {

@@ -138,3 +138,82 @@ func (c *Client) LinkCapture(ctx context.Context, id string, after uint64) (Link
 func (c *Client) DeleteLink(ctx context.Context, id string) error {
 	return c.call(ctx, http.MethodDelete, linkPath(id), nil, nil)
 }
+
+// NIC is a linked NIC's settings (StartRequest.NIC).
+type NIC struct {
+	// MAC is unicast, lowercase hex ("02:00:00:00:00:01"), and unique on
+	// its segment: every board of a kind has the same default.
+	MAC string `json:"mac"`
+}
+
+// SegmentRequest joins the linked NICs of sessions on the runner into one
+// Ethernet segment, a switch that forwards frames by MAC learning (PUT
+// /v1/segments/{id}). A member's NIC is attached whenever its machine runs.
+type SegmentRequest struct {
+	Members []string   `json:"members"`
+	Faults  LinkFaults `json:"faults"`
+	Seed    uint64     `json:"seed,omitempty"`
+}
+
+// SegmentPort is one member's port on a segment, its counters in frames.
+type SegmentPort struct {
+	Session string `json:"session"`
+	// Attached: the member's machine runs with a linked NIC on the segment.
+	Attached bool `json:"attached"`
+	// In were sent by the member; Out delivered to it.
+	In        uint64 `json:"in"`
+	Out       uint64 `json:"out"`
+	Dropped   uint64 `json:"dropped"`
+	Lost      uint64 `json:"lost"`
+	Corrupted uint64 `json:"corrupted"`
+	// Overflow were meant for the member but its queue was full (a
+	// machine that does not take frames, e.g. a paused one).
+	Overflow uint64 `json:"overflow"`
+}
+
+// Segment is a segment's state on the runner.
+type Segment struct {
+	ID     string        `json:"id"`
+	Faults LinkFaults    `json:"faults"`
+	Seed   uint64        `json:"seed"`
+	Ports  []SegmentPort `json:"ports"`
+}
+
+func segmentPath(id string) string { return "/segments/" + url.PathEscape(id) }
+
+// PutSegment creates a segment.
+func (c *Client) PutSegment(ctx context.Context, id string, req SegmentRequest) (Segment, error) {
+	var s Segment
+	err := c.call(ctx, http.MethodPut, segmentPath(id), req, &s)
+	return s, err
+}
+
+// SetSegmentFaults changes a segment's faults.
+func (c *Client) SetSegmentFaults(ctx context.Context, id string, f LinkFaults) (Segment, error) {
+	var s Segment
+	err := c.post(ctx, segmentPath(id)+"/faults", f, &s)
+	return s, err
+}
+
+// GetSegment is a segment's state.
+func (c *Client) GetSegment(ctx context.Context, id string) (Segment, error) {
+	var s Segment
+	err := c.call(ctx, http.MethodGet, segmentPath(id), nil, &s)
+	return s, err
+}
+
+// SegmentPcap writes the segment's capture, a pcap file, to w.
+func (c *Client) SegmentPcap(ctx context.Context, id string, w io.Writer) error {
+	resp, err := c.send(ctx, http.MethodGet, segmentPath(id)+"/pcap", nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// DeleteSegment removes a segment.
+func (c *Client) DeleteSegment(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, segmentPath(id), nil, nil)
+}

@@ -56,6 +56,9 @@ type StartRequest struct {
 	Record *model.Recording `json:"record,omitempty"`
 	// Replay re-runs this stored recording instead of a fresh execution.
 	Replay *model.Recording `json:"replay,omitempty"`
+	// NIC links the board's NIC, with this address, to the runner's
+	// segments (PutSegment) instead of isolating it.
+	NIC *NIC `json:"nic,omitempty"`
 }
 
 // SnapshotRequest asks for the session's machine state to be saved and

@@ -127,6 +127,9 @@ func (f *Fake) Launch(ctx context.Context, spec emulator.Spec) (emulator.Machine
 		}()
 		go m.serve(i, guest, !slices.Contains(f.Quiet, name))
 	}
+	if spec.NIC != nil {
+		m.nic, m.nicGuest = net.Pipe()
+	}
 	f.mu.Lock()
 	f.machines = append(f.machines, m)
 	f.mu.Unlock()
@@ -153,6 +156,8 @@ type Machine struct {
 	restored bool
 	lines    int
 	rx       map[int][]byte // what each port's guest side took in
+	nic      net.Conn       // the runner's side of a linked NIC (Spec.NIC)
+	nicGuest net.Conn       // the guest's side, for tests
 	outs     []chan []byte
 	guests   []net.Conn
 	exit     emulator.Exit
@@ -167,6 +172,15 @@ var (
 
 // Spec is what the machine was launched with.
 func (m *Machine) Spec() emulator.Spec { return m.spec }
+
+// NIC is the runner's side of a machine launched with Spec.NIC, nil
+// otherwise.
+func (m *Machine) NIC() net.Conn { return m.nic }
+
+// NICGuest is the guest's side of the NIC: a test writes frames there as
+// the guest's driver would send them (QEMU's framing) and reads what the
+// network delivered.
+func (m *Machine) NICGuest() net.Conn { return m.nicGuest }
 
 // Send makes the guest write s on port i (as firmware printing on a UART).
 func (m *Machine) Send(i int, s string) { m.print(i, s) }
@@ -205,6 +219,9 @@ func (m *Machine) endLocked(e emulator.Exit) {
 	}
 	for _, g := range m.guests {
 		g.Close()
+	}
+	if m.nicGuest != nil {
+		m.nicGuest.Close()
 	}
 	if m.stub != nil {
 		m.stub.Close()
