@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"time"
 
 	"github.com/machineserver/machineserver/shared/board"
@@ -67,9 +68,17 @@ type Spec struct {
 
 // NIC is a linked NIC's settings.
 type NIC struct {
-	// MAC must be unicast and unique on the network.
+	// MAC must be unicast and unique on the network (ValidMAC).
 	MAC string
 }
+
+// macPattern is a unicast MAC (the first octet's low bit clear) in
+// lowercase hex, as QEMU takes it.
+var macPattern = regexp.MustCompile(`^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$`)
+
+// ValidMAC reports whether s can be a NIC's address: unicast, lowercase
+// hex, colon-separated ("02:00:00:00:00:01").
+func ValidMAC(s string) bool { return macPattern.MatchString(s) }
 
 // Wired is a machine launched with Spec.NIC.
 type Wired interface {

@@ -158,12 +158,13 @@ func (r *Runner) Handler() http.Handler {
 		httpapi.Reply(w, req, http.StatusOK, g, err)
 	})
 	mux.HandleFunc("GET "+p+"/segments/{id}/pcap", func(w http.ResponseWriter, req *http.Request) {
-		if _, err := r.segment(req.PathValue("id")); err != nil {
+		g, err := r.segment(req.PathValue("id"))
+		if err != nil {
 			httpapi.WriteError(w, req, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
-		r.SegmentPcap(req.PathValue("id"), w)
+		g.sw.WritePcap(w)
 	})
 	mux.HandleFunc("DELETE "+p+"/segments/{id}", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.DeleteSegment(req.PathValue("id")))

@@ -396,7 +396,7 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 		if !b.Ethernet {
 			return nil, httpapi.Unprocessable("board %s has no NIC to link", b.Name)
 		}
-		if !macPattern.MatchString(req.NIC.MAC) {
+		if !emulator.ValidMAC(req.NIC.MAC) {
 			return nil, httpapi.BadRequest("nic.mac %q is not a unicast MAC in lowercase hex (e.g. 02:00:00:00:00:01)", req.NIC.MAC)
 		}
 		nic = &emulator.NIC{MAC: req.NIC.MAC}

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,10 +12,11 @@ import (
 )
 
 // fakeGuest is the fake machine's side a test drives: what its firmware
-// sends on a port and what it took in.
+// sends on a port and what it took in, and its NIC.
 type fakeGuest interface {
 	Send(i int, s string)
 	Received(i int) []byte
+	NICGuest() net.Conn
 }
 
 // guestOf is the fake machine the session runs now.

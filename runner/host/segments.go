@@ -3,7 +3,6 @@ package host
 import (
 	"errors"
 	"io"
-	"regexp"
 	"slices"
 	"sync"
 
@@ -19,9 +18,6 @@ import (
 // with StartRequest.NIC). Like links, a segment outlives the machines: a
 // member's NIC is attached whenever its machine starts, and its port ends
 // with the machine. Segments live in the runner's memory.
-
-// macPattern is a unicast MAC in lowercase hex, as QEMU takes it.
-var macPattern = regexp.MustCompile(`^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$`)
 
 type segment struct {
 	id string

@@ -50,17 +50,11 @@ func readFrame(t *testing.T, c net.Conn) string {
 // nicGuest is the guest side of the session's machine's NIC.
 func (g *rig) nicGuest(t *testing.T, id string) net.Conn {
 	t.Helper()
-	s, err := g.r.slot(id, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, ok := s.proc.m.(interface{ NICGuest() net.Conn })
-	if !ok || m.NICGuest() == nil {
+	c := g.guestOf(t, id).NICGuest()
+	if c == nil {
 		t.Fatalf("session %s's machine has no linked NIC", id)
 	}
-	return m.NICGuest()
+	return c
 }
 
 func (g *rig) startNIC(t *testing.T, id string, mac byte) {

@@ -8,13 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/machineserver/machineserver/runner/emulator"
 	"github.com/machineserver/machineserver/runner/qmp"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/model"
@@ -108,10 +108,6 @@ type NIC struct {
 	MAC string
 }
 
-// macPattern is a MAC address as QEMU takes it, unicast (the first
-// octet's low bit clear).
-var macPattern = regexp.MustCompile(`^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$`)
-
 // Validate checks the config before anything is executed.
 func (c Config) Validate() error {
 	if c.Binary == "" {
@@ -138,7 +134,7 @@ func (c Config) Validate() error {
 	if c.NIC != nil && !c.Ethernet {
 		return fmt.Errorf("qemu: board %s has no NIC to link", c.Machine)
 	}
-	if c.NIC != nil && !macPattern.MatchString(c.NIC.MAC) {
+	if c.NIC != nil && !emulator.ValidMAC(c.NIC.MAC) {
 		return fmt.Errorf("qemu: NIC address %q is not a unicast MAC in lowercase hex (02:00:00:00:00:01)", c.NIC.MAC)
 	}
 	for _, p := range c.Plugins {

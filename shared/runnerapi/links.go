@@ -1,9 +1,7 @@
 package runnerapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -89,22 +87,6 @@ type LinkCapture struct {
 }
 
 func linkPath(id string) string { return "/links/" + url.PathEscape(id) }
-
-// call sends in (if any) as JSON with method and decodes the reply into out.
-func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
-	if method == http.MethodPost {
-		return c.post(ctx, path, in, out)
-	}
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	return c.do(ctx, method, path, body, "application/json", out)
-}
 
 // PutLink creates a link.
 func (c *Client) PutLink(ctx context.Context, id string, req LinkRequest) (Link, error) {

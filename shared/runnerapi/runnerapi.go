@@ -180,6 +180,11 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ct
 }
 
 func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	return c.call(ctx, http.MethodPost, path, in, out)
+}
+
+// call sends in (if any) as JSON with method and decodes the reply into out.
+func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -188,7 +193,7 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	return c.do(ctx, http.MethodPost, path, body, "application/json", out)
+	return c.do(ctx, method, path, body, "application/json", out)
 }
 
 // decodeError turns a runner's error reply into an error: its 4xx as
