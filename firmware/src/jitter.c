@@ -20,11 +20,8 @@
 #define TEXT_FN static __attribute__((unused))
 #include "text.h"
 
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
-#define SYST_CSR_ENABLE (1u << 0)
-#define SYST_CSR_CLKSOURCE (1u << 2)
+#include "cortexm.h"
+
 #define SYST_MAX 0x00FFFFFFu
 
 #define ROUNDS 5u

@@ -1,7 +1,7 @@
 /*
  * What the linked-machine test firmwares (uartlink.c, ethlink.c) share:
- * guest time from SysTick, interrupt masking and a console line
- * assembler. Included once, by one .c file per image; everything is
+ * guest time from SysTick and a console line assembler (cortexm.h has
+ * the registers and interrupt masking). Included once, by one .c file per image; everything is
  * static. Needs board.h, text.h (for TEXT_FN), TICK_MS and LINE_MAX.
  */
 #ifndef LINKFW_H
@@ -10,17 +10,7 @@
 #include <stdint.h>
 
 #include "board.h"
-
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
-#define SYST_CSR_ENABLE (1u << 0)
-#define SYST_CSR_TICKINT (1u << 1)
-#define SYST_CSR_CLKSOURCE (1u << 2)
-
-#define NVIC_ISER ((volatile uint32_t *)0xE000E100)
-#define NVIC_ICER ((volatile uint32_t *)0xE000E180)
-#define NVIC_ICPR ((volatile uint32_t *)0xE000E280)
+#include "cortexm.h"
 
 /* Helpers one role of an image does not use. */
 #define LINKFW_FN static __attribute__((unused))
@@ -30,18 +20,6 @@ static volatile uint32_t ticks;
 void systick_handler(void)
 {
 	ticks++;
-}
-
-static void irq_disable(uint32_t irq)
-{
-	NVIC_ICER[irq / 32] = 1u << (irq % 32);
-}
-
-/* Clears a stale pending bit first, so only a line that is high now fires. */
-static void irq_enable(uint32_t irq)
-{
-	NVIC_ICPR[irq / 32] = 1u << (irq % 32);
-	NVIC_ISER[irq / 32] = 1u << (irq % 32);
 }
 
 static uint32_t reload(void)

@@ -11,17 +11,7 @@
 #include <stdint.h>
 
 #include "board.h"
-
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
-#define SYST_CSR_ENABLE (1u << 0)
-#define SYST_CSR_TICKINT (1u << 1)
-#define SYST_CSR_CLKSOURCE (1u << 2)
-
-#define NVIC_ISER ((volatile uint32_t *)0xE000E100)
-#define NVIC_ICER ((volatile uint32_t *)0xE000E180)
-#define NVIC_ICPR ((volatile uint32_t *)0xE000E280)
+#include "cortexm.h"
 
 #define COUNTER_HZ 10u      /* counter advances every 100 ms */
 #define COUNTS_PER_LINE 10u /* "tick N" once per second */
@@ -49,22 +39,6 @@ __attribute__((weak)) int uart1_getc(void)
 	return -1;
 }
 
-static void irq_disable(uint32_t irq)
-{
-	if (irq != NO_IRQ) {
-		NVIC_ICER[irq / 32] = 1u << (irq % 32);
-	}
-}
-
-/* Clears a stale pending bit first, so only a line that is high now fires. */
-static void irq_enable(uint32_t irq)
-{
-	if (irq != NO_IRQ) {
-		NVIC_ICPR[irq / 32] = 1u << (irq % 32);
-		NVIC_ISER[irq / 32] = 1u << (irq % 32);
-	}
-}
-
 void systick_handler(void)
 {
 	counter++;
@@ -72,30 +46,13 @@ void systick_handler(void)
 
 /*
  * The RX line stays high until the main loop drains the UART, so mask it
- * here or it would re-enter at once; wait_for_event() unmasks it.
+ * here or it would re-enter at once; wait_for_uarts() unmasks it.
  */
 void uart_irq_handler(void)
 {
 	irq_disable(board_uart_irq);
 	irq_disable(uart1_irq());
 	rx_seen = 1;
-}
-
-/*
- * Sleeps until SysTick or received data. PRIMASK is set across the check
- * and the WFI so a byte arriving in between still ends the WFI (a pending
- * interrupt wakes WFI even while PRIMASK holds it off) instead of being
- * noticed only on the next tick.
- */
-static void wait_for_event(void)
-{
-	__asm__ volatile("cpsid i" ::: "memory");
-	irq_enable(board_uart_irq);
-	irq_enable(uart1_irq());
-	if (!uart_rx_ready() && !uart1_rx_ready()) {
-		__asm__ volatile("wfi");
-	}
-	__asm__ volatile("cpsie i" ::: "memory");
 }
 
 /* The console helpers, here where they were written before they were shared. */
@@ -229,6 +186,6 @@ int main(void)
 			puts_raw("\r\n");
 		}
 
-		wait_for_event();
+		wait_for_uarts();
 	}
 }

@@ -27,17 +27,25 @@ TEXT_FN void puts_raw(const char *s)
 	}
 }
 
-TEXT_FN void put_uint(uint32_t v)
+/* uint_text writes v in decimal at the end of buf and returns its start. */
+#define UINT_TEXT 11
+TEXT_FN const char *uint_text(char buf[UINT_TEXT], uint32_t v)
 {
-	char buf[11];
-	int i = sizeof(buf);
+	int i = UINT_TEXT;
 
 	buf[--i] = '\0';
 	do {
 		buf[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	puts_raw(&buf[i]);
+	return &buf[i];
+}
+
+TEXT_FN void put_uint(uint32_t v)
+{
+	char buf[UINT_TEXT];
+
+	puts_raw(uint_text(buf, v));
 }
 
 /* Parses a decimal number; returns 0 when s is not one. */

@@ -49,27 +49,12 @@ static uint32_t tx_bytes, rx_bytes;
 /*
  * Every external interrupt lands here (startup.c's table). The RX lines
  * stay high until the main loop drains the UARTs, so they are masked here
- * and unmasked by wait_for_event().
+ * and unmasked by wait_for_uarts().
  */
 void uart_irq_handler(void)
 {
 	irq_disable(board_uart_irq);
 	irq_disable(uart1_irq());
-}
-
-/*
- * Sleeps until a tick or a received byte. PRIMASK is set across the check
- * and the WFI so a byte arriving in between still ends the WFI.
- */
-static void wait_for_event(void)
-{
-	__asm__ volatile("cpsid i" ::: "memory");
-	irq_enable(board_uart_irq);
-	irq_enable(uart1_irq());
-	if (!uart_rx_ready() && !uart1_rx_ready()) {
-		__asm__ volatile("wfi");
-	}
-	__asm__ volatile("cpsie i" ::: "memory");
 }
 
 static void link_puts(const char *s)
@@ -82,15 +67,9 @@ static void link_puts(const char *s)
 
 static void link_put_uint(uint32_t v)
 {
-	char buf[11];
-	int i = sizeof(buf);
+	char buf[UINT_TEXT];
 
-	buf[--i] = '\0';
-	do {
-		buf[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	link_puts(&buf[i]);
+	link_puts(uint_text(buf, v));
 }
 
 /* Parses "<prefix><decimal>" into n. */
@@ -276,6 +255,6 @@ int main(void)
 			}
 		}
 		role_tick();
-		wait_for_event();
+		wait_for_uarts();
 	}
 }
