@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -72,35 +71,7 @@ func (s *Store) ListJobs(ctx context.Context, keep func(model.Job) bool, offset,
 // do), so a worker finishing a job and a cancel request cannot lose each
 // other's writes. If fn returns an error nothing is written.
 func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*model.Job) error) (model.Job, error) {
-	key := prefixJob + id
-	var out model.Job
-	for range maxTxRetries {
-		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			j, err := get[model.Job](ctx, tx, key)
-			if err != nil {
-				return err
-			}
-			if err := fn(&j); err != nil {
-				return err
-			}
-			j.UpdatedAt = time.Now().UTC()
-			b, err := json.Marshal(j)
-			if err != nil {
-				return err
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, key, b, 0)
-				return nil
-			})
-			out = j
-			return err
-		}, key)
-		if errors.Is(err, redis.TxFailedErr) {
-			continue
-		}
-		return out, err
-	}
-	return out, fmt.Errorf("state: update job %s: too much contention", id)
+	return update(ctx, s.rdb, prefixJob, "job", id, stamped(fn, func(v *model.Job) *time.Time { return &v.UpdatedAt }))
 }
 
 // PutJobRule stores (or replaces) a job rule.

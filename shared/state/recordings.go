@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -41,34 +40,7 @@ func (s *Store) ListRecordings(ctx context.Context, offset, limit int) ([]model.
 // UpdateRecording changes a recording with fn, atomically; fn's error
 // aborts the change and is returned.
 func (s *Store) UpdateRecording(ctx context.Context, id string, fn func(*model.Recording) error) (model.Recording, error) {
-	key := prefixRecording + id
-	var out model.Recording
-	for range maxTxRetries {
-		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			r, err := get[model.Recording](ctx, tx, key)
-			if err != nil {
-				return err
-			}
-			if err := fn(&r); err != nil {
-				return err
-			}
-			b, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, key, b, 0)
-				return nil
-			})
-			out = r
-			return err
-		}, key)
-		if errors.Is(err, redis.TxFailedErr) {
-			continue
-		}
-		return out, err
-	}
-	return out, fmt.Errorf("state: update recording %s: too much contention", id)
+	return update(ctx, s.rdb, prefixRecording, "recording", id, fn)
 }
 
 // DeleteRecording removes a recording from the index.

@@ -259,19 +259,26 @@ func (s *Store) ListSessions(ctx context.Context, offset, limit int) ([]model.Se
 // session without losing each other's writes. If fn returns an error nothing
 // is written and that error is returned.
 func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*model.Session) error) (model.Session, error) {
-	key := prefixSession + id
-	var out model.Session
+	return update(ctx, s.rdb, prefixSession, "session", id, stamped(fn, func(v *model.Session) *time.Time { return &v.UpdatedAt }))
+}
+
+// update applies fn to the value stored under prefix+id atomically
+// (optimistic locking with WATCH), so the functions and the runner can both
+// change it without losing each other's writes. If fn returns an error
+// nothing is written and that error is returned.
+func update[T any](ctx context.Context, rdb *redis.Client, prefix, what, id string, fn func(*T) error) (T, error) {
+	key := prefix + id
+	var out T
 	for range maxTxRetries {
-		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			sess, err := get[model.Session](ctx, tx, key)
+		err := rdb.Watch(ctx, func(tx *redis.Tx) error {
+			v, err := get[T](ctx, tx, key)
 			if err != nil {
 				return err
 			}
-			if err := fn(&sess); err != nil {
+			if err := fn(&v); err != nil {
 				return err
 			}
-			sess.UpdatedAt = time.Now().UTC()
-			b, err := json.Marshal(sess)
+			b, err := json.Marshal(v)
 			if err != nil {
 				return err
 			}
@@ -279,7 +286,7 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*model.Ses
 				p.Set(ctx, key, b, 0)
 				return nil
 			})
-			out = sess
+			out = v
 			return err
 		}, key)
 		if errors.Is(err, redis.TxFailedErr) {
@@ -287,7 +294,19 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*model.Ses
 		}
 		return out, err
 	}
-	return out, fmt.Errorf("state: update session %s: too much contention", id)
+	return out, fmt.Errorf("state: update %s %s: too much contention", what, id)
+}
+
+// stamped is fn that also moves the value's UpdatedAt (at) when it
+// changes it.
+func stamped[T any](fn func(*T) error, at func(*T) *time.Time) func(*T) error {
+	return func(v *T) error {
+		if err := fn(v); err != nil {
+			return err
+		}
+		*at(v) = time.Now().UTC()
+		return nil
+	}
 }
 
 // DeleteSession removes a session; a missing one is ErrNotFound.
