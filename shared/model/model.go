@@ -91,7 +91,13 @@ type Session struct {
 	RecordingID string `json:"recording_id,omitempty"`
 	// ReplayOf is the recording a replay session re-runs: its console
 	// takes no input and it cannot be reset or snapshotted.
-	ReplayOf  string     `json:"replay_of,omitempty"`
+	ReplayOf string `json:"replay_of,omitempty"`
+	// SystemID is the system the session is a node of: the system's
+	// delete removes it, and it stays on the system's runner.
+	SystemID string `json:"system_id,omitempty"`
+	// MAC is the address of the node's NIC on its system's Ethernet link;
+	// every power on joins it to that link.
+	MAC       string     `json:"mac,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
 	StartedAt *time.Time `json:"started_at,omitempty"`
