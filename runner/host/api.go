@@ -82,6 +82,13 @@ func (r *Runner) Handler() http.Handler {
 	mux.HandleFunc("POST "+p+"/sessions/{id}/reset", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "reset"}, r.Reset(req.Context(), req.PathValue("id")))
 	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/resume", func(w http.ResponseWriter, req *http.Request) {
+		// As a start's resume: a client that goes away must not leave the
+		// machine's state to chance.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), 30*time.Second)
+		defer cancel()
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "resumed"}, r.Resume(ctx, req.PathValue("id")))
+	})
 	mux.HandleFunc("DELETE "+p+"/sessions/{id}", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.Delete(req.PathValue("id")))
 	})
@@ -120,18 +127,15 @@ func (r *Runner) Handler() http.Handler {
 		httpapi.Reply(w, req, http.StatusOK, l, err)
 	})
 	mux.HandleFunc("GET "+p+"/links/{id}/capture", func(w http.ResponseWriter, req *http.Request) {
-		var after uint64
-		if v := req.URL.Query().Get("after"); v != "" {
-			n, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				httpapi.WriteError(w, req, httpapi.BadRequest("after must be a record number; got %q", v))
-				return
-			}
-			after = n
+		after, err := parseAfter(req)
+		if err != nil {
+			httpapi.WriteError(w, req, err)
+			return
 		}
 		c, err := r.LinkCapture(req.PathValue("id"), after)
 		httpapi.Reply(w, req, http.StatusOK, c, err)
 	})
+	mux.HandleFunc("GET "+p+"/links/{id}/stream", r.streamLink)
 	mux.HandleFunc("DELETE "+p+"/links/{id}", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.DeleteLink(req.PathValue("id")))
 	})
@@ -166,6 +170,7 @@ func (r *Runner) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
 		g.sw.WritePcap(w)
 	})
+	mux.HandleFunc("GET "+p+"/segments/{id}/stream", r.streamSegment)
 	mux.HandleFunc("DELETE "+p+"/segments/{id}", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.DeleteSegment(req.PathValue("id")))
 	})

@@ -352,6 +352,33 @@ func (r *Runner) Reset(ctx context.Context, id string) error {
 	return fmt.Errorf("reset session %s: %w", id, err)
 }
 
+// Resume lets a machine started halted (StartRequest.Halted) run, as
+// activate does for one that is not; resuming one that runs is harmless
+// (so is one a debugger stopped, which then runs under the debugger's
+// feet: the caller's choice). A halted start skipped crashedAtBoot, and so
+// does this: a guest that crashes the emulator at once is answered as
+// activate answers it (the session is in error and says why), and one that
+// crashes later ends as any running machine does.
+func (r *Runner) Resume(ctx context.Context, id string) error {
+	s, err := r.slot(id, false)
+	if err != nil {
+		return httpapi.Conflict("session %s is not running; power it on (halted) first", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := r.live(s)
+	if in == nil {
+		return httpapi.Conflict("session %s is not running; power it on (halted) first", id)
+	}
+	if err := in.m.Resume(ctx); err != nil {
+		if r.died(s, in, err) {
+			return nil
+		}
+		return fmt.Errorf("resume session %s: %w", id, err)
+	}
+	return nil
+}
+
 // Delete stops the machine and drops the console history. The id is
 // remembered, so a request racing the delete cannot bring the slot back.
 func (r *Runner) Delete(id string) error {

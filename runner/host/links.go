@@ -1,12 +1,18 @@
 package host
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/machineserver/machineserver/runner/link"
 	"github.com/machineserver/machineserver/shared/httpapi"
@@ -95,7 +101,15 @@ type hostLink struct {
 	last        *link.UART // the latest attachment, for its capture
 	attachments int
 	base        [2]runnerapi.LinkDirection // counters of ended attachments
-	deleted     bool
+	// Every attachment's capture numbers its records from 1: the link
+	// numbers them on across attachments, a record's number being its
+	// attachment's lastBase (for last) plus its own. seqBase is how many
+	// records the ended attachments made.
+	seqBase, lastBase uint64
+	// changed is closed, and replaced, when an attachment begins or the
+	// link is deleted: what a stream waits for between attachments.
+	changed chan struct{}
+	deleted bool
 }
 
 // linkFaults validates the wire form.
@@ -160,7 +174,7 @@ func (r *Runner) PutLink(id string, req runnerapi.LinkRequest) (runnerapi.Link, 
 			}
 		}
 	}
-	h := &hostLink{id: id, req: req, faults: f}
+	h := &hostLink{id: id, req: req, faults: f, changed: make(chan struct{})}
 	r.links[id] = h
 	r.mu.Unlock()
 	r.attach(h)
@@ -206,28 +220,50 @@ func (r *Runner) SetLinkFaults(id string, in runnerapi.LinkFaults) (runnerapi.Li
 	return h.status(), nil
 }
 
-// LinkCapture is the latest attachment's records after seq after (a new
-// attachment, after a power cycle, numbers its records from 1 again).
+// LinkCapture is the latest attachment's kept records numbered above
+// after (the link's numbering, which carries on across attachments, so a
+// client polling with Next misses nothing of a power cycle's first
+// records).
 func (r *Runner) LinkCapture(id string, after uint64) (runnerapi.LinkCapture, error) {
 	h, err := r.link(id)
 	if err != nil {
 		return runnerapi.LinkCapture{}, err
 	}
-	h.mu.Lock()
-	u := h.last
-	h.mu.Unlock()
+	u, base, _, _ := h.latest()
 	out := runnerapi.LinkCapture{Records: []runnerapi.LinkRecord{}, Next: after}
 	if u == nil {
 		return out, nil
 	}
-	for _, rec := range u.Capture(after) {
-		out.Records = append(out.Records, runnerapi.LinkRecord{
-			Seq: rec.Seq, Time: rec.Time, From: rec.From, To: rec.To, Data: rec.Data, Delivered: rec.Delivered,
-			Down: rec.Down, Dropped: rec.Dropped, Lost: rec.Lost, Corrupted: rec.Corrupted,
-		})
-		out.Next = rec.Seq
+	for _, rec := range u.Capture(localSeq(after, base)) {
+		out.Records = append(out.Records, linkRecord(base+rec.Seq, rec))
+		out.Next = base + rec.Seq
 	}
 	return out, nil
+}
+
+// latest is the latest attachment (nil before the first) with the number
+// its records' numbers start after, what to wait on for the next one, and
+// whether the link is deleted.
+func (h *hostLink) latest() (u *link.UART, base uint64, changed <-chan struct{}, deleted bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last, h.lastBase, h.changed, h.deleted
+}
+
+// localSeq is an attachment's own number for the link's number after,
+// given the attachment's base.
+func localSeq(after, base uint64) uint64 {
+	if after > base {
+		return after - base
+	}
+	return 0
+}
+
+func linkRecord(seq uint64, rec link.Record) runnerapi.LinkRecord {
+	return runnerapi.LinkRecord{
+		Seq: seq, Time: rec.Time, From: rec.From, To: rec.To, Data: rec.Data, Delivered: rec.Delivered,
+		Down: rec.Down, Dropped: rec.Dropped, Lost: rec.Lost, Corrupted: rec.Corrupted,
+	}
 }
 
 // DeleteLink detaches and forgets a link.
@@ -241,6 +277,7 @@ func (r *Runner) DeleteLink(id string) error {
 	}
 	h.mu.Lock()
 	h.deleted = true
+	close(h.changed)
 	u := h.cur
 	h.mu.Unlock()
 	if u != nil {
@@ -318,21 +355,31 @@ func (r *Runner) attach(h *hostLink) {
 		go io.Copy(lps[i].conn, taps[i])
 	}
 	h.cur, h.last = u, u
+	h.lastBase = h.seqBase
 	h.attachments++
+	close(h.changed)
+	h.changed = make(chan struct{})
 	r.log.Info("link attached", "link", h.id, "a", h.req.Ends[0], "b", h.req.Ends[1])
 	go func() {
 		<-u.Done()
 		closeAll()
 		h.mu.Lock()
+		// Done comes after the capture's last record: the count is final.
 		st := u.Stats()
 		for i := range 2 {
 			h.base[i] = addDirection(h.base[i], st.Directions[i])
 		}
+		h.seqBase += st.Records
 		h.cur = nil
 		h.mu.Unlock()
 		if err := u.Err(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
 			r.log.Info("link detached", "link", h.id, "err", err)
 		}
+		// An end's machine may have started again while this attachment
+		// was ending (a restart does not wait for it): its attachLinks
+		// found the link still attached, so the pair is joined here.
+		// Ports that are gone or taken make it a no-op.
+		r.attach(h)
 	}()
 }
 
@@ -363,4 +410,163 @@ func (h *hostLink) status() runnerapi.Link {
 		}
 	}
 	return l
+}
+
+// Streams (GET .../links/{id}/stream and .../segments/{id}/stream) send a
+// capture's records to a WebSocket client as they are made, one JSON text
+// message each.
+//
+// A capture never waits for a subscriber: a record that finds a
+// subscription's buffer full is skipped for it (Subscription.Missed), so a
+// slow client cannot hold a link or a switch back. A stream therefore takes
+// its subscription as a wake-up only and reads the records themselves from
+// the capture, by number: what it skipped is still there unless the
+// capture's bound has let it go since, and only such records are lost,
+// reported in one runnerapi.StreamGap each run of them.
+
+// recordSource is a capture a stream reads: a link's attachment or a
+// segment's switch.
+type recordSource interface {
+	Subscribe(buffer int) *link.Subscription
+	Capture(after uint64) []link.Record
+}
+
+// streamBuffer is a stream's subscription's buffer: wake-ups only (see
+// above), so a small one serves; a full one just saves wake-ups.
+const streamBuffer = 64
+
+// recordStream is one client's stream.
+type recordStream struct {
+	c *websocket.Conn
+	// next is the number of the last record sent (or reported lost), in
+	// the stream's numbering.
+	next   uint64
+	encode func(seq uint64, rec link.Record) any
+}
+
+// follow sends src's records numbered (base plus their own number) above
+// s.next as they are made, until src ends, when it returns nil once the
+// last are sent; the error is the client's (or ctx's).
+func (s *recordStream) follow(ctx context.Context, src recordSource, base uint64) error {
+	// Subscribed before the kept records are read: a record made in
+	// between is in both, and sent once, by its number.
+	sub := src.Subscribe(streamBuffer)
+	defer sub.Cancel()
+	for {
+		if err := s.catchUp(ctx, src, base); err != nil {
+			return err
+		}
+		select {
+		case _, ok := <-sub.C:
+			if !ok {
+				return s.catchUp(ctx, src, base)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		// What else waits is read from the capture below.
+		for drained := false; !drained; {
+			select {
+			case _, ok := <-sub.C:
+				if !ok {
+					return s.catchUp(ctx, src, base)
+				}
+			default:
+				drained = true
+			}
+		}
+	}
+}
+
+// catchUp sends the kept records above s.next, and a gap for any the
+// capture let go.
+func (s *recordStream) catchUp(ctx context.Context, src recordSource, base uint64) error {
+	for _, rec := range src.Capture(localSeq(s.next, base)) {
+		seq := base + rec.Seq
+		if seq <= s.next {
+			continue
+		}
+		if seq > s.next+1 {
+			if err := s.send(ctx, runnerapi.StreamGap{First: s.next + 1, Missed: seq - s.next - 1}); err != nil {
+				return err
+			}
+		}
+		if err := s.send(ctx, s.encode(seq, rec)); err != nil {
+			return err
+		}
+		s.next = seq
+	}
+	return nil
+}
+
+func (s *recordStream) send(ctx context.Context, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.c.Write(ctx, websocket.MessageText, b)
+}
+
+// parseAfter reads ?after=SEQ (0 when absent).
+func parseAfter(req *http.Request) (uint64, error) {
+	v := req.URL.Query().Get("after")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, httpapi.BadRequest("after must be a record number; got %q", v)
+	}
+	return n, nil
+}
+
+// acceptStream checks ?after= and upgrades: errors are answered before
+// the upgrade, as JSON. ctx ends when the client goes away (it sends
+// nothing a stream reads).
+func acceptStream(w http.ResponseWriter, req *http.Request, encode func(uint64, link.Record) any) (context.Context, *recordStream, bool) {
+	after, err := parseAfter(req)
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return nil, nil, false
+	}
+	c, err := websocket.Accept(w, req, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return nil, nil, false
+	}
+	return c.CloseRead(req.Context()), &recordStream{c: c, next: after, encode: encode}, true
+}
+
+// streamLink streams a link's records across its attachments: it follows
+// each to its end, then waits for the next (both ends' machines running
+// again), until the link is deleted, which closes the stream normally.
+func (r *Runner) streamLink(w http.ResponseWriter, req *http.Request) {
+	h, err := r.link(req.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	ctx, s, ok := acceptStream(w, req, func(seq uint64, rec link.Record) any { return linkRecord(seq, rec) })
+	if !ok {
+		return
+	}
+	defer s.c.CloseNow()
+	for {
+		u, base, changed, deleted := h.latest()
+		// Followed even when deleted: the ending attachment's last
+		// records are sent before the close.
+		if u != nil {
+			if err := s.follow(ctx, u, base); err != nil {
+				return
+			}
+		}
+		if deleted {
+			s.c.Close(websocket.StatusNormalClosure, "link deleted")
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }

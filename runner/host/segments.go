@@ -3,8 +3,12 @@ package host
 import (
 	"errors"
 	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
+
+	"github.com/coder/websocket"
 
 	"github.com/machineserver/machineserver/runner/emulator"
 	"github.com/machineserver/machineserver/runner/link"
@@ -196,4 +200,43 @@ func (g *segment) status() runnerapi.Segment {
 		out.Ports = append(out.Ports, p)
 	}
 	return out
+}
+
+// streamSegment streams a segment's frames (see recordStream): the switch
+// and its capture are the segment's for its whole life, members' power
+// cycles included, so one follow serves until the segment is deleted,
+// which closes the stream normally.
+func (r *Runner) streamSegment(w http.ResponseWriter, req *http.Request) {
+	g, err := r.segment(req.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, req, err)
+		return
+	}
+	ctx, s, ok := acceptStream(w, req, func(seq uint64, rec link.Record) any { return frameRecord(seq, rec) })
+	if !ok {
+		return
+	}
+	defer s.c.CloseNow()
+	if err := s.follow(ctx, g.sw, 0); err != nil {
+		return
+	}
+	s.c.Close(websocket.StatusNormalClosure, "segment deleted")
+}
+
+// frameRecord is a switch's record in the API's terms (see
+// link.Switch's Capture: sizes in bytes, To a comma-separated list).
+func frameRecord(seq uint64, rec link.Record) runnerapi.FrameRecord {
+	f := runnerapi.FrameRecord{
+		Seq: seq, Time: rec.Time, From: rec.From, To: []string{}, Length: len(rec.Data), Data: rec.Data, Delivered: rec.Delivered,
+		Dropped: rec.Dropped > 0, Down: rec.Down, Lost: rec.Lost > 0, Corrupted: rec.Corrupted > 0,
+	}
+	if rec.To != "" {
+		f.To = strings.Split(rec.To, ",")
+	}
+	// The switch takes a frame shorter than an Ethernet header (14 bytes)
+	// for a runt before any fault, and says so only by dropping it (an
+	// empty one drops no bytes).
+	f.Runt = len(rec.Data) < 14
+	f.Dropped = f.Dropped || f.Runt
+	return f
 }

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/machineserver/machineserver/shared/model"
 )
 
 // LinkEnd is one end of a link: a port of a session on the runner.
@@ -19,14 +21,9 @@ type LinkEnd struct {
 func (e LinkEnd) String() string { return e.Session + ":" + e.Port }
 
 // LinkFaults are what a link does to the bytes it carries (per byte; see
-// runner/link). The zero value is a clean link.
-type LinkFaults struct {
-	Down    bool    `json:"down,omitempty"`
-	Loss    float64 `json:"loss,omitempty"`
-	Corrupt float64 `json:"corrupt,omitempty"`
-	// Delay is a Go duration ("5ms").
-	Delay string `json:"delay,omitempty"`
-}
+// runner/link) or the frames a segment switches. The zero value is a clean
+// link.
+type LinkFaults = model.LinkFaults
 
 // LinkRequest joins two sessions' ports with a UART link (PUT
 // /v1/links/{id}). The link outlives the sessions' machines: it carries
@@ -65,7 +62,10 @@ type Link struct {
 }
 
 // LinkRecord is one chunk that crossed a link, timestamped, with what the
-// faults did to it.
+// faults did to it. Seq numbers the link's records from 1 in the order
+// they were made, both directions together and across its attachments (a
+// power cycle of the pair carries the numbering on), so after= means the
+// same to GET .../capture and to the stream.
 type LinkRecord struct {
 	Seq       uint64    `json:"seq"`
 	Time      time.Time `json:"time"`
@@ -119,6 +119,24 @@ func (c *Client) LinkCapture(ctx context.Context, id string, after uint64) (Link
 // DeleteLink removes a link.
 func (c *Client) DeleteLink(ctx context.Context, id string) error {
 	return c.call(ctx, http.MethodDelete, linkPath(id), nil, nil)
+}
+
+// LinkStreamPath is the path, relative to a Client (for Client.Proxy), of
+// the link's live stream: a WebSocket of JSON text messages, one
+// LinkRecord each (or a StreamGap), from the records kept after ?after=SEQ
+// on, across the link's attachments, closed normally when the link is
+// deleted.
+func LinkStreamPath(id string) string { return linkPath(id) + "/stream" }
+
+// StreamGap is the message a link's or a segment's stream sends in place
+// of records it cannot send any more: Missed records, numbered First on,
+// were let go by the runner's bounded capture before the stream read them
+// (a client reading slower than the link carries, an after= older than
+// what is kept, or an attachment the stream joined after its end). A
+// record message always has a seq; a gap never does.
+type StreamGap struct {
+	Missed uint64 `json:"missed"`
+	First  uint64 `json:"first"`
 }
 
 // NIC is a linked NIC's settings (StartRequest.NIC).
@@ -199,3 +217,42 @@ func (c *Client) SegmentPcap(ctx context.Context, id string, w io.Writer) error 
 func (c *Client) DeleteSegment(ctx context.Context, id string) error {
 	return c.call(ctx, http.MethodDelete, segmentPath(id), nil, nil)
 }
+
+// FrameRecord is one Ethernet frame a member's NIC sent on a segment,
+// timestamped, with where the segment switched it and what the faults
+// did to it.
+type FrameRecord struct {
+	// Seq numbers the segment's frames from 1 in the order the switch
+	// took them, every member's together.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// From is the member (session id) whose NIC sent the frame; To the
+	// members it was forwarded to, in name order: one for a learned
+	// address, every other member for a flood, none when it was dropped
+	// or went nowhere. A member whose queue was full still lost it (see
+	// SegmentPort.Overflow).
+	From string   `json:"from"`
+	To   []string `json:"to"`
+	// Length is the frame's length in bytes, Data the frame as sent (from
+	// the destination address on, without FCS), Delivered the frame as
+	// delivered when Corrupted flipped one of its bits.
+	Length    int    `json:"length"`
+	Data      []byte `json:"data"`
+	Delivered []byte `json:"delivered,omitempty"`
+	// Dropped: not delivered to anyone, because the segment was Down, the
+	// Loss fault took it (Lost), or it was a Runt (shorter than an
+	// Ethernet header, so it could not be switched).
+	Dropped   bool `json:"dropped,omitempty"`
+	Down      bool `json:"down,omitempty"`
+	Lost      bool `json:"lost,omitempty"`
+	Runt      bool `json:"runt,omitempty"`
+	Corrupted bool `json:"corrupted,omitempty"`
+}
+
+// SegmentStreamPath is the path, relative to a Client (for Client.Proxy),
+// of the segment's live stream: a WebSocket of JSON text messages, one
+// FrameRecord each (or a StreamGap), from the frames kept after
+// ?after=SEQ on, closed normally when the segment is deleted. A message
+// can be about 190 KB (a 69 KB frame sent and delivered, in base64): a
+// client's read limit must allow it.
+func SegmentStreamPath(id string) string { return segmentPath(id) + "/stream" }

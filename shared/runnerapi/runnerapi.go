@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -196,6 +197,25 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	return c.do(ctx, method, path, body, "application/json", out)
 }
 
+// IsNotFound reports whether err is a runner's 404: it does not know the
+// id (a link or segment not put, a session without a slot).
+func IsNotFound(err error) bool {
+	var e *httpapi.Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// About puts what a runner's error is about before its message, keeping
+// its status; another error is wrapped.
+func About(what string, err error) error {
+	var e *httpapi.Error
+	if errors.As(err, &e) {
+		c := *e
+		c.Message = what + ": " + c.Message
+		return &c
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
 // decodeError turns a runner's error reply into an error: its 4xx as
 // *httpapi.Error with the same status, its 5xx as an internal error.
 func decodeError(host string, resp *http.Response) error {
@@ -231,6 +251,13 @@ func (c *Client) Stop(ctx context.Context, id string) error {
 // Reset resets a running session's machine.
 func (c *Client) Reset(ctx context.Context, id string) error {
 	return c.post(ctx, sessionPath(id)+"/reset", nil, nil)
+}
+
+// Resume lets a session's machine that was started halted
+// (StartRequest.Halted) run; resuming one that runs is harmless. A session
+// with no running machine is a 409.
+func (c *Client) Resume(ctx context.Context, id string) error {
+	return c.post(ctx, sessionPath(id)+"/resume", nil, nil)
 }
 
 // Prepare tells the runner what the session will run, so it can prelaunch a
