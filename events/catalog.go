@@ -56,6 +56,12 @@ var Catalog = []Spec{
 	spec(TypeSnapshotRestore, Command, RestoreSnapshot{}, "Replace a session's machine with a snapshot's state and run it."),
 	spec(TypeSnapshotFork, Command, ForkSnapshot{}, "Create 1 to 16 new sessions, each running from the snapshot."),
 	spec(TypeSnapshotDelete, Command, SnapshotRef{}, "Delete a snapshot that no restore is reading."),
+	spec(TypeSystemCreate, Command, model.SystemSpec{}, "Create a system of linked boards: one session per node, all on one runner, and the links between them."),
+	spec(TypeSystemDelete, Command, SystemRef{}, "Delete a system: its node sessions (stopping their emulators) and its links."),
+	spec(TypeSystemPowerOn, Command, SystemRef{}, "Power a system on: every node starts paused, the links are attached, and the nodes are resumed together."),
+	spec(TypeSystemPowerOff, Command, SystemRef{}, "Power every node of a system off."),
+	spec(TypeSystemReset, Command, SystemRef{}, "Reset every running node of a system."),
+	spec(TypeSystemSetLink, Command, SetLink{}, "Set a system link's faults (down, loss, corrupt, delay); the zero faults make it clean again."),
 
 	spec(TypeSessionCreated, Notification, model.Session{}, "A session was created (state created)."),
 	spec(TypeSessionStarted, Notification, model.Session{}, "A session's emulator started (state running)."),
@@ -92,6 +98,12 @@ var Catalog = []Spec{
 	spec(TypeDebuggerDetached, Notification, Debugger{}, "A debugger's link to a session ended, and what ended it."),
 	spec(TypeRecordingReady, Notification, model.Recording{}, "A recording session's machine ended and its recording is stored (state ready): replay it with POST /api/v1/recordings/{id}/sessions."),
 	spec(TypeRecordingFailed, Notification, model.Recording{}, "A recording session's machine ended but its recording could not be stored (state failed; reason says why)."),
+	spec(TypeSystemCreated, Notification, model.System{}, "A system was created: its node sessions and links (state created)."),
+	spec(TypeSystemStarted, Notification, model.System{}, "A system's nodes were started together and its links attached (state running)."),
+	spec(TypeSystemStopped, Notification, model.System{}, "A system's nodes were powered off (state stopped)."),
+	spec(TypeSystemRebooted, Notification, model.System{}, "A system's running nodes were reset."),
+	spec(TypeSystemDeleted, Notification, model.System{}, "A system, its node sessions and its links were deleted; data is its last state."),
+	spec(TypeSystemLinkChanged, Notification, LinkChanged{}, "A system link's faults changed (data: the link as it is now)."),
 	spec(TypeStreamGap, Notification, StreamGap{}, "Sent by the event stream, never published: events after the resume point may be missing, as the stream keeps a bounded number."),
 }
 

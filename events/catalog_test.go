@@ -19,7 +19,7 @@ import (
 // CloudEvents adapter.
 var foreignType = regexp.MustCompile(`^(dev\.cdevents\.[a-z]+\.[a-z]+\.[0-9]+\.[0-9]+\.[0-9]+|com\.amazonaws\.s3\.ObjectCreated:[A-Za-z]+)$`)
 
-var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job|emulator|debugger|stream|recording)\.[a-z]+\.v[0-9]+$`)
+var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job|emulator|debugger|stream|recording|system)\.[a-z]+\.v[0-9]+$`)
 
 func TestCatalogIsComplete(t *testing.T) {
 	seen, files := map[string]bool{}, map[string]bool{}
@@ -199,6 +199,14 @@ func subjectOf(v any) string {
 		return v.SessionID
 	case *Debugger:
 		return v.SessionID
+	case *model.System:
+		return v.ID
+	case *SystemRef:
+		return v.SystemID
+	case *SetLink:
+		return v.SystemID
+	case *LinkChanged:
+		return v.SystemID
 	case *StreamGap:
 		return "" // about the stream, not a resource
 	case *S3Record:

@@ -163,6 +163,45 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 	}
 	failedRecording := recording
 	failedRecording.State, failedRecording.Reason, failedRecording.Files, failedRecording.Size = model.RecordingFailed, "the emulator wrote no recording", nil, 0
+	// A system of two linked nodes, and one of a single node without links
+	// (Go encodes its nil links as null).
+	systemID := model.NewID()
+	node := with(started, func(s *model.Session) { s.SystemID, s.MAC = systemID, "02:00:00:9d:3b:01" })
+	lossy := model.LinkFaults{Loss: 0.01, Corrupt: 0.001, Delay: "2ms"}
+	systemSpec := model.SystemSpec{
+		Name: "gateway and sensor", Time: model.TimeRealtime, Seed: 42,
+		Nodes: []model.NodeSpec{
+			{Name: "gw", BoardConfig: model.BoardConfig{Board: "mps2-an385"}, ProgramID: elf.ID},
+			{Name: "sensor", Backend: "qemu", BoardConfig: full.BoardConfig, ProgramID: elf.ID, Limits: &model.Limits{CPUPercent: 50}},
+		},
+		Links: []model.LinkSpec{
+			{Type: model.LinkUART, Ends: []string{"gw:uart1", "sensor:uart1"}},
+			{Name: "lan0", Type: model.LinkEthernet, Nodes: []string{"gw", "sensor"}, Faults: &lossy},
+		},
+	}
+	uartLink := model.SystemLink{Name: "link0", Type: model.LinkUART, Ends: []string{"gw:uart1", "sensor:uart1"}, RunnerLink: model.NewID()}
+	lan := model.SystemLink{Name: "lan0", Type: model.LinkEthernet, Nodes: []string{"gw", "sensor"}, Faults: lossy, RunnerLink: model.NewID()}
+	system := model.System{
+		ID: systemID, Tenant: "acme", Name: "gateway and sensor", Time: model.TimeRealtime, State: model.StateCreated, RunnerID: "runner-1",
+		Nodes: []model.SystemNode{
+			{Name: "gw", SessionID: node.ID, Machine: "mps2-an385", ProgramID: elf.ID, MAC: node.MAC, State: model.StateCreated},
+			{Name: "sensor", SessionID: model.NewID(), Machine: "mps2-an385", ProgramID: elf.ID, MAC: "02:00:00:9d:3b:02"},
+		},
+		Links: []model.SystemLink{uartLink, lan}, Seed: 1<<64 - 1, CreatedAt: now, UpdatedAt: now,
+	}
+	lone := model.System{
+		ID: model.NewID(), Name: "one board", Time: model.TimeRealtime, State: model.StateCreated, RunnerID: "runner-1",
+		Nodes:     []model.SystemNode{{Name: "gw", SessionID: model.NewID(), Machine: "mps2-an385", ProgramID: elf.ID}},
+		CreatedAt: now, UpdatedAt: now,
+	}
+	runningSystem := system
+	runningSystem.State = model.StateRunning
+	stoppedSystem := system
+	stoppedSystem.State = model.StateStopped
+	failedSystem := system
+	failedSystem.State, failedSystem.Reason = model.StateError, "node sensor: emulator killed by signal killed"
+	downLan := lan
+	downLan.Faults = model.LinkFaults{Down: true}
 	for _, tc := range []struct {
 		typ  string
 		data any
@@ -220,6 +259,23 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeEmulatorEnded, EmulatorEnded{SessionID: started.ID, RunnerID: "runner-1", Pid: 4242, Exit: model.Exit{Kind: "stopped"}, Reason: "replaced by a snapshot restore"}},
 		{TypeDebuggerAttached, Debugger{SessionID: started.ID, RunnerID: "runner-1", Who: "websocket 10.0.0.7", Since: now}},
 		{TypeDebuggerDetached, Debugger{SessionID: started.ID, RunnerID: "runner-1", Who: "websocket 10.0.0.7", Since: now, EndedBy: "endpoint closed"}},
+		{TypeSessionStarted, node},
+		{TypeSessionDeleted, node},
+		{TypeSystemCreate, systemSpec},
+		{TypeSystemCreate, model.SystemSpec{Name: "one board", Nodes: systemSpec.Nodes[:1]}},
+		{TypeSystemDelete, SystemRef{SystemID: systemID}},
+		{TypeSystemPowerOn, SystemRef{SystemID: systemID}},
+		{TypeSystemSetLink, SetLink{SystemID: systemID, Link: "lan0", Faults: lossy}},
+		{TypeSystemSetLink, SetLink{SystemID: systemID, Link: "link0"}}, // clean again
+		{TypeSystemCreated, system},
+		{TypeSystemCreated, lone},
+		{TypeSystemStarted, runningSystem},
+		{TypeSystemRebooted, runningSystem},
+		{TypeSystemStopped, stoppedSystem},
+		{TypeSystemDeleted, failedSystem},
+		{TypeSystemDeleted, lone},
+		{TypeSystemLinkChanged, LinkChanged{SystemID: systemID, Tenant: "acme", Link: downLan}},
+		{TypeSystemLinkChanged, LinkChanged{SystemID: systemID, Link: uartLink}},
 		{TypeStreamGap, StreamGap{After: "1-0", Message: "gone"}},
 	} {
 		e, err := New(SourceSessions, tc.typ, "", tc.data)
@@ -339,6 +395,52 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeRecordingReady, "file without sha256", func(d obj) { delete(d["files"].([]any)[0].(obj), "sha256") }},
 		{TypeRecordingFailed, "negative size", func(d obj) { d["size"] = -1 }},
 		{TypeStreamGap, "after not a stream id", func(d obj) { d["after"] = "yesterday" }},
+		{TypeSessionCreated, "malformed system id", func(d obj) { d["system_id"] = "gateway" }},
+		{TypeSessionCreated, "multicast mac", func(d obj) { d["mac"] = "01:00:5e:00:00:01" }},
+		{TypeSessionCreated, "uppercase mac", func(d obj) { d["mac"] = "02:00:00:9D:3B:01" }},
+		{TypeSystemCreate, "no name", func(d obj) { delete(d, "name") }},
+		{TypeSystemCreate, "no nodes", func(d obj) { d["nodes"] = []any{} }},
+		{TypeSystemCreate, "node without program", func(d obj) { delete(d["nodes"].([]any)[0].(obj), "program_id") }},
+		{TypeSystemCreate, "node without board", func(d obj) { delete(d["nodes"].([]any)[0].(obj), "board_config") }},
+		{TypeSystemCreate, "node name with a colon", func(d obj) { d["nodes"].([]any)[0].(obj)["name"] = "gw:0" }},
+		{TypeSystemCreate, "unknown link type", func(d obj) { d["links"].([]any)[0].(obj)["type"] = "can" }},
+		{TypeSystemCreate, "uart link with one end", func(d obj) { d["links"].([]any)[0].(obj)["ends"] = []any{"gw:uart1"} }},
+		{TypeSystemCreate, "uart link with three ends", func(d obj) {
+			d["links"].([]any)[0].(obj)["ends"] = []any{"gw:uart1", "sensor:uart1", "sensor:uart2"}
+		}},
+		{TypeSystemCreate, "uart link joining a port to itself", func(d obj) { d["links"].([]any)[0].(obj)["ends"] = []any{"gw:uart1", "gw:uart1"} }},
+		{TypeSystemCreate, "end without a port", func(d obj) { d["links"].([]any)[0].(obj)["ends"] = []any{"gw", "sensor:uart1"} }},
+		{TypeSystemCreate, "uart link with nodes", func(d obj) {
+			l := d["links"].([]any)[0].(obj)
+			delete(l, "ends")
+			l["nodes"] = []any{"gw", "sensor"}
+		}},
+		{TypeSystemCreate, "ethernet link with ends too", func(d obj) { d["links"].([]any)[1].(obj)["ends"] = []any{"gw:uart1", "sensor:uart1"} }},
+		{TypeSystemCreate, "ethernet link of one node", func(d obj) { d["links"].([]any)[1].(obj)["nodes"] = []any{"gw"} }},
+		{TypeSystemCreate, "loss over 1", func(d obj) { d["links"].([]any)[1].(obj)["faults"].(obj)["loss"] = 1.5 }},
+		{TypeSystemCreate, "delay not a duration", func(d obj) { d["links"].([]any)[1].(obj)["faults"].(obj)["delay"] = "soon" }},
+		{TypeSystemCreate, "unknown fault", func(d obj) { d["links"].([]any)[1].(obj)["faults"].(obj)["jitter"] = "1ms" }},
+		{TypeSystemCreate, "unknown time", func(d obj) { d["time"] = "virtual" }},
+		{TypeSystemCreate, "negative seed", func(d obj) { d["seed"] = -1 }},
+		{TypeSystemDelete, "malformed id", func(d obj) { d["system_id"] = "../x" }},
+		{TypeSystemPowerOn, "no system", func(d obj) { delete(d, "system_id") }},
+		{TypeSystemSetLink, "no faults", func(d obj) { delete(d, "faults") }},
+		{TypeSystemSetLink, "link name with a slash", func(d obj) { d["link"] = "lan0/x" }},
+		{TypeSystemSetLink, "negative corrupt", func(d obj) { d["faults"].(obj)["corrupt"] = -0.1 }},
+		{TypeSystemSetLink, "down not boolean", func(d obj) { d["faults"].(obj)["down"] = "yes" }},
+		{TypeSystemCreated, "state running", func(d obj) { d["state"] = "running" }},
+		{TypeSystemCreated, "no nodes", func(d obj) { d["nodes"] = []any{} }},
+		{TypeSystemCreated, "node without session", func(d obj) { delete(d["nodes"].([]any)[0].(obj), "session_id") }},
+		{TypeSystemCreated, "node with multicast mac", func(d obj) { d["nodes"].([]any)[0].(obj)["mac"] = "03:00:00:9d:3b:01" }},
+		{TypeSystemCreated, "link without runner link", func(d obj) { delete(d["links"].([]any)[0].(obj), "runner_link") }},
+		{TypeSystemCreated, "link without faults", func(d obj) { delete(d["links"].([]any)[0].(obj), "faults") }},
+		{TypeSystemCreated, "no seed", func(d obj) { delete(d, "seed") }},
+		{TypeSystemStarted, "state stopped", func(d obj) { d["state"] = "stopped" }},
+		{TypeSystemStarted, "no runner", func(d obj) { delete(d, "runner_id") }},
+		{TypeSystemStopped, "state running", func(d obj) { d["state"] = "running" }},
+		{TypeSystemDeleted, "unknown node state", func(d obj) { d["nodes"].([]any)[1].(obj)["state"] = "paused" }},
+		{TypeSystemLinkChanged, "no link", func(d obj) { delete(d, "link") }},
+		{TypeSystemLinkChanged, "ethernet link with ends", func(d obj) { d["link"].(obj)["ends"] = []any{"gw:uart1", "sensor:uart1"} }},
 	}
 	for _, s := range Catalog {
 		cases = append(cases, struct {

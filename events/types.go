@@ -24,6 +24,15 @@ const (
 	// TypeJobCreate queues a test job (POST /api/v1/jobs); the event id
 	// makes it idempotent.
 	TypeJobCreate = "io.machineserver.job.create.v1"
+	// Systems of linked boards (POST /api/v1/systems and its operations).
+	TypeSystemCreate   = "io.machineserver.system.create.v1"
+	TypeSystemDelete   = "io.machineserver.system.delete.v1"
+	TypeSystemPowerOn  = "io.machineserver.system.poweron.v1"
+	TypeSystemPowerOff = "io.machineserver.system.poweroff.v1"
+	TypeSystemReset    = "io.machineserver.system.reset.v1"
+	// TypeSystemSetLink changes a link's faults (POST
+	// /api/v1/systems/{id}/links/{link}).
+	TypeSystemSetLink = "io.machineserver.system.setlink.v1"
 )
 
 // Notifications the platform publishes.
@@ -68,6 +77,18 @@ const (
 	// recording, or could not (subject: the recording).
 	TypeRecordingReady  = "io.machineserver.recording.ready.v1"
 	TypeRecordingFailed = "io.machineserver.recording.failed.v1"
+	// A system was created, powered on (every node resumed together),
+	// powered off, reset or deleted (subject: the system).
+	TypeSystemCreated = "io.machineserver.system.created.v1"
+	TypeSystemStarted = "io.machineserver.system.started.v1"
+	TypeSystemStopped = "io.machineserver.system.stopped.v1"
+	// TypeSystemRebooted reports a system reset, as session.rebooted does a
+	// session's.
+	TypeSystemRebooted = "io.machineserver.system.rebooted.v1"
+	TypeSystemDeleted  = "io.machineserver.system.deleted.v1"
+	// TypeSystemLinkChanged reports a link's faults changed (subject: the
+	// system).
+	TypeSystemLinkChanged = "io.machineserver.system.linkchanged.v1"
 	// TypeStreamGap is never published: the event stream
 	// (GET /api/v1/stream/events) sends it first when a resume point is
 	// older than what the stream still keeps.
@@ -107,6 +128,26 @@ type CreateSession struct {
 	// Backend defaults to "qemu" when empty.
 	Backend     string            `json:"backend,omitempty"`
 	BoardConfig model.BoardConfig `json:"board_config"`
+}
+
+// SystemRef is the data of the commands that only name a system.
+type SystemRef struct {
+	SystemID string `json:"system_id"`
+}
+
+// SetLink is the data of TypeSystemSetLink.
+type SetLink struct {
+	SystemID string           `json:"system_id"`
+	Link     string           `json:"link"`
+	Faults   model.LinkFaults `json:"faults"`
+}
+
+// LinkChanged is the data of TypeSystemLinkChanged: the link as it is now
+// (its faults) and the system it belongs to.
+type LinkChanged struct {
+	SystemID string           `json:"system_id"`
+	Tenant   string           `json:"tenant,omitempty"`
+	Link     model.SystemLink `json:"link"`
 }
 
 // SessionRef is the data of the commands that only name a session.

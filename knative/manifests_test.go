@@ -666,6 +666,7 @@ func checkBroker(t *testing.T, d *doc) {
 // to the function that owns it.
 var commandTargets = map[string]string{
 	"session":  "sessions",
+	"system":   "sessions",
 	"program":  "programs",
 	"snapshot": "snapshots",
 	"job":      "jobs",
@@ -829,6 +830,9 @@ func checkHTTPRoute(t *testing.T, c *cluster, d *doc) {
 		"/health":                                     "sessions",
 		"/api/v1/openapi.json":                        "sessions",
 		"/api/v1/recordings/r1/sessions":              "sessions",
+		"/api/v1/systems":                             "sessions",
+		"/api/v1/systems/s1/poweron":                  "sessions",
+		"/api/v1/systems/s1/links/lan0":               "sessions",
 		"/api/v1/snapshots":                           "snapshots",
 		"/api/v1/snapshots/0123456789abcdef":          "snapshots",
 		"/api/v1/snapshots/0123456789abcdef/sessions": "snapshots",
@@ -842,6 +846,7 @@ func checkHTTPRoute(t *testing.T, c *cluster, d *doc) {
 		"/api/v1/programsx":                        "",
 		"/api/v1/snapshotsx":                       "",
 		"/api/v1/sessionsx":                        "",
+		"/api/v1/systemsx":                         "",
 		"/api/v1/sessions-of-someone-else/console": "",
 	}
 	for path, fn := range functionPaths(t) {

@@ -21,6 +21,7 @@ import (
 	"github.com/machineserver/machineserver/shared/openapi/openapitest"
 	"github.com/machineserver/machineserver/shared/queue"
 	"github.com/machineserver/machineserver/shared/quota"
+	"github.com/machineserver/machineserver/shared/runnerapi"
 )
 
 // notAPI reports whether a route is outside the JSON API the document
@@ -103,6 +104,24 @@ func TestOpenAPISchemasFollowGoTypes(t *testing.T) {
 		{"GDBInfo/properties/snippets", session.GDBSnippets{}, nil},
 		{"ReplayRequest", session.ReplayRequest{}, nil},
 		{"RecordingList", session.Recordings{}, nil},
+		{"System", model.System{}, nil},
+		{"SystemNode", model.SystemNode{}, nil},
+		{"SystemLink", model.SystemLink{}, nil},
+		{"LinkFaults", model.LinkFaults{}, nil},
+		{"SystemSpec", model.SystemSpec{}, nil},
+		{"NodeSpec", model.NodeSpec{}, nil},
+		{"LinkSpec", model.LinkSpec{}, nil},
+		{"SystemList", session.Systems{}, nil},
+		{"LinkStatus", session.LinkStatus{}, nil},
+		{"RunnerLink", runnerapi.Link{}, nil},
+		{"RunnerLink/properties/ends/items", runnerapi.LinkEnd{}, nil},
+		{"RunnerLink/properties/directions/items", runnerapi.LinkDirection{}, nil},
+		{"RunnerSegment", runnerapi.Segment{}, nil},
+		{"RunnerSegment/properties/ports/items", runnerapi.SegmentPort{}, nil},
+		{"LinkCapture", runnerapi.LinkCapture{}, nil},
+		{"LinkRecord", runnerapi.LinkRecord{}, nil},
+		{"FrameRecord", runnerapi.FrameRecord{}, nil},
+		{"LinkStreamGap", runnerapi.StreamGap{}, nil},
 		{"CoverageReport", events.CoverageReport{}, nil},
 		{"CoverageJSON", coverage.Report{}, nil},
 		{"FileReport", coverage.FileReport{}, nil},

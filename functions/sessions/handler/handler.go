@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 
@@ -126,7 +127,10 @@ func (h *Handler) Routes() []httpapi.Route {
 			httpapi.Reply(w, r, http.StatusOK, g, err)
 		}},
 	}
-	return append(append(append(append(routes, h.coverageRoutes()...), h.recordingRoutes()...), h.eventRoutes()...), h.d.Quota.Routes()...)
+	for _, more := range [][]httpapi.Route{h.coverageRoutes(), h.recordingRoutes(), h.systemRoutes(), h.eventRoutes(), h.d.Quota.Routes()} {
+		routes = append(routes, more...)
+	}
+	return routes
 }
 
 // console returns the UART history from ?offset= as raw bytes; the
@@ -286,5 +290,6 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 		events.TypeSessionPowerOff: simple(events.TypeSessionStopped, h.PowerOff),
 		events.TypeSessionReset:    orFailed(simple(events.TypeSessionRebooted, h.Reset)),
 	}
+	maps.Copy(ops, h.systemOps())
 	return cmdevent.Handler(ctx, h.source, ops, h.d.Log)
 }

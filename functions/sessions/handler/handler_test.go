@@ -37,6 +37,8 @@ type fakeRunner struct {
 	st     *state.Store
 	// crash is the reason a start records instead of running.
 	crash string
+	// failOn fails the calls whose path contains it.
+	failOn string
 }
 
 func (f *fakeRunner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -65,6 +67,10 @@ func (f *fakeRunner) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
 		json.Unmarshal(b, &req)
 		f.bodies = append(f.bodies, req)
+	}
+	if f.failOn != "" && strings.Contains(r.URL.Path, f.failOn) {
+		httpapi.WriteError(w, r, httpapi.Errorf(429, "capacity", "scripted failure of %s", r.URL.Path))
+		return
 	}
 	if f.status != 0 {
 		httpapi.WriteError(w, r, httpapi.Errorf(f.status, "scripted", "scripted failure"))

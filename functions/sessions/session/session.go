@@ -145,15 +145,23 @@ func (svc *Service) Create(ctx context.Context, in CreateRequest) (model.Session
 		Machine: b.Name, State: model.StateCreated, RunnerID: r.ID, CreatedAt: now, UpdatedAt: now,
 		Coverage: in.Coverage, Limits: in.Limits, Record: in.Record, Deterministic: in.Deterministic,
 	}
-	if err := svc.d.Quota.Acquire(ctx, s.Tenant, quota.Sessions, s.ID, 1); err != nil {
+	if err := svc.store(ctx, s); err != nil {
 		return model.Session{}, err
+	}
+	return s, nil
+}
+
+// store takes the new session's quota slot and stores it.
+func (svc *Service) store(ctx context.Context, s model.Session) error {
+	if err := svc.d.Quota.Acquire(ctx, s.Tenant, quota.Sessions, s.ID, 1); err != nil {
+		return err
 	}
 	if err := svc.d.State.CreateSession(ctx, s); err != nil {
 		svc.release(ctx, s)
-		return model.Session{}, err
+		return err
 	}
 	svc.publish(events.TypeSessionCreated, s)
-	return s, nil
+	return nil
 }
 
 func (svc *Service) pickRunner(ctx context.Context, backend, machine string) (state.Runner, error) {
@@ -369,27 +377,17 @@ func (svc *Service) Client(r state.Runner) (*runnerapi.Client, error) {
 	return runnerapi.NewClient(r.URL, svc.d.RunnerToken)
 }
 
-// Delete stops the session's emulator and removes the session.
+// Delete stops the session's emulator and removes the session. A system's
+// node goes with its system.
 func (svc *Service) Delete(ctx context.Context, id string) (model.Session, error) {
 	s, err := svc.Get(ctx, id)
 	if err != nil {
 		return s, err
 	}
-	rc, err := svc.runner(ctx, &s, false)
-	if err != nil {
-		return s, err
+	if s.SystemID != "" {
+		return s, fail.Conflict("session %s is a node of system %s; delete the system (DELETE /api/v1/systems/%s)", id, s.SystemID, s.SystemID)
 	}
-	if rc != nil {
-		if err := rc.Delete(ctx, id); err != nil {
-			return s, err
-		}
-	}
-	if err := svc.d.State.DeleteSession(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
-		return s, err
-	}
-	svc.release(ctx, s)
-	svc.publish(events.TypeSessionDeleted, s)
-	return s, nil
+	return s, svc.remove(ctx, s)
 }
 
 // program finds a program and where it loads on the session's board.
@@ -473,7 +471,9 @@ func (svc *Service) LoadProgram(ctx context.Context, id string, in LoadRequest) 
 			return s, err
 		}
 		if rc != nil {
-			if _, err := rc.Start(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Restart: true, Limits: s.Limits, Deterministic: s.Deterministic}); err != nil {
+			req := nodeStart(s, rp, false)
+			req.Restart, req.Coverage = true, false
+			if _, err := rc.Start(ctx, id, req); err != nil {
 				return s, err
 			}
 		}
@@ -483,7 +483,9 @@ func (svc *Service) LoadProgram(ctx context.Context, id string, in LoadRequest) 
 	} else if rc, err := svc.runner(ctx, &s, false); err == nil && rc != nil {
 		// Best effort: the runner prelaunches a paused emulator so the next
 		// power on is fast; without it power on is a cold start.
-		if err := rc.Prepare(ctx, id, runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Limits: s.Limits, Deterministic: s.Deterministic}); err != nil {
+		req := nodeStart(s, rp, false)
+		req.Coverage = false
+		if err := rc.Prepare(ctx, id, req); err != nil {
 			svc.d.Log.Warn("prepare", "session", id, "err", err)
 		}
 	}
@@ -529,11 +531,15 @@ func (svc *Service) PowerOn(ctx context.Context, id string, halted bool) (model.
 	if err != nil {
 		return s, err
 	}
-	rc, err := svc.runner(ctx, &s, true)
+	// A system's node stays on the system's runner, with its links.
+	rc, err := svc.runner(ctx, &s, s.SystemID == "")
+	if err == nil && rc == nil {
+		err = fail.Unavailable("runner %s of system %s is gone; power the system on (POST /api/v1/systems/%s/poweron) to place its nodes again", s.RunnerID, s.SystemID, s.SystemID)
+	}
 	if err != nil {
 		return s, err
 	}
-	req := runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits, Deterministic: s.Deterministic}
+	req := nodeStart(s, rp, halted)
 	switch {
 	case s.ReplayOf != "":
 		req.Replay, err = svc.replayOf(ctx, s)

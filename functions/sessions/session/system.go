@@ -1,0 +1,667 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/shared/auth"
+	"github.com/machineserver/machineserver/shared/board"
+	"github.com/machineserver/machineserver/shared/fail"
+	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/runnerapi"
+	"github.com/machineserver/machineserver/shared/state"
+)
+
+// Systems: boards that run as one thing. Each node is an ordinary session
+// (its console, debugger, coverage and snapshots work as any session's),
+// created together, all on one runner, and joined by links the runner owns
+// (runnerapi PutLink and PutSegment): a UART link between two nodes' ports,
+// an Ethernet link through a switch between two or more nodes' NICs. A
+// system powers on as one: every node starts paused, the links are put,
+// and the nodes are resumed together.
+
+// MaxSystemNodes bounds a system's nodes.
+const MaxSystemNodes = 16
+
+// Systems is GET /api/v1/systems.
+type Systems struct {
+	Systems  []model.System `json:"systems"`
+	Total    int            `json:"total"`
+	Page     int            `json:"page"`
+	PageSize int            `json:"page_size"`
+}
+
+var nodeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+// plan is a validated system: its nodes' sessions-to-be and their boards.
+type plan struct {
+	sys    model.System
+	boards []board.Board
+	progs  []runnerapi.Program
+}
+
+// CreateSystem validates the system, places every node on one runner and
+// creates the nodes' sessions (all or none) with their programs loaded.
+// The system is created stopped: power it on as one.
+func (svc *Service) CreateSystem(ctx context.Context, in model.SystemSpec) (model.System, error) {
+	p, err := svc.planSystem(ctx, in)
+	if err != nil {
+		return model.System{}, err
+	}
+	r, err := svc.pickSystemRunner(ctx, p.sys.Nodes)
+	if err != nil {
+		return model.System{}, err
+	}
+	sys := p.sys
+	sys.RunnerID = r.ID
+	var made []model.Session
+	undo := func() {
+		for _, s := range made {
+			svc.remove(context.WithoutCancel(ctx), s)
+		}
+	}
+	for i, n := range sys.Nodes {
+		s, err := svc.makeNode(ctx, sys, in.Nodes[i], p.boards[i], p.progs[i])
+		if err != nil {
+			undo()
+			return model.System{}, about("node "+n.Name, err)
+		}
+		made = append(made, s)
+		sys.Nodes[i].SessionID = s.ID
+	}
+	if err := svc.d.State.PutSystem(ctx, sys); err != nil {
+		undo()
+		return model.System{}, err
+	}
+	if rc, err := svc.Client(r); err == nil {
+		// Best effort, as LoadProgram does: prelaunched paused machines
+		// make the power on fast.
+		for i, s := range made {
+			if err := rc.Prepare(ctx, s.ID, nodeStart(s, p.progs[i], false)); err != nil {
+				svc.d.Log.Warn("prepare", "session", s.ID, "err", err)
+			}
+		}
+	}
+	svc.publishSystem(events.TypeSystemCreated, sys)
+	return sys, nil
+}
+
+// planSystem validates a system against the boards the runners offer.
+func (svc *Service) planSystem(ctx context.Context, in model.SystemSpec) (plan, error) {
+	if err := validName(in.Name); err != nil {
+		return plan{}, err
+	}
+	switch in.Time {
+	case "", model.TimeRealtime:
+	case "virtual":
+		return plan{}, fail.Unprocessable(`time "virtual" is not offered yet: nodes run on the host's clock ("realtime")`)
+	default:
+		return plan{}, fail.Invalid(`time %q is not a clock; allowed: "realtime"`, in.Time)
+	}
+	if len(in.Nodes) == 0 || len(in.Nodes) > MaxSystemNodes {
+		return plan{}, fail.Invalid("a system has 1 to %d nodes; got %d", MaxSystemNodes, len(in.Nodes))
+	}
+	caps, err := svc.Capabilities(ctx)
+	if err != nil {
+		return plan{}, err
+	}
+	now := time.Now().UTC()
+	id := model.NewID()
+	seed := in.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	p := plan{sys: model.System{
+		ID: id, Tenant: auth.Tenant(ctx), Name: in.Name, Time: model.TimeRealtime, State: model.StateCreated,
+		Seed: seed, Nodes: []model.SystemNode{}, Links: []model.SystemLink{}, CreatedAt: now, UpdatedAt: now,
+	}}
+	index := map[string]int{}
+	for i, n := range in.Nodes {
+		if !nodeName.MatchString(n.Name) {
+			return plan{}, fail.Invalid("nodes[%d].name %q must be 1 to 32 lowercase letters, digits, '-' or '_' (links name ports as node:port)", i, n.Name)
+		}
+		if _, dup := index[n.Name]; dup {
+			return plan{}, fail.Invalid("node name %q is used twice; node names are unique in a system", n.Name)
+		}
+		index[n.Name] = i
+		if n.ProgramID == "" {
+			return plan{}, fail.Invalid("node %s: program_id is required (upload one with POST /api/v1/programs)", n.Name)
+		}
+		if err := runnerapi.CheckLimits(n.Limits); err != nil {
+			return plan{}, about("node "+n.Name, err)
+		}
+		if err := checkLimits(n.Limits, caps); err != nil {
+			return plan{}, about("node "+n.Name, err)
+		}
+		be, b, err := Resolve(caps, n.Backend, n.BoardConfig)
+		if err != nil {
+			return plan{}, about("node "+n.Name, err)
+		}
+		// The program is checked against the board as a load would.
+		rp, _, err := svc.place(ctx, model.Session{ID: n.Name, Backend: be.Name, Machine: b.Name}, n.ProgramID)
+		if err != nil {
+			return plan{}, about("node "+n.Name, err)
+		}
+		in.Nodes[i].Backend = be.Name
+		p.boards, p.progs = append(p.boards, b), append(p.progs, rp)
+		p.sys.Nodes = append(p.sys.Nodes, model.SystemNode{Name: n.Name, Machine: b.Name, ProgramID: n.ProgramID})
+	}
+	if err := p.addLinks(in.Links, index); err != nil {
+		return plan{}, err
+	}
+	return p, nil
+}
+
+// addLinks validates the links and names them; an Ethernet member's NIC
+// gets its address in the system.
+func (p *plan) addLinks(links []model.LinkSpec, index map[string]int) error {
+	taken := map[string]string{} // "node:port" or "node:nic" -> link name
+	names := map[string]bool{}
+	for i, l := range links {
+		if l.Name == "" {
+			l.Name = fmt.Sprintf("link%d", i)
+		}
+		if !nodeName.MatchString(l.Name) {
+			return fail.Invalid("links[%d].name %q must be 1 to 32 lowercase letters, digits, '-' or '_'", i, l.Name)
+		}
+		if names[l.Name] {
+			return fail.Invalid("link name %q is used twice; link names are unique in a system", l.Name)
+		}
+		names[l.Name] = true
+		sl := model.SystemLink{Name: l.Name, Type: l.Type, RunnerLink: model.NewID()}
+		if l.Faults != nil {
+			if _, err := l.Faults.Check(); err != nil {
+				return fail.Invalid("link %s: %v", l.Name, err)
+			}
+			sl.Faults = *l.Faults
+		}
+		take := func(what string) error {
+			if o, ok := taken[what]; ok {
+				return fail.Invalid("link %s: %s is in link %s already; a port or NIC takes one link", l.Name, what, o)
+			}
+			taken[what] = l.Name
+			return nil
+		}
+		switch l.Type {
+		case model.LinkUART:
+			if len(l.Ends) != 2 || len(l.Nodes) != 0 {
+				return fail.Invalid(`link %s: a uart link has two ends, ["node:port", "node:port"]; got %d ends`, l.Name, len(l.Ends))
+			}
+			for _, e := range l.Ends {
+				end, err := p.uartEnd(l.Name, e, index)
+				if err != nil {
+					return err
+				}
+				if err := take(end); err != nil {
+					return err
+				}
+				sl.Ends = append(sl.Ends, end)
+			}
+		case model.LinkEthernet:
+			if len(l.Nodes) < 2 || len(l.Ends) != 0 {
+				return fail.Invalid(`link %s: an ethernet link joins two or more nodes, ["gw", "n2"]; got %d nodes`, l.Name, len(l.Nodes))
+			}
+			for _, n := range l.Nodes {
+				j, ok := index[n]
+				if !ok {
+					return fail.Invalid("link %s: node %q is not a node of the system (nodes: %s)", l.Name, n, strings.Join(p.nodeNames(), ", "))
+				}
+				if b := p.boards[j]; !b.Ethernet {
+					return fail.Unprocessable("link %s: node %s's board %s has no Ethernet NIC; boards with one: %s", l.Name, n, b.Name, strings.Join(p.ethernetBoards(), ", "))
+				}
+				if err := take(n + ":nic"); err != nil {
+					return err
+				}
+				p.sys.Nodes[j].MAC = nodeMAC(p.sys.ID, j)
+				sl.Nodes = append(sl.Nodes, n)
+			}
+		default:
+			return fail.Invalid("link %s: type %q is not a link type; allowed: %q, %q", l.Name, l.Type, model.LinkUART, model.LinkEthernet)
+		}
+		p.sys.Links = append(p.sys.Links, sl)
+	}
+	return nil
+}
+
+// uartEnd resolves "node:port" to the node and the seam's port name; the
+// port may be named as the seam does (uart1) or as the board does (usart2).
+func (p *plan) uartEnd(link, end string, index map[string]int) (string, error) {
+	node, port, ok := strings.Cut(end, ":")
+	j, known := index[node]
+	if !ok || !known {
+		return "", fail.Invalid("link %s: end %q is not node:port of a node of the system (nodes: %s)", link, end, strings.Join(p.nodeNames(), ", "))
+	}
+	b := p.boards[j]
+	var ports []string
+	for _, u := range b.UARTs {
+		if port == u.Port || port == u.Name {
+			return node + ":" + u.Port, nil
+		}
+		ports = append(ports, u.Port)
+	}
+	return "", fail.Invalid("link %s: board %s of node %s has no port %q; its ports: %s", link, b.Name, node, port, strings.Join(ports, ", "))
+}
+
+func (p *plan) nodeNames() []string {
+	var out []string
+	for _, n := range p.sys.Nodes {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+func (p *plan) ethernetBoards() []string {
+	// Every node's boards came from one catalog; the names offered are
+	// what the user can pick from.
+	seen := []string{}
+	for _, b := range p.boards {
+		if b.Ethernet && !slices.Contains(seen, b.Name) {
+			seen = append(seen, b.Name)
+		}
+	}
+	if len(seen) == 0 {
+		return []string{"mps2-an385 and the other mps2 boards (see GET /api/v1/capabilities, \"ethernet\": true)"}
+	}
+	return seen
+}
+
+// nodeMAC is node j's NIC address: locally administered, unique in the
+// system (its switch is the system's own).
+func nodeMAC(systemID string, j int) string {
+	return fmt.Sprintf("02:%s:%s:%s:%s:%02x", systemID[0:2], systemID[2:4], systemID[4:6], systemID[6:8], j+1)
+}
+
+// pickSystemRunner is the first live runner that offers every node's board
+// and has room for all of them at once.
+func (svc *Service) pickSystemRunner(ctx context.Context, nodes []model.SystemNode) (state.Runner, error) {
+	rs, err := svc.d.State.Runners(ctx)
+	if err != nil {
+		return state.Runner{}, err
+	}
+	largest := 0
+	for _, r := range rs {
+		if !slices.ContainsFunc(nodes, func(n model.SystemNode) bool { return !offers(r, n.Machine) }) {
+			largest = max(largest, r.Capacity)
+			if r.Free() >= len(nodes) {
+				return r, nil
+			}
+		}
+	}
+	if largest < len(nodes) {
+		e := fail.Unprocessable("the system has %d nodes, but no runner that offers their boards holds more than %d machines; a system runs on one runner", len(nodes), largest)
+		e.Code = "system_too_large"
+		return state.Runner{}, e
+	}
+	e := fail.Unavailable("no runner has room for the system's %d nodes now; try again later", len(nodes))
+	e.Code = "no_capacity"
+	return state.Runner{}, e
+}
+
+func offers(r state.Runner, machine string) bool {
+	return slices.ContainsFunc(r.Capabilities.Backends, func(be board.Backend) bool {
+		_, has := be.Board(machine)
+		return has
+	})
+}
+
+// makeNode creates a node's session on the system's runner with its
+// program loaded.
+func (svc *Service) makeNode(ctx context.Context, sys model.System, n model.NodeSpec, b board.Board, rp runnerapi.Program) (model.Session, error) {
+	now := time.Now().UTC()
+	s := model.Session{
+		ID: model.NewID(), Tenant: sys.Tenant, Name: sys.Name + "/" + n.Name, Backend: n.Backend, BoardConfig: n.BoardConfig,
+		Machine: b.Name, State: model.StateCreated, RunnerID: sys.RunnerID, CreatedAt: now, UpdatedAt: now,
+		Limits: n.Limits, ProgramID: n.ProgramID, SystemID: sys.ID,
+	}
+	for _, sn := range sys.Nodes {
+		if sn.Name == n.Name {
+			s.MAC = sn.MAC
+		}
+	}
+	s.Warnings = svc.bootWarnings(ctx, rp, b)
+	if err := svc.store(ctx, s); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// nodeStart is what the runner starts a node's machine with.
+func nodeStart(s model.Session, rp runnerapi.Program, halted bool) runnerapi.StartRequest {
+	req := runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits, Deterministic: s.Deterministic}
+	if s.MAC != "" {
+		req.NIC = &runnerapi.NIC{MAC: s.MAC}
+	}
+	return req
+}
+
+// remove deletes a session: its machine, its record and its quota slot.
+func (svc *Service) remove(ctx context.Context, s model.Session) error {
+	rc, err := svc.runner(ctx, &s, false)
+	if err != nil {
+		return err
+	}
+	if rc != nil {
+		if err := rc.Delete(ctx, s.ID); err != nil {
+			return err
+		}
+	}
+	if err := svc.d.State.DeleteSession(ctx, s.ID); err != nil && !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	svc.release(ctx, s)
+	svc.publish(events.TypeSessionDeleted, s)
+	return nil
+}
+
+// System returns one of the caller's systems, each node with its session's
+// state now.
+func (svc *Service) System(ctx context.Context, id string) (model.System, error) {
+	sys, err := svc.ownSystem(ctx, id)
+	if err != nil {
+		return sys, err
+	}
+	for i, n := range sys.Nodes {
+		if s, err := svc.Get(ctx, n.SessionID); err == nil {
+			sys.Nodes[i].State = s.State
+		}
+	}
+	return sys, nil
+}
+
+func (svc *Service) ownSystem(ctx context.Context, id string) (model.System, error) {
+	return auth.Lookup(ctx, "system", id, svc.d.State.GetSystem, func(s model.System) string { return s.Tenant })
+}
+
+// ListSystems returns a page of the caller's systems, oldest first.
+func (svc *Service) ListSystems(ctx context.Context, page, size int) (Systems, error) {
+	all, _, err := svc.d.State.ListSystems(ctx, 0, math.MaxInt32)
+	if err != nil {
+		return Systems{}, err
+	}
+	own, total := auth.OwnPage(ctx, all, func(s model.System) string { return s.Tenant }, page, size)
+	if own == nil {
+		own = []model.System{}
+	}
+	return Systems{Systems: own, Total: total, Page: page, PageSize: size}, nil
+}
+
+// nodes are the system's node sessions, in node order.
+func (svc *Service) nodes(ctx context.Context, sys model.System) ([]model.Session, error) {
+	out := make([]model.Session, len(sys.Nodes))
+	for i, n := range sys.Nodes {
+		s, err := svc.Get(ctx, n.SessionID)
+		if err != nil {
+			return nil, about("node "+n.Name+" (session "+n.SessionID+")", err)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// systemRunner is a client of the system's runner. A system whose runner
+// is gone (none of its machines survived it) is placed again, all nodes
+// on one live runner, when place is set; otherwise the client is nil.
+func (svc *Service) systemRunner(ctx context.Context, sys *model.System, place bool) (*runnerapi.Client, error) {
+	r, err := svc.d.State.Runner(ctx, sys.RunnerID)
+	if errors.Is(err, state.ErrNotFound) {
+		if !place {
+			return nil, nil
+		}
+		if r, err = svc.pickSystemRunner(ctx, sys.Nodes); err != nil {
+			return nil, err
+		}
+		for _, n := range sys.Nodes {
+			if _, err := svc.d.State.UpdateSession(ctx, n.SessionID, func(x *model.Session) error {
+				x.RunnerID = r.ID
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+		}
+		if *sys, err = svc.d.State.UpdateSystem(ctx, sys.ID, func(x *model.System) error {
+			x.RunnerID = r.ID
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return svc.Client(r)
+}
+
+// PowerOnSystem starts every node paused, puts the links on the runner
+// and then resumes all nodes at once, so none runs before its peers can
+// hear it. A node that fails to start stops the ones started.
+func (svc *Service) PowerOnSystem(ctx context.Context, id string) (model.System, error) {
+	sys, err := svc.ownSystem(ctx, id)
+	if err != nil {
+		return sys, err
+	}
+	ss, err := svc.nodes(ctx, sys)
+	if err != nil {
+		return sys, err
+	}
+	var running []string
+	for i, s := range ss {
+		if s.State == model.StateRunning {
+			running = append(running, sys.Nodes[i].Name)
+		}
+	}
+	if len(running) > 0 {
+		return sys, fail.Conflict("system %s has nodes running (%s); power it off first, or reset it", id, strings.Join(running, ", "))
+	}
+	rc, err := svc.systemRunner(ctx, &sys, true)
+	if err != nil {
+		return sys, err
+	}
+	t0 := time.Now()
+	// The nodes start in parallel: each is a start of its own emulator.
+	started := make([]bool, len(ss))
+	errs := each(ss, func(i int, s model.Session) error {
+		rp, err := svc.program(ctx, s, s.ProgramID)
+		if err == nil {
+			_, err = rc.Start(ctx, s.ID, nodeStart(s, rp, true))
+		}
+		started[i] = err == nil
+		return err
+	})
+	undo := func(err error) (model.System, error) {
+		for i, s := range ss {
+			if !started[i] {
+				continue
+			}
+			if err := rc.Stop(context.WithoutCancel(ctx), s.ID); err != nil {
+				svc.d.Log.Warn("stop a node after a failed system power on", "session", s.ID, "err", err)
+			}
+		}
+		return sys, err
+	}
+	for i, err := range errs {
+		if err != nil {
+			return undo(about("node "+sys.Nodes[i].Name, err))
+		}
+	}
+	t1 := time.Now()
+	if err := svc.putLinks(ctx, rc, sys); err != nil {
+		return undo(err)
+	}
+	t2 := time.Now()
+	// Resumed together: each resume is a monitor command on its own
+	// emulator, so in parallel they land within a millisecond or so.
+	errs = each(ss, func(_ int, s model.Session) error { return rc.Resume(ctx, s.ID) })
+	if err := errors.Join(errs...); err != nil {
+		return undo(about("resume the nodes", err))
+	}
+	svc.d.Log.Info("system powered on", "system", sys.ID, "nodes", len(ss), "start_ms", ms(t1.Sub(t0)), "links_ms", ms(t2.Sub(t1)), "resume_ms", ms(time.Since(t2)))
+	return svc.setSystemState(ctx, sys, model.StateRunning, events.TypeSystemStarted)
+}
+
+// putLinks puts the system's links on its runner. Putting one the runner
+// has already is harmless; a restarted runner gets them back.
+func (svc *Service) putLinks(ctx context.Context, rc *runnerapi.Client, sys model.System) error {
+	for _, l := range sys.Links {
+		var err error
+		switch l.Type {
+		case model.LinkUART:
+			var req runnerapi.LinkRequest
+			for k, e := range l.Ends {
+				node, port, _ := strings.Cut(e, ":")
+				req.Ends[k] = runnerapi.LinkEnd{Session: sys.Node(node).SessionID, Port: port}
+			}
+			req.Faults, req.Seed = l.Faults, sys.Seed
+			_, err = rc.PutLink(ctx, l.RunnerLink, req)
+		case model.LinkEthernet:
+			req := runnerapi.SegmentRequest{Faults: l.Faults, Seed: sys.Seed}
+			for _, n := range l.Nodes {
+				req.Members = append(req.Members, sys.Node(n).SessionID)
+			}
+			_, err = rc.PutSegment(ctx, l.RunnerLink, req)
+		}
+		if err != nil {
+			return about("link "+l.Name, err)
+		}
+	}
+	return nil
+}
+
+func (svc *Service) setSystemState(ctx context.Context, sys model.System, st model.State, typ string) (model.System, error) {
+	sys, err := svc.d.State.UpdateSystem(ctx, sys.ID, func(x *model.System) error {
+		x.State, x.Reason = st, ""
+		return nil
+	})
+	if err != nil {
+		return sys, err
+	}
+	svc.publishSystem(typ, sys)
+	return svc.System(ctx, sys.ID)
+}
+
+// PowerOffSystem stops every running node.
+func (svc *Service) PowerOffSystem(ctx context.Context, id string) (model.System, error) {
+	sys, ss, err := svc.runningNodes(ctx, id, "power it on first")
+	if err != nil {
+		return sys, err
+	}
+	for _, s := range ss {
+		if _, err := svc.PowerOff(ctx, s.ID); err != nil && !errors.Is(err, fail.ErrConflict) {
+			return sys, err
+		}
+	}
+	return svc.setSystemState(ctx, sys, model.StateStopped, events.TypeSystemStopped)
+}
+
+// ResetSystem resets every running node.
+func (svc *Service) ResetSystem(ctx context.Context, id string) (model.System, error) {
+	sys, ss, err := svc.runningNodes(ctx, id, "power it on first")
+	if err != nil {
+		return sys, err
+	}
+	for _, s := range ss {
+		if _, err := svc.Reset(ctx, s.ID); err != nil && !errors.Is(err, fail.ErrConflict) {
+			return sys, err
+		}
+	}
+	return svc.setSystemState(ctx, sys, model.StateRunning, events.TypeSystemRebooted)
+}
+
+// runningNodes are the system's running nodes, or a conflict when none
+// runs (hint says what to do).
+func (svc *Service) runningNodes(ctx context.Context, id, hint string) (model.System, []model.Session, error) {
+	sys, err := svc.ownSystem(ctx, id)
+	if err != nil {
+		return sys, nil, err
+	}
+	ss, err := svc.nodes(ctx, sys)
+	if err != nil {
+		return sys, nil, err
+	}
+	ss = slices.DeleteFunc(ss, func(s model.Session) bool { return s.State != model.StateRunning })
+	if len(ss) == 0 {
+		return sys, nil, fail.Conflict("no node of system %s is running; %s", id, hint)
+	}
+	return sys, ss, nil
+}
+
+// DeleteSystem removes the system's links from its runner, then its nodes'
+// sessions (stopping their machines), then the system.
+func (svc *Service) DeleteSystem(ctx context.Context, id string) (model.System, error) {
+	sys, err := svc.ownSystem(ctx, id)
+	if err != nil {
+		return sys, err
+	}
+	rc, err := svc.systemRunner(ctx, &sys, false)
+	if err != nil {
+		return sys, err
+	}
+	if rc != nil {
+		for _, l := range sys.Links {
+			del := rc.DeleteLink
+			if l.Type == model.LinkEthernet {
+				del = rc.DeleteSegment
+			}
+			if err := del(ctx, l.RunnerLink); err != nil && !runnerapi.IsNotFound(err) {
+				return sys, about("link "+l.Name, err)
+			}
+		}
+	}
+	for _, n := range sys.Nodes {
+		s, err := svc.d.State.GetSession(ctx, n.SessionID)
+		if errors.Is(err, state.ErrNotFound) {
+			continue
+		}
+		if err == nil {
+			err = svc.remove(ctx, s)
+		}
+		if err != nil {
+			return sys, about("node "+n.Name, err)
+		}
+	}
+	if err := svc.d.State.DeleteSystem(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
+		return sys, err
+	}
+	svc.publishSystem(events.TypeSystemDeleted, sys)
+	return sys, nil
+}
+
+func (svc *Service) publishSystem(typ string, sys model.System) {
+	if err := svc.d.Publisher.Publish(events.WithTenant(context.Background(), model.TenantOr(sys.Tenant)), typ, sys.ID, sys); err != nil {
+		svc.d.Log.Warn("publish", "type", typ, "err", err)
+	}
+}
+
+// about puts the node or link an error is about before its message,
+// keeping its status.
+func about(what string, err error) error {
+	var e *fail.Error
+	if errors.As(err, &e) {
+		c := *e
+		c.Message = what + ": " + c.Message
+		return &c
+	}
+	return runnerapi.About(what, err)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// each runs fn for every session at once and returns their errors in
+// order.
+func each(ss []model.Session, fn func(int, model.Session) error) []error {
+	errs := make([]error, len(ss))
+	var wg sync.WaitGroup
+	for i, s := range ss {
+		wg.Go(func() { errs[i] = fn(i, s) })
+	}
+	wg.Wait()
+	return errs
+}
