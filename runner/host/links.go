@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/coder/websocket"
 
@@ -112,20 +111,15 @@ type hostLink struct {
 	deleted bool
 }
 
-// linkFaults validates the wire form.
+// linkFaults validates the wire form by the rule the systems API applies
+// (model.LinkFaults.Check, so the runner and the API cannot disagree on
+// what a link accepts) and converts it to the link's form.
 func linkFaults(f runnerapi.LinkFaults) (link.Faults, error) {
-	out := link.Faults{Down: f.Down, Loss: f.Loss, Corrupt: f.Corrupt}
-	if f.Delay != "" {
-		d, err := time.ParseDuration(f.Delay)
-		if err != nil {
-			return out, httpapi.BadRequest("faults.delay %q is not a duration (e.g. \"5ms\")", f.Delay)
-		}
-		out.Delay = d
+	d, err := f.Check()
+	if err != nil {
+		return link.Faults{}, httpapi.BadRequest("%v", err)
 	}
-	if err := out.Validate(); err != nil {
-		return out, httpapi.BadRequest("faults: %v", err)
-	}
-	return out, nil
+	return link.Faults{Down: f.Down, Loss: f.Loss, Corrupt: f.Corrupt, Delay: d}, nil
 }
 
 // PutLink defines a link between two ports of sessions on this runner and

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/machineserver/machineserver/shared/model"
 )
 
 const (
@@ -22,8 +24,9 @@ const (
 	lineChunks = 1024
 	// MaxDelay bounds Faults.Delay: longer than any UART timeout a user
 	// would test, short enough that a forgotten setting does not look like
-	// a dead link for long.
-	MaxDelay = 10 * time.Second
+	// a dead link for long. It is the API's bound, so every delay the API
+	// accepts is one a link takes.
+	MaxDelay = model.MaxLinkDelay
 )
 
 // Faults are what a link does to the bytes it carries (see the package
