@@ -1,5 +1,6 @@
 // Command msctl is the Machine Server command line: sign in once, then
-// manage programs, sessions, snapshots and recordings, attach to a console,
+// manage programs, sessions, systems of linked boards (and their links'
+// faults and captures), snapshots and recordings, attach to a console,
 // tail the event stream, fetch coverage, run firmware to a verdict in CI
 // (exit 0 passed, 1 failed, 42 timed out, as wokwi-cli), replay a recorded
 // execution and tunnel gdb. It is a thin client of the REST and WebSocket
@@ -38,6 +39,12 @@ Commands:
   snapshots ls [SESSION] | create SESSION [--name N] [--description D]
   snapshots restore SESSION SNAPSHOT | fork SNAPSHOT [--count N] | rm SNAPSHOT...
   recordings ls | get RID | rm RID... | console RID
+  systems create [FILE|-] [--poweron] | ls | get ID | rm ID...
+  systems poweron ID | poweroff ID | reset ID
+  systems link ID LINK [--down] [--loss P] [--corrupt P] [--delay DUR] [--clean]
+  systems capture ID LINK [--after SEQ] [-o FILE]
+                                       systems of linked boards; link shows or sets a
+                                       link's faults, capture writes what crossed it
   replay RID|JOB_ID [--name N] [--halted] [--gdb ADDR]
                                        a session that re-runs a recording (or the one a
                                        job kept), powered on; --gdb then tunnels gdb to it
@@ -136,6 +143,7 @@ func commands() map[string]command {
 		"sessions":   group(sessionsUsage, sessionCommands),
 		"snapshots":  group(snapshotsUsage, snapshotCommands),
 		"recordings": group(recordingsUsage, recordingCommands),
+		"systems":    group(systemsUsage, systemCommands),
 		"replay":     runReplay,
 		"console":    runConsole,
 		"coverage":   runCoverage,

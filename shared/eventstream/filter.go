@@ -167,7 +167,12 @@ func parseItem(id string, event []byte) (*item, error) {
 // "session_id" (a string), "session" (an object's "id") and "sessions" (an
 // array of ids or of objects with an "id"). That covers a job's session, a
 // snapshot's session, a restore's session, a fork's sessions and a coverage
-// report's sessions; the subject covers the resource an event is about.
+// report's sessions, and through "system_id" a node session's system; the
+// subject covers the resource an event is about. A system's events carry
+// the system, whose nodes are sessions one level down ("nodes", objects
+// with a "session_id"): they count as sessions the event names, so a
+// client following a session also sees the system it is a node of start,
+// stop and go.
 func refsOf(data json.RawMessage) map[string][]string {
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(data, &fields) != nil {
@@ -194,6 +199,18 @@ func refsOf(data json.RawMessage) map[string][]string {
 				refs[k] = append(refs[k], s)
 			} else if json.Unmarshal(e, &obj) == nil && obj.ID != "" {
 				refs[k] = append(refs[k], obj.ID)
+			}
+		}
+	}
+	var nodes []json.RawMessage
+	if json.Unmarshal(fields["nodes"], &nodes) == nil {
+		for _, e := range nodes {
+			// A link's nodes are names, not objects: they name no session.
+			var n struct {
+				SessionID string `json:"session_id"`
+			}
+			if json.Unmarshal(e, &n) == nil && n.SessionID != "" {
+				refs["session"] = append(refs["session"], n.SessionID)
 			}
 		}
 	}

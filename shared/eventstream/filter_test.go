@@ -144,6 +144,62 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+// TestMatchSystems: system= gets a system's own events and its node
+// sessions' events (their data carries system_id); session= gets the
+// system events that list the session as a node, and no others.
+func TestMatchSystems(t *testing.T) {
+	const sys, other, n1, n2, n3, j1 = "00000000000000f1", "00000000000000f2", "00000000000000a1", "00000000000000a2", "00000000000000a3", "00000000000000b1"
+	system := model.System{ID: sys, Name: "pair", Time: model.TimeRealtime, State: model.StateRunning,
+		Nodes: []model.SystemNode{{Name: "ping", SessionID: n1}, {Name: "pong", SessionID: n2}},
+		Links: []model.SystemLink{{Name: "lan0", Type: model.LinkEthernet, Nodes: []string{"ping", "pong"}}}}
+	created := itemOf(t, events.TypeSystemCreated, sys, system)
+	started := itemOf(t, events.TypeSystemStarted, sys, system)
+	deleted := itemOf(t, events.TypeSystemDeleted, sys, system)
+	linkChanged := itemOf(t, events.TypeSystemLinkChanged, sys, events.LinkChanged{SystemID: sys, Link: system.Links[0]})
+	node := itemOf(t, events.TypeSessionStarted, n1, model.Session{ID: n1, SystemID: sys, State: model.StateRunning})
+	lone := itemOf(t, events.TypeSessionStarted, n3, model.Session{ID: n3, State: model.StateRunning})
+	otherNode := itemOf(t, events.TypeSessionStarted, n3, model.Session{ID: n3, SystemID: other, State: model.StateRunning})
+	job := itemOf(t, events.TypeJobStarted, j1, model.Job{ID: j1, SessionID: n1, State: model.JobRunning})
+
+	f := func(query string) Filter {
+		q, _ := url.ParseQuery(query)
+		f, err := ParseFilter(q, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for _, c := range []struct {
+		filter string
+		it     *item
+		want   bool
+	}{
+		{"system=" + sys, created, true}, // the subject
+		{"system=" + sys, started, true},
+		{"system=" + sys, deleted, true},
+		{"system=" + sys, linkChanged, true},
+		{"system=" + other, started, false},
+		{"system=" + sys, node, true}, // a node session's own event names its system
+		{"system=" + sys, lone, false},
+		{"system=" + sys, otherNode, false},
+		{"system=" + sys, job, false},    // a node's job names the session, not the system
+		{"session=" + n1, created, true}, // a node of the system
+		{"session=" + n2, started, true},
+		{"session=" + n2, deleted, true},
+		{"session=" + n3, started, false},     // not a node
+		{"session=" + n1, linkChanged, false}, // names the link's nodes by name only
+		{"session=" + n1, node, true},
+		{"session=" + n1 + "&system=" + sys, started, true},
+		{"session=" + n3 + "&system=" + sys, started, false},
+		{"session=" + n1 + "&types=io.machineserver.system.", started, true},
+		{"session=" + n1 + "&types=io.machineserver.system.", node, false},
+	} {
+		if got := f(c.filter).Match(c.it); got != c.want {
+			t.Errorf("%s matches %s about %s: %v, want %v", c.filter, c.it.typ, c.it.subject, got, c.want)
+		}
+	}
+}
+
 func TestParseItemAddsTheStreamID(t *testing.T) {
 	it := itemOf(t, events.TypeSessionStarted, "00000000000000a1", model.Session{ID: "00000000000000a1", State: model.StateRunning})
 	var m map[string]any
