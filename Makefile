@@ -109,6 +109,7 @@ bench: deps-test firmware plugin ui
 	$(GO) test -count=1 -run '^$$' -bench SwitchRoundTrip -benchtime 20000x -timeout 30m ./runner/link/
 	$(GO) test -count=1 -run '^$$' -bench RunnerLink -benchtime 10x -timeout 30m ./e2e/
 	$(GO) test -count=1 -run '^$$' -bench SystemPowerOn -benchtime 20x -timeout 30m ./e2e/
+	$(GO) test -count=1 -run '^$$' -bench VirtualTime -benchtime 1x -timeout 30m ./runner/host/
 
 clean:
 	rm -rf $(BUILD)

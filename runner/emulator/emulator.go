@@ -50,6 +50,15 @@ type Spec struct {
 	// firmware given no input (or input at the same guest instants) makes
 	// the same execution, run after run.
 	Deterministic bool
+	// VirtualTime runs the guest on the emulator's instruction counter
+	// with its clock held to the host's: a guest is never let ahead of
+	// host time, and idle time passes as on the host. Guest time then
+	// follows executed instructions (a busy loop takes the same guest
+	// time on any host) while machines started together keep one time
+	// base, which is what the nodes of a system need to keep their
+	// timeouts meaningful to each other. Deterministic wins when both
+	// are set.
+	VirtualTime bool
 	// Record, when set, is a directory the backend writes a recording of
 	// the whole execution into (its own files: the caller stores the
 	// directory as it is once the machine has exited).

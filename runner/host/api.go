@@ -89,6 +89,9 @@ func (r *Runner) Handler() http.Handler {
 		defer cancel()
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "resumed"}, r.Resume(ctx, req.PathValue("id")))
 	})
+	mux.HandleFunc("POST "+p+"/sessions/{id}/pause", func(w http.ResponseWriter, req *http.Request) {
+		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "paused"}, r.Pause(req.Context(), req.PathValue("id")))
+	})
 	mux.HandleFunc("DELETE "+p+"/sessions/{id}", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.Delete(req.PathValue("id")))
 	})
@@ -138,6 +141,23 @@ func (r *Runner) Handler() http.Handler {
 	mux.HandleFunc("GET "+p+"/links/{id}/stream", r.streamLink)
 	mux.HandleFunc("DELETE "+p+"/links/{id}", func(w http.ResponseWriter, req *http.Request) {
 		httpapi.Reply(w, req, http.StatusOK, map[string]string{"status": "deleted"}, r.DeleteLink(req.PathValue("id")))
+	})
+	mux.HandleFunc("PUT "+p+"/clocks/{id}", func(w http.ResponseWriter, req *http.Request) {
+		var in runnerapi.ClockRequest
+		if err := httpapi.DecodeJSON(req, &in, 1<<16); err != nil {
+			httpapi.WriteError(w, req, err)
+			return
+		}
+		c, err := r.PutClock(req.PathValue("id"), in)
+		httpapi.Reply(w, req, http.StatusOK, c, err)
+	})
+	mux.HandleFunc("GET "+p+"/clocks/{id}", func(w http.ResponseWriter, req *http.Request) {
+		c, err := r.GetClock(req.PathValue("id"))
+		httpapi.Reply(w, req, http.StatusOK, c, err)
+	})
+	mux.HandleFunc("DELETE "+p+"/clocks/{id}", func(w http.ResponseWriter, req *http.Request) {
+		c, err := r.DeleteClock(req.PathValue("id"))
+		httpapi.Reply(w, req, http.StatusOK, c, err)
 	})
 	mux.HandleFunc("PUT "+p+"/segments/{id}", func(w http.ResponseWriter, req *http.Request) {
 		var in runnerapi.SegmentRequest

@@ -142,6 +142,8 @@ type Runner struct {
 	// (segments.go); under mu.
 	links    map[string]*hostLink
 	segments map[string]*segment
+	// clocks keep systems' virtual clocks together (clocks.go); under mu.
+	clocks map[string]*hostClock
 }
 
 // session is one session's emulator slot. Its console rings outlive
@@ -188,7 +190,7 @@ func imageKey(req runnerapi.StartRequest) string {
 	if req.NIC != nil {
 		mac = req.NIC.MAC
 	}
-	return fmt.Sprintf("%s|%s|%s|%x|%t|%s", req.Machine, req.Program.SHA256, req.Program.Format, req.Program.LoadAddress, req.Deterministic, mac)
+	return fmt.Sprintf("%s|%s|%s|%x|%t|%t|%s", req.Machine, req.Program.SHA256, req.Program.Format, req.Program.LoadAddress, req.Deterministic, req.VirtualTime, mac)
 }
 
 // New probes the backend, reconciles sessions a previous incarnation left, and

@@ -81,6 +81,11 @@ func (r *Runner) Start(ctx context.Context, id string, req runnerapi.StartReques
 	if req.Machine == "" {
 		return runnerapi.Status{}, httpapi.BadRequest("machine is required")
 	}
+	if req.Deterministic && req.VirtualTime {
+		// One instruction counter, two ways to run it: sleep off (idle time
+		// skipped) or held to the host's time.
+		return runnerapi.Status{}, httpapi.BadRequest("deterministic and virtual_time do not combine: a deterministic machine skips idle time, a virtual-time one keeps it in step with the host; ask for one of them")
+	}
 	if req.Backend != "" && req.Backend != r.offered.Name {
 		return runnerapi.Status{}, httpapi.Unprocessable("backend %q is not offered by this runner (it runs %s)", req.Backend, r.offered.Name)
 	}
@@ -379,6 +384,30 @@ func (r *Runner) Resume(ctx context.Context, id string) error {
 	return nil
 }
 
+// Pause stops a running machine's guest where it is, until Resume: the
+// nodes of a system are paused together before their snapshots, so each
+// is saved at the same point of the others (a snapshot of a paused guest
+// leaves it paused). Pausing a paused guest is harmless.
+func (r *Runner) Pause(ctx context.Context, id string) error {
+	s, err := r.slot(id, false)
+	if err != nil {
+		return httpapi.Conflict("session %s is not running; only a running machine can be paused", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := r.live(s)
+	if in == nil {
+		return httpapi.Conflict("session %s is not running; only a running machine can be paused", id)
+	}
+	if err := in.m.Pause(ctx); err != nil {
+		if r.died(s, in, err) {
+			return nil
+		}
+		return fmt.Errorf("pause session %s: %w", id, err)
+	}
+	return nil
+}
+
 // Delete stops the machine and drops the console history. The id is
 // remembered, so a request racing the delete cannot bring the slot back.
 func (r *Runner) Delete(id string) error {
@@ -460,6 +489,7 @@ func (r *Runner) launch(ctx context.Context, s *session, req runnerapi.StartRequ
 		Coverage: counts(b),
 		// The session's, so its spares and restarts run on the same clock.
 		Deterministic: req.Deterministic,
+		VirtualTime:   req.VirtualTime,
 		NIC:           nic,
 		// Into the group before the guest runs a single instruction.
 		Started: g.Add,

@@ -80,6 +80,8 @@ func (r *Runner) Run(ctx context.Context) error {
 // Shutdown stops every emulator (their sessions become stopped) and
 // unregisters the runner.
 func (r *Runner) Shutdown(ctx context.Context) {
+	// The barriers first: they would resume nodes being stopped.
+	r.stopClocks()
 	r.mu.Lock()
 	r.closed = true
 	all := make([]*session, 0, len(r.sessions))

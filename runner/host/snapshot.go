@@ -176,7 +176,7 @@ func (r *Runner) Restore(ctx context.Context, id string, req runnerapi.RestoreRe
 	}
 	// The new machine is built and loaded while the old one still runs, so
 	// the switch itself is only a kill and a cont.
-	start := runnerapi.StartRequest{Machine: req.Machine, Program: req.Program, Deterministic: req.Deterministic}
+	start := runnerapi.StartRequest{Machine: req.Machine, Program: req.Program, Deterministic: req.Deterministic, VirtualTime: req.VirtualTime}
 	if s.last != nil {
 		// The restored machine takes the session's place on its segment.
 		start.NIC = s.last.NIC
@@ -194,7 +194,7 @@ func (r *Runner) Restore(ctx context.Context, id string, req runnerapi.RestoreRe
 	r.replace(s)
 	r.setLast(s, &start)
 	s.restorable = true
-	st, err := r.activate(ctx, s, m, false)
+	st, err := r.activate(ctx, s, m, req.Halted)
 	if err == nil {
 		r.log.Info("session restored", "session", id, "snapshot", req.SnapshotID, "pid", m.Pid())
 		r.prepare(s)

@@ -212,7 +212,7 @@ func (b *Backend) Launch(ctx context.Context, spec emulator.Spec) (emulator.Mach
 		Binary: bin, Machine: spec.Board.Name, Dir: spec.Dir, Firmware: Firmware(spec.Firmware),
 		GDB: true, Ethernet: spec.Board.Ethernet, Incoming: spec.Incoming, Started: spec.Started,
 		Serials: max(len(spec.Board.UARTs), 1), Arch: spec.Board.Arch,
-		Clock: Clock{Deterministic: spec.Deterministic, Record: spec.Record, Replay: spec.Replay, Snapshot: spec.Board.Snapshots},
+		Clock: Clock{Deterministic: spec.Deterministic, VirtualTime: spec.VirtualTime, Record: spec.Record, Replay: spec.Replay, Snapshot: spec.Board.Snapshots},
 	}
 	if spec.NIC != nil {
 		cfg.NIC = &NIC{MAC: spec.NIC.MAC}

@@ -6,8 +6,13 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/machineserver/machineserver/runner/emulator"
+	"github.com/machineserver/machineserver/runner/qmp"
 )
 
 // ICountShift is the instruction counter's scale whenever the guest runs on
@@ -34,6 +39,15 @@ type Clock struct {
 	// advances only with executed instructions, and a guest waiting for a
 	// timer jumps to it at once.
 	Deterministic bool
+	// VirtualTime runs on the instruction counter with sleep on and align
+	// on: guest time advances with executed instructions, a guest that
+	// runs ahead of the host is made to sleep until the host catches up
+	// (QEMU's align), and an idle guest's clock follows the host's. So
+	// machines run side by side keep one time base, a busy one no longer
+	// racing ahead of an idle one; what remains is a guest falling behind
+	// (the host cannot keep up, or the overhead of waking an idle guest),
+	// which the runner reads with VirtualLag. Deterministic wins over it.
+	VirtualTime bool
 	// Record writes a recording of the execution into this directory.
 	Record string
 	// Replay re-runs the recording in this directory.
@@ -56,7 +70,10 @@ func (c Clock) validate() error {
 	return nil
 }
 
-// args is the -icount option, none for the host clock. Recording keeps
+// args is the -icount option, none for the host clock. A recording or
+// a replay keeps its own settings whatever else is asked (the replay
+// must run as the recording did), and Deterministic wins over
+// VirtualTime. Recording keeps
 // sleep on: with sleep off, QEMU 7.2 races an idle guest's clock ahead and
 // loses console input (see docs/design.md).
 func (c Clock) args() []string {
@@ -74,6 +91,9 @@ func (c Clock) args() []string {
 		}
 	case c.Deterministic:
 		opts += ",sleep=off"
+	case c.VirtualTime:
+		// sleep=on is the default, and align needs it.
+		opts += ",align=on"
 	default:
 		return nil
 	}
@@ -89,4 +109,40 @@ func createReplayImage(ctx context.Context, dir string) error {
 		return fmt.Errorf("qemu: creating the recording's image (qemu-img, from Debian's qemu-utils): %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// lagLine is "info jit"'s line for an instruction-counted guest:
+// QEMU_CLOCK_VIRTUAL_RT (host time while the machine runs) minus the
+// guest's clock, whole milliseconds, e.g. "Host - Guest clock  62 ms".
+var lagLine = regexp.MustCompile(`(?m)^Host - Guest clock\s+(-?\d+) ms`)
+
+// VirtualLag is how far the guest's clock is behind the host time the
+// machine has spent running (not paused) since its first resume, to the
+// millisecond; negative when it is ahead. QEMU 7.2 has no command that
+// answers the guest clock itself (QMP query-replay answers the raw
+// instruction count, without the time an idle guest skipped), but HMP
+// "info jit" prints this difference whenever the instruction counter
+// runs. On the host clock the answer is an error wrapping
+// emulator.ErrUnsupported.
+func (m *machine) VirtualLag(ctx context.Context) (time.Duration, error) {
+	out, err := m.p.QMP.HumanCommand(ctx, "info jit")
+	if err != nil {
+		if errors.Is(err, qmp.ErrClosed) {
+			return 0, fmt.Errorf("qemu: info jit: %w", emulator.ErrExited)
+		}
+		return 0, fmt.Errorf("qemu: info jit: %w", err)
+	}
+	return parseLag(out)
+}
+
+func parseLag(out string) (time.Duration, error) {
+	g := lagLine.FindStringSubmatch(out)
+	if g == nil {
+		return 0, fmt.Errorf("%w: the guest clock (the machine is not on the instruction counter)", emulator.ErrUnsupported)
+	}
+	ms, err := strconv.ParseInt(g[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("qemu: info jit: %w", err)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }

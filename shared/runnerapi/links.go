@@ -256,3 +256,57 @@ type FrameRecord struct {
 // can be about 190 KB (a 69 KB frame sent and delivered, in base64): a
 // client's read limit must allow it.
 func SegmentStreamPath(id string) string { return segmentPath(id) + "/stream" }
+
+// ClockRequest keeps the virtual clocks of a system's nodes (sessions
+// started with VirtualTime and resumed together) within Quantum of each
+// other: the runner pauses a node that runs ahead until the others catch
+// up.
+type ClockRequest struct {
+	Sessions []string `json:"sessions"`
+	// Quantum is a Go duration from 1ms to 1s; "" is 20ms.
+	Quantum string `json:"quantum,omitempty"`
+}
+
+// Clock is a barrier's state: what it has measured since it was put.
+type Clock struct {
+	ID       string   `json:"id"`
+	Sessions []string `json:"sessions"`
+	Quantum  string   `json:"quantum"`
+	// Running is false once a node's machine ended (Reason says how) or
+	// the clock was deleted.
+	Running bool   `json:"running"`
+	Reason  string `json:"reason,omitempty"`
+	// Polls counts readings of every node's clock; MaxSpreadMS is the
+	// largest distance between the nodes' guest clocks at one reading.
+	Polls       int     `json:"polls"`
+	MaxSpreadMS float64 `json:"max_spread_ms"`
+	// Holds counts the times a node was paused for the others, HeldMS the
+	// host time they spent so: what the bound cost.
+	Holds  int     `json:"holds"`
+	HeldMS float64 `json:"held_ms"`
+}
+
+func clockPath(id string) string { return "/clocks/" + url.PathEscape(id) }
+
+// PutClock starts (or starts again) a barrier over the sessions' virtual
+// clocks.
+func (c *Client) PutClock(ctx context.Context, id string, req ClockRequest) (Clock, error) {
+	var out Clock
+	err := c.call(ctx, http.MethodPut, clockPath(id), req, &out)
+	return out, err
+}
+
+// GetClock is the barrier's state.
+func (c *Client) GetClock(ctx context.Context, id string) (Clock, error) {
+	var out Clock
+	err := c.call(ctx, http.MethodGet, clockPath(id), nil, &out)
+	return out, err
+}
+
+// DeleteClock stops the barrier (resuming any node it holds) and answers
+// its last state.
+func (c *Client) DeleteClock(ctx context.Context, id string) (Clock, error) {
+	var out Clock
+	err := c.call(ctx, http.MethodDelete, clockPath(id), nil, &out)
+	return out, err
+}

@@ -48,6 +48,10 @@ type StartRequest struct {
 	// Deterministic runs the machine on its instruction counter
 	// (emulator.Spec.Deterministic).
 	Deterministic bool `json:"deterministic,omitempty"`
+	// VirtualTime runs the machine on its instruction counter with guest
+	// time kept aligned to the host's (emulator.Spec.VirtualTime), so the
+	// nodes of a system share one time base.
+	VirtualTime bool `json:"virtual_time,omitempty"`
 	// Limits are the session's CPU and memory caps; nil or zero fields take
 	// the runner's defaults.
 	Limits *model.Limits `json:"limits,omitempty"`
@@ -98,6 +102,12 @@ type RestoreRequest struct {
 	// machine that takes the state runs on the same clock as the one that
 	// gave it, or a deterministic session would stop being one.
 	Deterministic bool `json:"deterministic,omitempty"`
+	// VirtualTime is the session's (StartRequest.VirtualTime), for the
+	// same reason.
+	VirtualTime bool `json:"virtual_time,omitempty"`
+	// Halted leaves the restored guest paused until a Resume, so the nodes
+	// of a system are linked before any of them runs on.
+	Halted bool `json:"halted,omitempty"`
 }
 
 // GDB is how a debugger reaches a session on its runner.
@@ -258,6 +268,12 @@ func (c *Client) Reset(ctx context.Context, id string) error {
 // with no running machine is a 409.
 func (c *Client) Resume(ctx context.Context, id string) error {
 	return c.post(ctx, sessionPath(id)+"/resume", nil, nil)
+}
+
+// Pause stops a running session's guest where it is, until a Resume; a
+// snapshot of a paused guest leaves it paused. Pausing twice is harmless.
+func (c *Client) Pause(ctx context.Context, id string) error {
+	return c.post(ctx, sessionPath(id)+"/pause", nil, nil)
 }
 
 // Prepare tells the runner what the session will run, so it can prelaunch a
