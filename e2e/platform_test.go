@@ -264,8 +264,8 @@ func startDistributed(t testing.TB, env ...string) *platform {
 }
 
 // snapshotPath is what the HTTPRoute in knative/routing.yaml sends to the
-// snapshots function under /api/v1/sessions.
-var snapshotPath = regexp.MustCompile(`^/api/v1/sessions/[^/]+/(snapshots|restore)$`)
+// snapshots function under /api/v1/sessions and /api/v1/systems.
+var snapshotPath = regexp.MustCompile(`^/api/v1/(sessions|systems)/[^/]+/(snapshots|restore)$`)
 
 func gateway(urls map[string]string) http.Handler {
 	proxies := map[string]*httputil.ReverseProxy{}
@@ -279,7 +279,7 @@ func gateway(urls map[string]string) http.Handler {
 			proxies["programs"].ServeHTTP(w, r)
 		case strings.HasPrefix(p, "/api/v1/jobs"):
 			proxies["jobs"].ServeHTTP(w, r)
-		case strings.HasPrefix(p, "/api/v1/snapshots"), snapshotPath.MatchString(p):
+		case strings.HasPrefix(p, "/api/v1/snapshots"), strings.HasPrefix(p, "/api/v1/system-snapshots"), snapshotPath.MatchString(p):
 			proxies["snapshots"].ServeHTTP(w, r)
 		default:
 			proxies["sessions"].ServeHTTP(w, r)

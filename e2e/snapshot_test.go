@@ -16,14 +16,7 @@ import (
 var seqLine = regexp.MustCompile(`seq=(\d+)\r\n`)
 
 // seqs returns the seq=N values of complete lines, in order.
-func seqs(s string) []int {
-	var out []int
-	for _, m := range seqLine.FindAllStringSubmatch(s, -1) {
-		n, _ := strconv.Atoi(m[1])
-		out = append(out, n)
-	}
-	return out
-}
+func seqs(s string) []int { return numbered(s, seqLine) }
 
 // lastBefore is the last complete seq value in the first offset bytes.
 func lastBefore(t *testing.T, history string, offset int64) int {

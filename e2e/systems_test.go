@@ -26,12 +26,14 @@ func TestSystems(t *testing.T) {
 		t.Run(form.name, func(t *testing.T) {
 			pl := form.start(t, "MS_RUNNER_CAPACITY=6")
 			progs := map[string]string{}
-			for _, fw := range []string{"uartping.elf", "uartpong.elf", "ethping.elf", "ethpong.elf"} {
+			for _, fw := range []string{"uartping.elf", "uartpong.elf", "ethping.elf", "ethpong.elf", "vclock.elf"} {
 				progs[fw] = uploadELF(t, pl, "mps2-an385", fw)
 			}
 			t.Run("uart", func(t *testing.T) { uartSystem(t, pl, progs) })
 			t.Run("ethernet", func(t *testing.T) { ethernetSystem(t, pl, progs) })
 			t.Run("bad-input", func(t *testing.T) { systemBadInput(t, pl, progs) })
+			t.Run("snapshots", func(t *testing.T) { systemSnapshots(t, pl, progs) })
+			t.Run("virtual-time", func(t *testing.T) { virtualSystem(t, pl, progs) })
 		})
 	}
 }
@@ -225,7 +227,7 @@ func systemBadInput(t *testing.T, pl *platform, progs map[string]string) {
 		{"bad faults", map[string]any{"name": "x", "nodes": two, "links": []any{map[string]any{"type": "uart", "ends": []string{"gw:uart1", "sensor:uart1"}, "faults": map[string]any{"loss": 2}}}}, 400, "probability"},
 		{"board without ethernet", map[string]any{"name": "x", "nodes": []any{systemNode("gw", progs["ethping.elf"]), netduino}, "links": []any{map[string]any{"type": "ethernet", "nodes": []string{"gw", "sensor"}}}}, 422, "has no Ethernet NIC"},
 		{"more nodes than a runner holds", map[string]any{"name": "x", "nodes": many}, 422, "holds more than 6"},
-		{"virtual time", map[string]any{"name": "x", "nodes": two, "time": "virtual"}, 422, "realtime"},
+		{"unknown clock", map[string]any{"name": "x", "nodes": two, "time": "sidereal"}, 400, `allowed: "realtime", "virtual"`},
 		{"unknown program", map[string]any{"name": "x", "nodes": []any{systemNode("gw", "0123456789abcdef")}}, 404, "not found"},
 	} {
 		body := pl.must(t, c.code, "POST", "/api/v1/systems", c.body, nil)

@@ -62,6 +62,10 @@ var Catalog = []Spec{
 	spec(TypeSystemPowerOff, Command, SystemRef{}, "Power every node of a system off."),
 	spec(TypeSystemReset, Command, SystemRef{}, "Reset every running node of a system."),
 	spec(TypeSystemSetLink, Command, SetLink{}, "Set a system link's faults (down, loss, corrupt, delay); the zero faults make it clean again."),
+	spec(TypeSystemSnapshotCreate, Command, CreateSystemSnapshot{}, "Save a running system at one point: every node paused together, each node's state saved as a snapshot (named <name>/<node>), and the system's definition with its links' faults."),
+	spec(TypeSystemRestore, Command, RestoreSystem{}, "Bring a system back to a system snapshot of the same nodes and boards: every node's state replaced, the links put back with their faults, and the nodes resumed together."),
+	spec(TypeSystemSnapshotFork, Command, ForkSystemSnapshot{}, "Create a new system from a system snapshot's definition and restore it, so it runs on from the saved point."),
+	spec(TypeSystemSnapshotDelete, Command, SystemSnapshotRef{}, "Delete a system snapshot and its nodes' states, unless a restore is reading them."),
 
 	spec(TypeSessionCreated, Notification, model.Session{}, "A session was created (state created)."),
 	spec(TypeSessionStarted, Notification, model.Session{}, "A session's emulator started (state running)."),
@@ -104,6 +108,10 @@ var Catalog = []Spec{
 	spec(TypeSystemRebooted, Notification, model.System{}, "A system's running nodes were reset."),
 	spec(TypeSystemDeleted, Notification, model.System{}, "A system, its node sessions and its links were deleted; data is its last state."),
 	spec(TypeSystemLinkChanged, Notification, LinkChanged{}, "A system link's faults changed (data: the link as it is now)."),
+	spec(TypeSystemRestored, Notification, SystemRestored{}, "A system was restored from a system snapshot and runs (subject is the system)."),
+	spec(TypeSystemSnapshotCreated, Notification, model.SystemSnapshot{}, "A system was saved as a system snapshot: each node's state and the system's definition."),
+	spec(TypeSystemSnapshotForked, Notification, SystemForked{}, "A new system was created from a system snapshot and runs from it."),
+	spec(TypeSystemSnapshotDeleted, Notification, model.SystemSnapshot{}, "A system snapshot and its nodes' states were deleted; data is its last state."),
 	spec(TypeStreamGap, Notification, StreamGap{}, "Sent by the event stream, never published: events after the resume point may be missing, as the stream keeps a bounded number."),
 }
 

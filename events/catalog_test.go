@@ -19,7 +19,7 @@ import (
 // CloudEvents adapter.
 var foreignType = regexp.MustCompile(`^(dev\.cdevents\.[a-z]+\.[a-z]+\.[0-9]+\.[0-9]+\.[0-9]+|com\.amazonaws\.s3\.ObjectCreated:[A-Za-z]+)$`)
 
-var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job|emulator|debugger|stream|recording|system)\.[a-z]+\.v[0-9]+$`)
+var typeName = regexp.MustCompile(`^io\.machineserver\.(session|program|snapshot|coverage|job|emulator|debugger|stream|recording|system|systemsnapshot)\.[a-z]+\.v[0-9]+$`)
 
 func TestCatalogIsComplete(t *testing.T) {
 	seen, files := map[string]bool{}, map[string]bool{}
@@ -157,8 +157,8 @@ func TestSamples(t *testing.T) {
 }
 
 // subjectOf is the id an event's data is about; creation commands have none
-// yet, except a snapshot's, which is about the session it is taken from. A
-// restore is about the session it changes.
+// yet, except a snapshot's, which is about the session (or system) it is
+// taken from. A restore is about the session (or system) it changes.
 func subjectOf(v any) string {
 	switch v := v.(type) {
 	case *model.Job:
@@ -207,6 +207,20 @@ func subjectOf(v any) string {
 		return v.SystemID
 	case *LinkChanged:
 		return v.SystemID
+	case *model.SystemSnapshot:
+		return v.ID
+	case *CreateSystemSnapshot:
+		return v.SystemID
+	case *RestoreSystem:
+		return v.SystemID
+	case *ForkSystemSnapshot:
+		return v.SnapshotID
+	case *SystemSnapshotRef:
+		return v.SnapshotID
+	case *SystemRestored:
+		return v.System.ID
+	case *SystemForked:
+		return v.Snapshot.ID
 	case *StreamGap:
 		return "" // about the stream, not a resource
 	case *S3Record:

@@ -202,6 +202,38 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 	failedSystem.State, failedSystem.Reason = model.StateError, "node sensor: emulator killed by signal killed"
 	downLan := lan
 	downLan.Faults = model.LinkFaults{Down: true}
+	// A system snapshot as CreateSystem makes it: its spec carries every
+	// link's faults, the zero ones too, and each node's state is a snapshot
+	// named <name>/<node> that points back to it.
+	clean := model.LinkFaults{}
+	sysSnap := model.SystemSnapshot{
+		ID: model.NewID(), Tenant: "acme", Name: "link up", SystemID: systemID,
+		Spec: model.SystemSpec{
+			Name: system.Name, Time: model.TimeRealtime, Seed: system.Seed,
+			Nodes: []model.NodeSpec{
+				{Name: "gw", Backend: "qemu", BoardConfig: model.BoardConfig{Board: "mps2-an385"}, ProgramID: elf.ID},
+				{Name: "sensor", Backend: "qemu", BoardConfig: full.BoardConfig, ProgramID: elf.ID, Limits: &model.Limits{CPUPercent: 50}},
+			},
+			Links: []model.LinkSpec{
+				{Name: "link0", Type: model.LinkUART, Ends: uartLink.Ends, Faults: &clean},
+				{Name: "lan0", Type: model.LinkEthernet, Nodes: lan.Nodes, Faults: &lossy},
+			},
+		},
+		Nodes: []model.SystemSnapshotNode{
+			{Name: "gw", Machine: "mps2-an385", SnapshotID: model.NewID()},
+			{Name: "sensor", Machine: "mps2-an385", SnapshotID: model.NewID()},
+		},
+		Size: 8 << 20, PausedMS: 38.6, CreatedAt: later,
+	}
+	loneSnap := model.SystemSnapshot{
+		ID: model.NewID(), Name: "alone", Description: "one board, no links", SystemID: lone.ID,
+		Spec:  model.SystemSpec{Name: lone.Name, Time: model.TimeRealtime, Seed: 7, Nodes: systemSpec.Nodes[:1]},
+		Nodes: []model.SystemSnapshotNode{{Name: "gw", Machine: "mps2-an385", SnapshotID: model.NewID()}}, CreatedAt: later,
+	}
+	nodeSnap := snap
+	nodeSnap.ID, nodeSnap.Name, nodeSnap.SessionID, nodeSnap.SystemSnapshotID = sysSnap.Nodes[0].SnapshotID, "link up/gw", node.ID, sysSnap.ID
+	forkedSystem := runningSystem
+	forkedSystem.ID, forkedSystem.Name = model.NewID(), "gateway and sensor, retry"
 	for _, tc := range []struct {
 		typ  string
 		data any
@@ -276,6 +308,19 @@ func TestGoValuesMatchSchemas(t *testing.T) {
 		{TypeSystemDeleted, lone},
 		{TypeSystemLinkChanged, LinkChanged{SystemID: systemID, Tenant: "acme", Link: downLan}},
 		{TypeSystemLinkChanged, LinkChanged{SystemID: systemID, Link: uartLink}},
+		{TypeSystemSnapshotCreate, CreateSystemSnapshot{SystemID: systemID, Name: "link up"}},
+		{TypeSystemSnapshotCreate, CreateSystemSnapshot{SystemID: systemID, Name: strings.Repeat("n", 128), Description: strings.Repeat("d", 1024)}},
+		{TypeSystemRestore, RestoreSystem{SystemID: systemID, SnapshotID: sysSnap.ID}},
+		{TypeSystemSnapshotFork, ForkSystemSnapshot{SnapshotID: sysSnap.ID}},
+		{TypeSystemSnapshotFork, ForkSystemSnapshot{SnapshotID: sysSnap.ID, Name: "retry"}},
+		{TypeSystemSnapshotDelete, SystemSnapshotRef{SnapshotID: sysSnap.ID}},
+		{TypeSystemSnapshotCreated, sysSnap},
+		{TypeSystemSnapshotCreated, loneSnap},
+		{TypeSystemSnapshotDeleted, sysSnap},
+		{TypeSystemRestored, SystemRestored{Snapshot: sysSnap, System: runningSystem}},
+		{TypeSystemSnapshotForked, SystemForked{Snapshot: sysSnap, System: forkedSystem}},
+		{TypeSnapshotCreated, nodeSnap},
+		{TypeSnapshotDeleted, nodeSnap},
 		{TypeStreamGap, StreamGap{After: "1-0", Message: "gone"}},
 	} {
 		e, err := New(SourceSessions, tc.typ, "", tc.data)
@@ -420,7 +465,7 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeSystemCreate, "loss over 1", func(d obj) { d["links"].([]any)[1].(obj)["faults"].(obj)["loss"] = 1.5 }},
 		{TypeSystemCreate, "delay not a duration", func(d obj) { d["links"].([]any)[1].(obj)["faults"].(obj)["delay"] = "soon" }},
 		{TypeSystemCreate, "unknown fault", func(d obj) { d["links"].([]any)[1].(obj)["faults"].(obj)["jitter"] = "1ms" }},
-		{TypeSystemCreate, "unknown time", func(d obj) { d["time"] = "virtual" }},
+		{TypeSystemCreate, "unknown time", func(d obj) { d["time"] = "sidereal" }},
 		{TypeSystemCreate, "negative seed", func(d obj) { d["seed"] = -1 }},
 		{TypeSystemDelete, "malformed id", func(d obj) { d["system_id"] = "../x" }},
 		{TypeSystemPowerOn, "no system", func(d obj) { delete(d, "system_id") }},
@@ -441,6 +486,38 @@ func TestSchemasRejectInvalid(t *testing.T) {
 		{TypeSystemDeleted, "unknown node state", func(d obj) { d["nodes"].([]any)[1].(obj)["state"] = "paused" }},
 		{TypeSystemLinkChanged, "no link", func(d obj) { delete(d, "link") }},
 		{TypeSystemLinkChanged, "ethernet link with ends", func(d obj) { d["link"].(obj)["ends"] = []any{"gw:uart1", "sensor:uart1"} }},
+		{TypeSnapshotCreated, "malformed system snapshot id", func(d obj) { d["system_snapshot_id"] = "link up" }},
+		{TypeSystemSnapshotCreate, "no system", func(d obj) { delete(d, "system_id") }},
+		{TypeSystemSnapshotCreate, "no name", func(d obj) { delete(d, "name") }},
+		{TypeSystemSnapshotCreate, "name too long", func(d obj) { d["name"] = strings.Repeat("n", 129) }},
+		{TypeSystemSnapshotCreate, "empty description", func(d obj) { d["description"] = "" }},
+		{TypeSystemSnapshotCreate, "description too long", func(d obj) { d["description"] = strings.Repeat("d", 1025) }},
+		{TypeSystemRestore, "no snapshot", func(d obj) { delete(d, "snapshot_id") }},
+		{TypeSystemRestore, "malformed system id", func(d obj) { d["system_id"] = "gateway and sensor" }},
+		{TypeSystemSnapshotFork, "no snapshot", func(d obj) { delete(d, "snapshot_id") }},
+		{TypeSystemSnapshotFork, "empty name", func(d obj) { d["name"] = "" }},
+		{TypeSystemSnapshotDelete, "malformed snapshot id", func(d obj) { d["snapshot_id"] = "../x" }},
+		{TypeSystemSnapshotCreated, "no spec", func(d obj) { delete(d, "spec") }},
+		{TypeSystemSnapshotCreated, "spec without nodes", func(d obj) { d["spec"].(obj)["nodes"] = []any{} }},
+		{TypeSystemSnapshotCreated, "spec link with an unknown fault", func(d obj) {
+			d["spec"].(obj)["links"].([]any)[1].(obj)["faults"].(obj)["jitter"] = "1ms"
+		}},
+		{TypeSystemSnapshotCreated, "no nodes", func(d obj) { d["nodes"] = []any{} }},
+		{TypeSystemSnapshotCreated, "node without snapshot", func(d obj) { delete(d["nodes"].([]any)[0].(obj), "snapshot_id") }},
+		{TypeSystemSnapshotCreated, "node name with a slash", func(d obj) { d["nodes"].([]any)[0].(obj)["name"] = "gw/0" }},
+		{TypeSystemSnapshotCreated, "unknown node field", func(d obj) { d["nodes"].([]any)[0].(obj)["size"] = 1 }},
+		{TypeSystemSnapshotCreated, "negative size", func(d obj) { d["size"] = -1 }},
+		{TypeSystemSnapshotCreated, "negative pause", func(d obj) { d["paused_ms"] = -0.5 }},
+		{TypeSystemSnapshotCreated, "no pause", func(d obj) { delete(d, "paused_ms") }},
+		{TypeSystemSnapshotDeleted, "no system", func(d obj) { delete(d, "system_id") }},
+		{TypeSystemSnapshotDeleted, "time not RFC 3339", func(d obj) { d["created_at"] = "now" }},
+		{TypeSystemRestored, "no snapshot", func(d obj) { delete(d, "snapshot") }},
+		{TypeSystemRestored, "system stopped", func(d obj) { d["system"].(obj)["state"] = "stopped" }},
+		{TypeSystemRestored, "system without runner", func(d obj) { delete(d["system"].(obj), "runner_id") }},
+		{TypeSystemRestored, "unknown snapshot field", func(d obj) { d["snapshot"].(obj)["links"] = []any{} }},
+		{TypeSystemSnapshotForked, "no system", func(d obj) { delete(d, "system") }},
+		{TypeSystemSnapshotForked, "system created", func(d obj) { d["system"].(obj)["state"] = "created" }},
+		{TypeSystemSnapshotForked, "systems instead of system", func(d obj) { d["systems"] = []any{d["system"]}; delete(d, "system") }},
 	}
 	for _, s := range Catalog {
 		cases = append(cases, struct {

@@ -33,6 +33,13 @@ const (
 	// TypeSystemSetLink changes a link's faults (POST
 	// /api/v1/systems/{id}/links/{link}).
 	TypeSystemSetLink = "io.machineserver.system.setlink.v1"
+	// System snapshots (POST /api/v1/systems/{id}/snapshots,
+	// /api/v1/systems/{id}/restore, POST and DELETE on
+	// /api/v1/system-snapshots/{sid}): the snapshots function's.
+	TypeSystemSnapshotCreate = "io.machineserver.systemsnapshot.create.v1"
+	TypeSystemRestore        = "io.machineserver.system.restore.v1"
+	TypeSystemSnapshotFork   = "io.machineserver.systemsnapshot.fork.v1"
+	TypeSystemSnapshotDelete = "io.machineserver.systemsnapshot.delete.v1"
 )
 
 // Notifications the platform publishes.
@@ -89,6 +96,13 @@ const (
 	// TypeSystemLinkChanged reports a link's faults changed (subject: the
 	// system).
 	TypeSystemLinkChanged = "io.machineserver.system.linkchanged.v1"
+	// TypeSystemRestored reports a system brought back to a system
+	// snapshot (subject: the system).
+	TypeSystemRestored = "io.machineserver.system.restored.v1"
+	// System snapshots (subject: the system snapshot).
+	TypeSystemSnapshotCreated = "io.machineserver.systemsnapshot.created.v1"
+	TypeSystemSnapshotForked  = "io.machineserver.systemsnapshot.forked.v1"
+	TypeSystemSnapshotDeleted = "io.machineserver.systemsnapshot.deleted.v1"
 	// TypeStreamGap is never published: the event stream
 	// (GET /api/v1/stream/events) sends it first when a resume point is
 	// older than what the stream still keeps.
@@ -221,6 +235,50 @@ type Restored struct {
 type Forked struct {
 	Snapshot model.Snapshot  `json:"snapshot"`
 	Sessions []model.Session `json:"sessions"`
+}
+
+// CreateSystemSnapshot is the data of TypeSystemSnapshotCreate
+// (POST /api/v1/systems/{id}/snapshots).
+type CreateSystemSnapshot struct {
+	SystemID    string `json:"system_id"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// RestoreSystem is the data of TypeSystemRestore
+// (POST /api/v1/systems/{id}/restore).
+type RestoreSystem struct {
+	SystemID   string `json:"system_id"`
+	SnapshotID string `json:"snapshot_id"`
+}
+
+// ForkSystemSnapshot is the data of TypeSystemSnapshotFork
+// (POST /api/v1/system-snapshots/{sid}/systems): a new system running from
+// the system snapshot.
+type ForkSystemSnapshot struct {
+	SnapshotID string `json:"snapshot_id"`
+	// Name is the new system's; the snapshot's system's when empty.
+	Name string `json:"name,omitempty"`
+}
+
+// SystemSnapshotRef is the data of TypeSystemSnapshotDelete.
+type SystemSnapshotRef struct {
+	SnapshotID string `json:"snapshot_id"`
+}
+
+// SystemRestored is the data of TypeSystemRestored: the system snapshot
+// and the system running from it.
+type SystemRestored struct {
+	Snapshot model.SystemSnapshot `json:"snapshot"`
+	System   model.System         `json:"system"`
+}
+
+// SystemForked is the data of TypeSystemSnapshotForked: the system
+// snapshot and the new system running from it. Its own type, as its
+// subject is the snapshot where SystemRestored's is the system.
+type SystemForked struct {
+	Snapshot model.SystemSnapshot `json:"snapshot"`
+	System   model.System         `json:"system"`
 }
 
 // CoverageReport is the data of TypeCoverageReady: a stored coverage report.

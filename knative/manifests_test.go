@@ -669,7 +669,16 @@ var commandTargets = map[string]string{
 	"system":   "sessions",
 	"program":  "programs",
 	"snapshot": "snapshots",
-	"job":      "jobs",
+	// System snapshots: each node's state is a snapshot.
+	"systemsnapshot": "snapshots",
+	"job":            "jobs",
+}
+
+// typeTargets are the commands whose owner is not their noun's: restoring
+// a system replaces every node's state with a snapshot's, so the snapshots
+// function takes it.
+var typeTargets = map[string]string{
+	events.TypeSystemRestore: "snapshots",
 }
 
 // foreignTargets maps the prefixes of the command types other specs name to
@@ -689,6 +698,9 @@ var subscriptions = map[string]string{
 // commandTarget is the function that owns a command type, or "" for a noun
 // no function owns.
 func commandTarget(eventType string) string {
+	if fn, ok := typeTargets[eventType]; ok {
+		return fn
+	}
 	for prefix, fn := range foreignTargets {
 		if strings.HasPrefix(eventType, prefix) {
 			return fn
@@ -838,6 +850,14 @@ func checkHTTPRoute(t *testing.T, c *cluster, d *doc) {
 		"/api/v1/snapshots/0123456789abcdef/sessions": "snapshots",
 		"/api/v1/sessions/s1/snapshots":               "snapshots",
 		"/api/v1/sessions/s1/restore":                 "snapshots",
+		"/api/v1/systems/s1/snapshots":                "snapshots",
+		"/api/v1/systems/s1/restore":                  "snapshots",
+		"/api/v1/system-snapshots":                    "snapshots",
+		"/api/v1/system-snapshots/0123456789abcdef":   "snapshots",
+		"/api/v1/system-snapshots/x/systems":          "snapshots",
+		"/api/v1/systems/snapshots":                   "sessions",
+		"/api/v1/systems/s1/snapshots/x":              "sessions",
+		"/api/v1/systems/s1/links/restore":            "sessions",
 		// A session whose id is "snapshots", and deeper paths the
 		// snapshots function does not serve, stay with sessions.
 		"/api/v1/sessions/snapshots":               "sessions",
@@ -847,6 +867,7 @@ func checkHTTPRoute(t *testing.T, c *cluster, d *doc) {
 		"/api/v1/snapshotsx":                       "",
 		"/api/v1/sessionsx":                        "",
 		"/api/v1/systemsx":                         "",
+		"/api/v1/system-snapshotsx":                "",
 		"/api/v1/sessions-of-someone-else/console": "",
 	}
 	for path, fn := range functionPaths(t) {

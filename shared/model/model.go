@@ -83,6 +83,10 @@ type Session struct {
 	// without input is the same every time (capabilities: the board's
 	// "deterministic" feature).
 	Deterministic bool `json:"deterministic,omitempty"`
+	// VirtualTime runs the emulator on its instruction counter with guest
+	// time aligned to the host's: the node of a system whose time is
+	// "virtual".
+	VirtualTime bool `json:"virtual_time,omitempty"`
 	// SnapshotID is the snapshot the machine was last restored from.
 	SnapshotID string `json:"snapshot_id,omitempty"`
 	// Record: every power on records the execution (a new recording each
@@ -241,8 +245,11 @@ type Snapshot struct {
 	Parent        string `json:"parent,omitempty"`
 	// Deterministic is the source session's: the sessions a fork creates
 	// run on the same clock.
-	Deterministic bool      `json:"deterministic,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
+	Deterministic bool `json:"deterministic,omitempty"`
+	// SystemSnapshotID is the system snapshot this node's state belongs
+	// to: it is deleted with it, not alone.
+	SystemSnapshotID string    `json:"system_snapshot_id,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
 }
 
 // Blob keys of a snapshot: the migration stream and its manifest, written last.

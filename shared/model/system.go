@@ -16,7 +16,8 @@ type System struct {
 	Tenant string `json:"tenant,omitempty"`
 	Name   string `json:"name"`
 	// Time is how the nodes' clocks run: "realtime" (each on the host's
-	// clock).
+	// clock) or "virtual" (each on its instruction counter, aligned to the
+	// host's clock).
 	Time string `json:"time"`
 	// State is where the last system-wide operation left it: created,
 	// running (powered on together), stopped, or error (Reason says why).
@@ -61,8 +62,11 @@ const (
 	LinkEthernet = "ethernet"
 )
 
-// TimeRealtime is the default System.Time.
-const TimeRealtime = "realtime"
+// System.Time values: realtime is the default.
+const (
+	TimeRealtime = "realtime"
+	TimeVirtual  = "virtual"
+)
 
 // SystemLink joins nodes of a system: a UART link the named ports of two
 // nodes ("gw:uart1"), an Ethernet link the NICs of two or more nodes
@@ -97,7 +101,7 @@ type SystemSpec struct {
 	Name  string     `json:"name"`
 	Nodes []NodeSpec `json:"nodes"`
 	Links []LinkSpec `json:"links,omitempty"`
-	// Time is "realtime" (the default).
+	// Time is "realtime" (the default) or "virtual".
 	Time string `json:"time,omitempty"`
 	// Seed seeds the links' fault decisions; 0 picks one.
 	Seed uint64 `json:"seed,omitempty"`
@@ -146,3 +150,37 @@ func (f LinkFaults) Check() (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// SystemSnapshot is a system saved at one point: every node paused
+// together, each node's state saved as an ordinary snapshot, and the
+// system's definition (nodes, links and their faults) beside them, so a
+// restore or a fork brings the whole system back. Bytes in flight on a
+// link when the nodes paused are not part of it.
+type SystemSnapshot struct {
+	ID          string `json:"id"`
+	Tenant      string `json:"tenant,omitempty"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	SystemID    string `json:"system_id"`
+	// Spec recreates the system (a fork is a create from it): its nodes'
+	// boards, programs and limits, its links with their faults then, its
+	// time and seed.
+	Spec  SystemSpec           `json:"spec"`
+	Nodes []SystemSnapshotNode `json:"nodes"`
+	// Size is the nodes' states together.
+	Size int64 `json:"size"`
+	// PausedMS is how long the nodes stood paused for the capture.
+	PausedMS  float64   `json:"paused_ms"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// SystemSnapshotNode is one node's saved state.
+type SystemSnapshotNode struct {
+	Name       string `json:"name"`
+	Machine    string `json:"machine"`
+	SnapshotID string `json:"snapshot_id"`
+}
+
+// SystemSnapshotManifestKey is the blob key of a system snapshot's
+// manifest, from which the index is rebuilt.
+func SystemSnapshotManifestKey(id string) string { return "system-snapshots/" + id + "/manifest.json" }

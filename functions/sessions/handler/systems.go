@@ -68,6 +68,10 @@ func (h *Handler) systemRoutes() []httpapi.Route {
 			httpapi.Reply(w, r, http.StatusOK, l, err)
 		}},
 		{Method: http.MethodGet, Pattern: "/api/v1/systems/{id}/links/{link}/capture", Scope: httpapi.ScopeRead, Handler: h.linkCapture},
+		{Method: http.MethodGet, Pattern: "/api/v1/systems/{id}/clock", Scope: httpapi.ScopeRead, Handler: func(w http.ResponseWriter, r *http.Request) {
+			c, err := h.SystemClock(r.Context(), r.PathValue("id"))
+			httpapi.Reply(w, r, http.StatusOK, c, err)
+		}},
 		{Method: http.MethodGet, Pattern: "/api/v1/systems/{id}/links/{link}/stream", Scope: httpapi.ScopeDebug, Handler: h.linkStream},
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/machineserver/machineserver/functions/sessions/session"
+	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/model"
 	"github.com/machineserver/machineserver/shared/quota"
 )
@@ -165,5 +167,47 @@ func TestSystemAllOrNothing(t *testing.T) {
 	}
 	if code, body := a.call("a", "POST", "/api/v1/systems", `{"name":"big","nodes":[`+strings.Join(nodes, ",")+`]}`); code != 422 || !strings.Contains(body, "system_too_large") {
 		t.Fatalf("5 nodes on a runner of 4: %d %s", code, body)
+	}
+}
+
+// time "virtual" needs the instruction counter on every node's board, and
+// every node then starts on it.
+func TestSystemVirtualTime(t *testing.T) {
+	h, st, f := setup(t)
+	a := serve(t, h)
+	p := putProgram(t, st, "a")
+	virtual := strings.Replace(systemBody(p.ID), `"name":"pair",`, `"name":"pair","time":"virtual",`, 1)
+	// The scripted runner's boards were not probed: none has the counter.
+	if code, body := a.call("a", "POST", "/api/v1/systems", virtual); code != 422 || !strings.Contains(body, `node gw: time \"virtual\" needs the instruction counter`) {
+		t.Fatalf("virtual time without the counter: %d %s", code, body)
+	}
+	r, err := st.Runner(t.Context(), "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Capabilities = board.Build("7.2.0", "qemu-system-arm", []string{"mps2-an385"}, []string{"cortex-m3"},
+		map[string]board.Probe{"mps2-an385": {Clock: []string{board.FeatureDeterministic}}})
+	if err := st.RegisterRunner(t.Context(), r, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	sys := createSystem(t, a, "a", virtual)
+	if sys.Time != model.TimeVirtual {
+		t.Fatalf("time: %q", sys.Time)
+	}
+	from := len(f.bodies)
+	if code, body := a.call("a", "POST", "/api/v1/systems/"+sys.ID+"/poweron", ""); code != 200 {
+		t.Fatalf("poweron: %d %s", code, body)
+	}
+	starts := 0
+	for _, b := range f.bodies[from:] {
+		if b.Machine != "" {
+			starts++
+			if !b.VirtualTime || !b.Halted {
+				t.Errorf("node started with %+v; want virtual time, halted", b)
+			}
+		}
+	}
+	if starts != 2 {
+		t.Fatalf("%d starts", starts)
 	}
 }

@@ -101,11 +101,11 @@ func (svc *Service) planSystem(ctx context.Context, in model.SystemSpec) (plan, 
 		return plan{}, err
 	}
 	switch in.Time {
-	case "", model.TimeRealtime:
-	case "virtual":
-		return plan{}, fail.Unprocessable(`time "virtual" is not offered yet: nodes run on the host's clock ("realtime")`)
+	case "":
+		in.Time = model.TimeRealtime
+	case model.TimeRealtime, model.TimeVirtual:
 	default:
-		return plan{}, fail.Invalid(`time %q is not a clock; allowed: "realtime"`, in.Time)
+		return plan{}, fail.Invalid(`time %q is not a clock; allowed: "realtime", "virtual"`, in.Time)
 	}
 	if len(in.Nodes) == 0 || len(in.Nodes) > MaxSystemNodes {
 		return plan{}, fail.Invalid("a system has 1 to %d nodes; got %d", MaxSystemNodes, len(in.Nodes))
@@ -121,7 +121,7 @@ func (svc *Service) planSystem(ctx context.Context, in model.SystemSpec) (plan, 
 		seed = rand.Uint64()
 	}
 	p := plan{sys: model.System{
-		ID: id, Tenant: auth.Tenant(ctx), Name: in.Name, Time: model.TimeRealtime, State: model.StateCreated,
+		ID: id, Tenant: auth.Tenant(ctx), Name: in.Name, Time: in.Time, State: model.StateCreated,
 		Seed: seed, Nodes: []model.SystemNode{}, Links: []model.SystemLink{}, CreatedAt: now, UpdatedAt: now,
 	}}
 	index := map[string]int{}
@@ -145,6 +145,11 @@ func (svc *Service) planSystem(ctx context.Context, in model.SystemSpec) (plan, 
 		be, b, err := Resolve(caps, n.Backend, n.BoardConfig)
 		if err != nil {
 			return plan{}, about("node "+n.Name, err)
+		}
+		// Virtual time is the instruction counter's, which the probe found
+		// working or not per board (the deterministic feature).
+		if err := b.Require(board.FeatureDeterministic); in.Time == model.TimeVirtual && err != nil {
+			return plan{}, fail.Unprocessable("node %s: time \"virtual\" needs the instruction counter: %v", n.Name, err)
 		}
 		// The program is checked against the board as a load would.
 		rp, _, err := svc.place(ctx, model.Session{ID: n.Name, Backend: be.Name, Machine: b.Name}, n.ProgramID)
@@ -320,7 +325,7 @@ func (svc *Service) makeNode(ctx context.Context, sys model.System, n model.Node
 	s := model.Session{
 		ID: model.NewID(), Tenant: sys.Tenant, Name: sys.Name + "/" + n.Name, Backend: n.Backend, BoardConfig: n.BoardConfig,
 		Machine: b.Name, State: model.StateCreated, RunnerID: sys.RunnerID, CreatedAt: now, UpdatedAt: now,
-		Limits: n.Limits, ProgramID: n.ProgramID, SystemID: sys.ID,
+		Limits: n.Limits, ProgramID: n.ProgramID, SystemID: sys.ID, VirtualTime: sys.Time == model.TimeVirtual,
 	}
 	for _, sn := range sys.Nodes {
 		if sn.Name == n.Name {
@@ -336,7 +341,8 @@ func (svc *Service) makeNode(ctx context.Context, sys model.System, n model.Node
 
 // nodeStart is what the runner starts a node's machine with.
 func nodeStart(s model.Session, rp runnerapi.Program, halted bool) runnerapi.StartRequest {
-	req := runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits, Deterministic: s.Deterministic}
+	req := runnerapi.StartRequest{Backend: s.Backend, Machine: s.Machine, Program: rp, Halted: halted, Coverage: s.Coverage, Limits: s.Limits,
+		Deterministic: s.Deterministic, VirtualTime: s.VirtualTime}
 	if s.MAC != "" {
 		req.NIC = &runnerapi.NIC{MAC: s.MAC}
 	}
@@ -448,6 +454,26 @@ func (svc *Service) PowerOnSystem(ctx context.Context, id string) (model.System,
 	if err != nil {
 		return sys, err
 	}
+	return svc.StartSystem(ctx, sys, false, func(ctx context.Context, rc *runnerapi.Client, _ int, s model.Session) error {
+		rp, err := svc.program(ctx, s, s.ProgramID)
+		if err == nil {
+			_, err = rc.Start(ctx, s.ID, nodeStart(s, rp, true))
+		}
+		return err
+	})
+}
+
+// NodeStart brings the i-th node's machine up halted on the system's
+// runner rc: a power on, or a restore of a saved state.
+type NodeStart func(ctx context.Context, rc *runnerapi.Client, i int, s model.Session) error
+
+// StartSystem brings every node up halted with start, in parallel, puts
+// the links on the runner, then resumes every node at once. With replace
+// unset, a system with a node running is refused; with it set (a restore)
+// the running nodes are paused and their links taken off the runner
+// first, so no byte of the old run reaches a new machine, and a failure
+// partway leaves the system in error with every node stopped.
+func (svc *Service) StartSystem(ctx context.Context, sys model.System, replace bool, start NodeStart) (model.System, error) {
 	ss, err := svc.nodes(ctx, sys)
 	if err != nil {
 		return sys, err
@@ -458,39 +484,45 @@ func (svc *Service) PowerOnSystem(ctx context.Context, id string) (model.System,
 			running = append(running, sys.Nodes[i].Name)
 		}
 	}
-	if len(running) > 0 {
-		return sys, fail.Conflict("system %s has nodes running (%s); power it off first, or reset it", id, strings.Join(running, ", "))
+	if len(running) > 0 && !replace {
+		return sys, fail.Conflict("system %s has nodes running (%s); power it off first, or reset it", sys.ID, strings.Join(running, ", "))
 	}
 	rc, err := svc.systemRunner(ctx, &sys, true)
 	if err != nil {
 		return sys, err
 	}
 	t0 := time.Now()
+	if len(running) > 0 {
+		if err := svc.quiesce(ctx, rc, sys, ss); err != nil {
+			return sys, err
+		}
+	}
 	// The nodes start in parallel: each is a start of its own emulator.
 	started := make([]bool, len(ss))
 	errs := each(ss, func(i int, s model.Session) error {
-		rp, err := svc.program(ctx, s, s.ProgramID)
-		if err == nil {
-			_, err = rc.Start(ctx, s.ID, nodeStart(s, rp, true))
-		}
+		err := about("node "+sys.Nodes[i].Name, start(ctx, rc, i, s))
 		started[i] = err == nil
 		return err
 	})
 	undo := func(err error) (model.System, error) {
 		for i, s := range ss {
-			if !started[i] {
+			if !started[i] && (!replace || s.State != model.StateRunning) {
 				continue
 			}
-			if err := rc.Stop(context.WithoutCancel(ctx), s.ID); err != nil {
-				svc.d.Log.Warn("stop a node after a failed system power on", "session", s.ID, "err", err)
+			if err := rc.Stop(context.WithoutCancel(ctx), s.ID); err != nil && !runnerapi.IsNotFound(err) {
+				svc.d.Log.Warn("stop a node after a failed system start", "session", s.ID, "err", err)
 			}
+		}
+		if replace {
+			svc.d.State.UpdateSystem(context.WithoutCancel(ctx), sys.ID, func(x *model.System) error {
+				x.State, x.Reason = model.StateError, err.Error()
+				return nil
+			})
 		}
 		return sys, err
 	}
-	for i, err := range errs {
-		if err != nil {
-			return undo(about("node "+sys.Nodes[i].Name, err))
-		}
+	if err := errors.Join(errs...); err != nil {
+		return undo(err)
 	}
 	t1 := time.Now()
 	if err := svc.putLinks(ctx, rc, sys); err != nil {
@@ -503,8 +535,70 @@ func (svc *Service) PowerOnSystem(ctx context.Context, id string) (model.System,
 	if err := errors.Join(errs...); err != nil {
 		return undo(about("resume the nodes", err))
 	}
-	svc.d.Log.Info("system powered on", "system", sys.ID, "nodes", len(ss), "start_ms", ms(t1.Sub(t0)), "links_ms", ms(t2.Sub(t1)), "resume_ms", ms(time.Since(t2)))
+	if err := svc.keepTime(ctx, rc, sys); err != nil {
+		return undo(err)
+	}
+	svc.d.Log.Info("system started", "system", sys.ID, "nodes", len(ss), "replace", replace, "start_ms", ms(t1.Sub(t0)), "links_ms", ms(t2.Sub(t1)), "resume_ms", ms(time.Since(t2)))
 	return svc.setSystemState(ctx, sys, model.StateRunning, events.TypeSystemStarted)
+}
+
+// quiesce pauses the system's running nodes and takes its links off the
+// runner, so nothing a node sent before it paused reaches another.
+func (svc *Service) quiesce(ctx context.Context, rc *runnerapi.Client, sys model.System, ss []model.Session) error {
+	if err := svc.releaseTime(ctx, rc, sys); err != nil {
+		return err
+	}
+	errs := each(ss, func(i int, s model.Session) error {
+		if s.State != model.StateRunning {
+			return nil
+		}
+		return about("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return svc.deleteLinks(ctx, rc, sys)
+}
+
+// PauseSystem pauses every running node of the system at once (for a
+// system snapshot) and returns the system, its node sessions and its
+// runner's client; resume resumes them all again.
+func (svc *Service) PauseSystem(ctx context.Context, id string) (sys model.System, ss []model.Session, resume func() error, err error) {
+	sys, ss, err = svc.runningNodes(ctx, id, "power it on first")
+	if err != nil {
+		return sys, nil, nil, err
+	}
+	if len(ss) != len(sys.Nodes) {
+		return sys, nil, nil, fail.Conflict("system %s has %d of its %d nodes running; power it off and on again so all run together", id, len(ss), len(sys.Nodes))
+	}
+	rc, err := svc.systemRunner(ctx, &sys, false)
+	if err == nil && rc == nil {
+		err = fail.Unavailable("runner %s of system %s is gone", sys.RunnerID, id)
+	}
+	if err != nil {
+		return sys, nil, nil, err
+	}
+	resume = func() error {
+		bg := context.WithoutCancel(ctx)
+		if err := errors.Join(each(ss, func(_ int, s model.Session) error { return rc.Resume(bg, s.ID) })...); err != nil {
+			return err
+		}
+		return svc.keepTime(bg, rc, sys)
+	}
+	// The barrier would resume a node it holds under the capture.
+	if err := svc.releaseTime(ctx, rc, sys); err != nil {
+		return sys, nil, nil, err
+	}
+	errs := each(ss, func(i int, s model.Session) error {
+		return about("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
+	})
+	if err := errors.Join(errs...); err != nil {
+		if rerr := resume(); rerr != nil {
+			svc.d.Log.Warn("resume after a failed pause", "system", id, "err", rerr)
+		}
+		return sys, nil, nil, err
+	}
+	return sys, ss, resume, nil
 }
 
 // putLinks puts the system's links on its runner. Putting one the runner
@@ -552,6 +646,13 @@ func (svc *Service) PowerOffSystem(ctx context.Context, id string) (model.System
 	sys, ss, err := svc.runningNodes(ctx, id, "power it on first")
 	if err != nil {
 		return sys, err
+	}
+	if rc, err := svc.systemRunner(ctx, &sys, false); err != nil {
+		return sys, err
+	} else if rc != nil {
+		if err := svc.releaseTime(ctx, rc, sys); err != nil {
+			return sys, err
+		}
 	}
 	for _, s := range ss {
 		if _, err := svc.PowerOff(ctx, s.ID); err != nil && !errors.Is(err, fail.ErrConflict) {
@@ -605,14 +706,8 @@ func (svc *Service) DeleteSystem(ctx context.Context, id string) (model.System, 
 		return sys, err
 	}
 	if rc != nil {
-		for _, l := range sys.Links {
-			del := rc.DeleteLink
-			if l.Type == model.LinkEthernet {
-				del = rc.DeleteSegment
-			}
-			if err := del(ctx, l.RunnerLink); err != nil && !runnerapi.IsNotFound(err) {
-				return sys, about("link "+l.Name, err)
-			}
+		if err := svc.deleteLinks(ctx, rc, sys); err != nil {
+			return sys, err
 		}
 	}
 	for _, n := range sys.Nodes {
@@ -634,6 +729,79 @@ func (svc *Service) DeleteSystem(ctx context.Context, id string) (model.System, 
 	return sys, nil
 }
 
+// keepTime has the runner keep a virtual-time system's nodes' clocks
+// together (a barrier that pauses a node running ahead), from a start
+// that resumed them together. One node needs no barrier.
+func (svc *Service) keepTime(ctx context.Context, rc *runnerapi.Client, sys model.System) error {
+	if sys.Time != model.TimeVirtual || len(sys.Nodes) < 2 {
+		return nil
+	}
+	req := runnerapi.ClockRequest{}
+	for _, n := range sys.Nodes {
+		req.Sessions = append(req.Sessions, n.SessionID)
+	}
+	_, err := rc.PutClock(ctx, sys.ID, req)
+	return about("keep the nodes' virtual clocks together", err)
+}
+
+// releaseTime stops the system's barrier, which resumes any node it held.
+func (svc *Service) releaseTime(ctx context.Context, rc *runnerapi.Client, sys model.System) error {
+	if sys.Time != model.TimeVirtual {
+		return nil
+	}
+	if c, err := rc.DeleteClock(ctx, sys.ID); err != nil && !runnerapi.IsNotFound(err) {
+		return about("stop the virtual clock barrier", err)
+	} else if err == nil {
+		svc.d.Log.Info("virtual clock stopped", "system", sys.ID, "polls", c.Polls, "max_spread_ms", c.MaxSpreadMS, "holds", c.Holds, "held_ms", c.HeldMS)
+	}
+	return nil
+}
+
+// SystemClock is how the runner keeps a virtual-time system's clocks
+// together: the bound, the spread it measured, what holding nodes cost.
+func (svc *Service) SystemClock(ctx context.Context, id string) (runnerapi.Clock, error) {
+	sys, err := svc.ownSystem(ctx, id)
+	if err != nil {
+		return runnerapi.Clock{}, err
+	}
+	if sys.Time != model.TimeVirtual {
+		return runnerapi.Clock{}, fail.Conflict("system %s runs on time %q: each node on the host's clock, with nothing to keep together (create it with time \"virtual\")", id, sys.Time)
+	}
+	if len(sys.Nodes) < 2 {
+		return runnerapi.Clock{}, fail.Conflict("system %s has one node: there is no other clock to keep it with", id)
+	}
+	rc, err := svc.systemRunner(ctx, &sys, false)
+	if err == nil && rc == nil {
+		err = fail.Conflict("system %s is not running: power it on", id)
+	}
+	if err != nil {
+		return runnerapi.Clock{}, err
+	}
+	c, err := rc.GetClock(ctx, sys.ID)
+	if runnerapi.IsNotFound(err) {
+		return c, fail.Conflict("system %s is not running: power it on", id)
+	}
+	return c, err
+}
+
+// deleteLinks takes the system's links and segments off its runner, and
+// its barrier.
+func (svc *Service) deleteLinks(ctx context.Context, rc *runnerapi.Client, sys model.System) error {
+	if err := svc.releaseTime(ctx, rc, sys); err != nil {
+		return err
+	}
+	for _, l := range sys.Links {
+		del := rc.DeleteLink
+		if l.Type == model.LinkEthernet {
+			del = rc.DeleteSegment
+		}
+		if err := del(ctx, l.RunnerLink); err != nil && !runnerapi.IsNotFound(err) {
+			return about("link "+l.Name, err)
+		}
+	}
+	return nil
+}
+
 func (svc *Service) publishSystem(typ string, sys model.System) {
 	if err := svc.d.Publisher.Publish(events.WithTenant(context.Background(), model.TenantOr(sys.Tenant)), typ, sys.ID, sys); err != nil {
 		svc.d.Log.Warn("publish", "type", typ, "err", err)
@@ -641,8 +809,11 @@ func (svc *Service) publishSystem(typ string, sys model.System) {
 }
 
 // about puts the node or link an error is about before its message,
-// keeping its status.
+// keeping its status; nil stays nil.
 func about(what string, err error) error {
+	if err == nil {
+		return nil
+	}
 	var e *fail.Error
 	if errors.As(err, &e) {
 		c := *e

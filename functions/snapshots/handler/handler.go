@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"maps"
 	"net/http"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -56,7 +57,7 @@ func (h *Handler) Routes() []httpapi.Route {
 			httpapi.Reply(w, r, http.StatusOK, l, err)
 		}
 	}
-	return []httpapi.Route{
+	return append([]httpapi.Route{
 		{Method: http.MethodPost, Pattern: "/api/v1/sessions/{id}/snapshots", Scope: httpapi.ScopeWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
 			var in CreateRequest
 			if err := httpapi.DecodeJSON(r, &in, maxBody); err != nil {
@@ -97,12 +98,13 @@ func (h *Handler) Routes() []httpapi.Route {
 			ss, err := h.Fork(r.Context(), r.PathValue("sid"), in)
 			httpapi.Reply(w, r, http.StatusCreated, map[string]any{"sessions": ss}, err)
 		}},
-	}
+	}, h.systemRoutes()...)
 }
 
-// Events returns the CloudEvents receiver for snapshot commands.
+// Events returns the CloudEvents receiver for snapshot and system snapshot
+// commands.
 func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
-	return cmdevent.Handler(ctx, h.source, map[string]cmdevent.Op{
+	ops := map[string]cmdevent.Op{
 		events.TypeSnapshotCreate: func(ctx context.Context, e cloudevents.Event) (cmdevent.Reply, error) {
 			var in events.CreateSnapshot
 			if err := cmdevent.Decode(e, &in); err != nil {
@@ -143,5 +145,7 @@ func (h *Handler) Events(ctx context.Context) (http.Handler, error) {
 			snap, err := h.Delete(ctx, in.SnapshotID)
 			return cmdevent.Reply{Type: events.TypeSnapshotDeleted, Subject: snap.ID, Data: snap}, err
 		},
-	}, h.d.Log)
+	}
+	maps.Copy(ops, h.systemEvents())
+	return cmdevent.Handler(ctx, h.source, ops, h.d.Log)
 }

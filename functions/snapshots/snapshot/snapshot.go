@@ -142,6 +142,13 @@ func snapshotMemoryMB(b board.Board) int {
 
 // Create captures a running session's machine state.
 func (svc *Service) Create(ctx context.Context, sessionID string, in CreateRequest) (model.Snapshot, error) {
+	return svc.create(ctx, sessionID, in, "")
+}
+
+// create captures the session's state, as a part of the system snapshot
+// systemSnapshot if that is set. A paused guest (a system's node) stays
+// paused.
+func (svc *Service) create(ctx context.Context, sessionID string, in CreateRequest, systemSnapshot string) (model.Snapshot, error) {
 	if err := validName(in.Name); err != nil {
 		return model.Snapshot{}, err
 	}
@@ -191,7 +198,7 @@ func (svc *Service) Create(ctx context.Context, sessionID string, in CreateReque
 	snap := model.Snapshot{
 		ID: model.NewID(), Tenant: auth.Tenant(ctx), Name: in.Name, Description: in.Description, SessionID: s.ID,
 		Backend: s.Backend, Machine: s.Machine, ProgramID: p.ID, ProgramSHA256: p.SHA256,
-		Parent: s.SnapshotID, Deterministic: s.Deterministic, CreatedAt: time.Now().UTC(),
+		Parent: s.SnapshotID, Deterministic: s.Deterministic, SystemSnapshotID: systemSnapshot, CreatedAt: time.Now().UTC(),
 	}
 	t1 := time.Now()
 	// The runner writes the manifest beside the state, so both are made
@@ -265,26 +272,36 @@ func (svc *Service) Delete(ctx context.Context, id string) (model.Snapshot, erro
 	if err != nil {
 		return snap, err
 	}
+	if snap.SystemSnapshotID != "" {
+		return snap, fail.Conflict("snapshot %s is node state of system snapshot %s; delete the system snapshot", id, snap.SystemSnapshotID)
+	}
+	return snap, svc.remove(ctx, snap)
+}
+
+// remove deletes a snapshot that no restore is reading: its index entry,
+// its blobs and its storage quota.
+func (svc *Service) remove(ctx context.Context, snap model.Snapshot) error {
+	id := snap.ID
 	busy, err := svc.d.State.SnapshotInUse(ctx, id)
 	if err != nil {
-		return snap, err
+		return err
 	}
 	if busy {
-		return snap, fail.Conflict("snapshot %s is being restored right now; delete it when the restore is done", id)
+		return fail.Conflict("snapshot %s is being restored right now; delete it when the restore is done", id)
 	}
 	if err := svc.d.State.DeleteSnapshot(ctx, snap); err != nil && !errors.Is(err, state.ErrNotFound) {
-		return snap, err
+		return err
 	}
 	for _, k := range []string{model.SnapshotManifestKey(id), model.SnapshotStateKey(id)} {
 		if err := svc.d.Blobs.Remove(ctx, k); err != nil {
-			return snap, fmt.Errorf("remove %s: %w", k, err)
+			return fmt.Errorf("remove %s: %w", k, err)
 		}
 	}
 	if err := svc.d.Quota.Release(ctx, model.TenantOr(snap.Tenant), quota.Storage, quota.SnapshotKey(id)); err != nil {
 		svc.d.Log.Warn("release storage quota", "snapshot", id, "err", err)
 	}
 	svc.publish(events.TypeSnapshotDeleted, snap.ID, snap, snap)
-	return snap, nil
+	return nil
 }
 
 // Restore brings a session back to a snapshot's state, whether it runs or
@@ -304,21 +321,9 @@ func (svc *Service) Restore(ctx context.Context, sessionID string, in RestoreReq
 	if err != nil {
 		return s, err
 	}
-	if snap.Machine != s.Machine || snap.Backend != s.Backend {
-		return s, fail.Unprocessable("snapshot %s is of a %s %s; session %s is a %s %s", snap.ID, snap.Backend, snap.Machine, s.ID, s.Backend, s.Machine)
-	}
-	if err := svc.snapshotBoard(ctx, s); err != nil {
-		return s, err
-	}
-	if err := session.Guard(s, "be restored"); err != nil {
-		return s, err
-	}
-	rp, err := svc.d.Sessions.Program(ctx, s, snap.ProgramID)
+	rp, err := svc.restorable(ctx, s, snap)
 	if err != nil {
 		return s, err
-	}
-	if rp.SHA256 != snap.ProgramSHA256 {
-		return s, fail.Unprocessable("program %s changed since snapshot %s was taken", snap.ProgramID, snap.ID)
 	}
 	release, err := svc.d.State.UseSnapshot(ctx, snap.ID, restoreLease)
 	if err != nil {
@@ -329,13 +334,41 @@ func (svc *Service) Restore(ctx context.Context, sessionID string, in RestoreReq
 	if err != nil {
 		return s, err
 	}
+	return svc.restoreOn(ctx, rc, s, snap, rp, false)
+}
+
+// restorable checks that snap restores into session s and returns the
+// program it was taken with.
+func (svc *Service) restorable(ctx context.Context, s model.Session, snap model.Snapshot) (runnerapi.Program, error) {
+	if snap.Machine != s.Machine || snap.Backend != s.Backend {
+		return runnerapi.Program{}, fail.Unprocessable("snapshot %s is of a %s %s; session %s is a %s %s", snap.ID, snap.Backend, snap.Machine, s.ID, s.Backend, s.Machine)
+	}
+	if err := svc.snapshotBoard(ctx, s); err != nil {
+		return runnerapi.Program{}, err
+	}
+	if err := session.Guard(s, "be restored"); err != nil {
+		return runnerapi.Program{}, err
+	}
+	rp, err := svc.d.Sessions.Program(ctx, s, snap.ProgramID)
+	if err != nil {
+		return rp, err
+	}
+	if rp.SHA256 != snap.ProgramSHA256 {
+		return rp, fail.Unprocessable("program %s changed since snapshot %s was taken", snap.ProgramID, snap.ID)
+	}
+	return rp, nil
+}
+
+// restoreOn has runner rc replace session s's machine with snap's state
+// (program rp), left paused if halted, and records it.
+func (svc *Service) restoreOn(ctx context.Context, rc *runnerapi.Client, s model.Session, snap model.Snapshot, rp runnerapi.Program, halted bool) (model.Session, error) {
 	if _, err := rc.Restore(ctx, s.ID, runnerapi.RestoreRequest{
 		Machine: s.Machine, Program: rp, SnapshotID: snap.ID, BlobKey: model.SnapshotStateKey(snap.ID),
-		SHA256: snap.SHA256, EmulatorVersion: snap.EmulatorVersion, Deterministic: s.Deterministic,
+		SHA256: snap.SHA256, EmulatorVersion: snap.EmulatorVersion, Deterministic: s.Deterministic, VirtualTime: s.VirtualTime, Halted: halted,
 	}); err != nil {
 		return s, err
 	}
-	s, err = svc.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
+	s, err := svc.d.State.UpdateSession(ctx, s.ID, func(x *model.Session) error {
 		x.ProgramID, x.SnapshotID = snap.ProgramID, snap.ID
 		return nil
 	})
@@ -422,6 +455,9 @@ func (svc *Service) Reindex(ctx context.Context) (int, error) {
 		svc.d.Log.Warn("skipping unreadable snapshot manifest", "key", key, "err", err)
 	})
 	if err != nil {
+		return n, err
+	}
+	if err := svc.reindexSystems(ctx); err != nil {
 		return n, err
 	}
 	// The stored states are the truth for the storage quota's snapshot
