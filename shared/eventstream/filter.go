@@ -202,19 +202,34 @@ func refsOf(data json.RawMessage) map[string][]string {
 			}
 		}
 	}
-	var nodes []json.RawMessage
-	if json.Unmarshal(fields["nodes"], &nodes) == nil {
-		for _, e := range nodes {
-			// A link's nodes are names, not objects: they name no session.
-			var n struct {
-				SessionID string `json:"session_id"`
-			}
-			if json.Unmarshal(e, &n) == nil && n.SessionID != "" {
-				refs["session"] = append(refs["session"], n.SessionID)
-			}
-		}
+	refs["session"] = append(refs["session"], nodeSessions(fields["nodes"])...)
+	// A system restored or forked is one level further down.
+	var sys struct {
+		Nodes json.RawMessage `json:"nodes"`
+	}
+	if json.Unmarshal(fields["system"], &sys) == nil {
+		refs["session"] = append(refs["session"], nodeSessions(sys.Nodes)...)
 	}
 	return refs
+}
+
+// nodeSessions are the sessions of a system's nodes (objects with a
+// "session_id"); a link's nodes are names and name no session.
+func nodeSessions(raw json.RawMessage) []string {
+	var nodes []json.RawMessage
+	if json.Unmarshal(raw, &nodes) != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range nodes {
+		var n struct {
+			SessionID string `json:"session_id"`
+		}
+		if json.Unmarshal(e, &n) == nil && n.SessionID != "" {
+			out = append(out, n.SessionID)
+		}
+	}
+	return out
 }
 
 // streamID is a Redis Stream entry id: milliseconds and a sequence number.

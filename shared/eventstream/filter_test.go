@@ -160,6 +160,7 @@ func TestMatchSystems(t *testing.T) {
 	lone := itemOf(t, events.TypeSessionStarted, n3, model.Session{ID: n3, State: model.StateRunning})
 	otherNode := itemOf(t, events.TypeSessionStarted, n3, model.Session{ID: n3, SystemID: other, State: model.StateRunning})
 	job := itemOf(t, events.TypeJobStarted, j1, model.Job{ID: j1, SessionID: n1, State: model.JobRunning})
+	restored := itemOf(t, events.TypeSystemRestored, sys, events.SystemRestored{Snapshot: model.SystemSnapshot{ID: other, SystemID: sys}, System: system})
 
 	f := func(query string) Filter {
 		q, _ := url.ParseQuery(query)
@@ -174,7 +175,10 @@ func TestMatchSystems(t *testing.T) {
 		it     *item
 		want   bool
 	}{
-		{"system=" + sys, created, true}, // the subject
+		{"system=" + sys, created, true},  // the subject
+		{"session=" + n2, restored, true}, // a node of the restored system
+		{"session=" + n3, restored, false},
+		{"system=" + sys, restored, true},
 		{"system=" + sys, started, true},
 		{"system=" + sys, deleted, true},
 		{"system=" + sys, linkChanged, true},
