@@ -130,28 +130,8 @@ func direct(b *testing.B) pair {
 			cmd.Process.Kill()
 			<-exited
 		})
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}()
-		select {
-		case c, ok := <-accepted:
-			if !ok {
-				b.Fatal("console listener closed")
-			}
-			b.Cleanup(func() { c.Close() })
-			return c, emulatortest.Watch(c)
-		case err := <-exited:
-			b.Fatalf("%s exited before connecting its console: %v: %s", name, err, stderr.String())
-		case <-time.After(waitLimit):
-			b.Fatalf("%s did not connect its console", name)
-		}
-		return nil, nil
+		c := acceptFrom(b, ln, name+"'s console", exited, &stderr)
+		return c, emulatortest.Watch(c)
 	}
 	pong, pongOut := start(firmware(b, "uartpong.elf"), "pong", true)
 	ping, pingOut := start(firmware(b, "uartping.elf"), "ping", false)

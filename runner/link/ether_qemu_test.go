@@ -105,28 +105,7 @@ func startEther(t testing.TB, name, elf, mac, direct string, server bool) *enode
 	t.Cleanup(n.kill)
 	conns := make([]net.Conn, len(lns))
 	for i, ln := range lns {
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}()
-		select {
-		case c, ok := <-accepted:
-			if !ok {
-				t.Fatalf("%s: listener %s closed", name, socks[i])
-			}
-			t.Cleanup(func() { c.Close() })
-			conns[i] = c
-		case err := <-n.exited:
-			n.exited <- err
-			t.Fatalf("%s exited before connecting %s: %v: %s", name, socks[i], err, stderr.String())
-		case <-time.After(waitLimit):
-			t.Fatalf("%s did not connect %s: %s", name, socks[i], stderr.String())
-		}
+		conns[i] = acceptFrom(t, ln, name+"'s "+socks[i], n.exited, &stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -481,4 +460,35 @@ func noLinkGoroutines(t testing.TB) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Errorf("goroutines left after Close:\n%s", strings.Join(g, "\n\n"))
+}
+
+// acceptFrom waits for an emulator started with exited (its Wait's
+// outcome, put back for others to see) to connect to ln, and closes the
+// connection at the test's end; what the emulator printed to out says
+// why it did not.
+func acceptFrom(t testing.TB, ln net.Listener, what string, exited chan error, out fmt.Stringer) net.Conn {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	select {
+	case c, ok := <-accepted:
+		if !ok {
+			t.Fatalf("%s: listener closed", what)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("the emulator exited before connecting %s: %v: %s", what, err, out.String())
+	case <-time.After(waitLimit):
+		t.Fatalf("the emulator did not connect %s: %s", what, out.String())
+	}
+	return nil
 }
