@@ -470,9 +470,9 @@ type NodeStart func(ctx context.Context, rc *runnerapi.Client, i int, s model.Se
 // StartSystem brings every node up halted with start, in parallel, puts
 // the links on the runner, then resumes every node at once. With replace
 // unset, a system with a node running is refused; with it set (a restore)
-// the running nodes are paused and their links taken off the runner
-// first, so no byte of the old run reaches a new machine, and a failure
-// partway leaves the system in error with every node stopped.
+// the running nodes are paused and the links taken off the runner first,
+// so no byte of the old run reaches a new machine, and a failure partway
+// leaves the system in error with every node stopped.
 func (svc *Service) StartSystem(ctx context.Context, sys model.System, replace bool, start NodeStart) (model.System, error) {
 	ss, err := svc.nodes(ctx, sys)
 	if err != nil {
@@ -492,7 +492,9 @@ func (svc *Service) StartSystem(ctx context.Context, sys model.System, replace b
 		return sys, err
 	}
 	t0 := time.Now()
-	if len(running) > 0 {
+	// A restore puts the links anew even on a stopped system: a link the
+	// runner still defines would keep the faults it had.
+	if replace {
 		if err := svc.quiesce(ctx, rc, sys, ss); err != nil {
 			return sys, err
 		}

@@ -199,6 +199,18 @@ func TestSystemSnapshotAllOrNothing(t *testing.T) {
 	if len(f.took(from, "/restore")) != 2 || len(f.took(from, "/resume")) != 2 {
 		t.Fatalf("restore calls: %v", f.calls[from:])
 	}
+	// The link is taken off before the first restore (even on a system
+	// whose restore failed and stopped it) and put back before the resume.
+	f.mu.Lock()
+	calls = slices.Clone(f.calls[from:])
+	f.mu.Unlock()
+	at := func(prefix string) int {
+		return slices.IndexFunc(calls, func(c string) bool { return strings.HasPrefix(c, prefix) })
+	}
+	firstRestore := slices.IndexFunc(calls, func(c string) bool { return strings.HasSuffix(c, "/restore") })
+	if del, put, resume := at("DELETE /links/"), at("PUT /links/"), at("POST /sessions/"+gw+"/resume"); del < 0 || del > firstRestore || put < firstRestore || put > resume {
+		t.Fatalf("restore calls: %v; want the link deleted, the nodes restored, the link put, the nodes resumed", calls)
+	}
 
 	// The index comes back from the manifests.
 	st.DeleteSystemSnapshot(ctx, v.ID)
