@@ -227,7 +227,7 @@ func systemBadInput(t *testing.T, pl *platform, progs map[string]string) {
 		{"bad faults", map[string]any{"name": "x", "nodes": two, "links": []any{map[string]any{"type": "uart", "ends": []string{"gw:uart1", "sensor:uart1"}, "faults": map[string]any{"loss": 2}}}}, 400, "probability"},
 		{"board without ethernet", map[string]any{"name": "x", "nodes": []any{systemNode("gw", progs["ethping.elf"]), netduino}, "links": []any{map[string]any{"type": "ethernet", "nodes": []string{"gw", "sensor"}}}}, 422, "has no Ethernet NIC"},
 		{"more nodes than a runner holds", map[string]any{"name": "x", "nodes": many}, 422, "holds more than 6"},
-		{"unknown clock", map[string]any{"name": "x", "nodes": two, "time": "sidereal"}, 400, `allowed: "realtime", "virtual"`},
+		{"unknown clock", map[string]any{"name": "x", "nodes": two, "time": "sidereal"}, 400, "is not a clock; allowed"},
 		{"unknown program", map[string]any{"name": "x", "nodes": []any{systemNode("gw", "0123456789abcdef")}}, 404, "not found"},
 	} {
 		body := pl.must(t, c.code, "POST", "/api/v1/systems", c.body, nil)
