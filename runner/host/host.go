@@ -136,6 +136,8 @@ type Runner struct {
 	exitedCPU   time.Duration
 	dropMetrics func()
 	idleDone    chan struct{}
+	// loadChanged asks Run to refresh the registration (its running count).
+	loadChanged chan struct{}
 	// budget bounds the spares (spares.go).
 	budget *spareBudget
 	// links join sessions' ports (links.go), segments their NICs
@@ -236,8 +238,8 @@ func New(ctx context.Context, cfg Config, st *state.Store, blobs blob.Store, pub
 		sessions: map[string]*session{},
 		deleted:  map[string]time.Time{},
 		procs:    map[emulator.Machine]tracked{},
-		idleDone: make(chan struct{}),
-		budget:   newSpareBudget(),
+		idleDone: make(chan struct{}), loadChanged: make(chan struct{}, 1),
+		budget: newSpareBudget(),
 	}
 	// A backend that can count does so for the boards it says, and the
 	// runner offers coverage if any board has it.

@@ -582,3 +582,34 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("snapshot of a board without snapshots: %v", err)
 	}
 }
+
+// The registration's running count follows a start and a stop at once,
+// not at the next heartbeat: placement of a system's nodes reads it.
+func TestRegistrationFollowsLoad(t *testing.T) {
+	g := newRig(t, func(s *Settings) { s.Heartbeat = time.Hour })
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	running := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r, err := g.st.Runner(t.Context(), g.r.cfg.ID)
+			if err == nil && r.Running == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("registration says %d running (%v), want %d", r.Running, err, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	g.session(t, "s1")
+	g.start(t, "s1", "netduino2")
+	running(1)
+	if err := g.r.Stop("s1"); err != nil {
+		t.Fatal(err)
+	}
+	running(0)
+}

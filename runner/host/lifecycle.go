@@ -62,7 +62,16 @@ func (in *instance) requested() (stopping, silent bool, reason string) {
 // setProc keeps the counter in step with the slot (setSpare likewise for
 // spares); s.mu is held.
 func (r *Runner) setProc(s *session, in *instance) {
-	r.active.Add(delta(s.proc != nil, in != nil))
+	if d := delta(s.proc != nil, in != nil); d != 0 {
+		r.active.Add(d)
+		// The registration says how many run: placement (a system's all
+		// nodes at once) reads it, so it is refreshed now, not at the
+		// next heartbeat.
+		select {
+		case r.loadChanged <- struct{}{}:
+		default:
+		}
+	}
 	s.proc = in
 }
 

@@ -68,12 +68,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			hctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
-			if err := r.register(hctx); err != nil {
-				r.log.Error("heartbeat failed", "err", err)
-			}
-			cancel()
+		case <-r.loadChanged:
 		}
+		hctx, cancel := context.WithTimeout(ctx, r.cfg.Heartbeat)
+		if err := r.register(hctx); err != nil {
+			r.log.Error("heartbeat failed", "err", err)
+		}
+		cancel()
 	}
 }
 
