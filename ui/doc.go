@@ -1,7 +1,8 @@
 // Package ui is the platform's web UI, served at /ui/ by the standalone
 // server and, in a cluster, by the sessions function: sign in with an API
 // key; programs, sessions with a live console (xterm.js over the console
-// WebSocket), snapshots, coverage, the gdb snippet and jobs.
+// WebSocket), snapshots, coverage, the gdb snippet, jobs, and systems
+// (their nodes, links with faults and traffic, snapshots and clock).
 //
 // The front end is plain JavaScript modules under src/, with the npm
 // packages pinned by package-lock.json; `go run ./ui/build` (which the

@@ -11,12 +11,15 @@ import { programsPage } from './pages/programs.js';
 import { sessionsPage } from './pages/sessions.js';
 import { sessionPage } from './pages/session.js';
 import { jobsPage, jobPage } from './pages/jobs.js';
+import { systemsPage, systemPage } from './pages/systems.js';
 
 const routes = [
   [/^#\/login$/, loginPage, 'login'],
   [/^#\/programs$/, programsPage, 'programs'],
   [/^#\/sessions$/, sessionsPage, 'sessions'],
   [/^#\/sessions\/([\w-]+)$/, sessionPage, 'session'],
+  [/^#\/systems$/, systemsPage, 'systems'],
+  [/^#\/systems\/([\w-]+)$/, systemPage, 'system'],
   [/^#\/jobs$/, jobsPage, 'jobs'],
   [/^#\/jobs\/([\w-]+)$/, jobPage, 'job'],
 ];

@@ -110,6 +110,7 @@ export function sessionPage(root, id) {
       h('span', null, h('code', null, s.id)), h('span', null, 'board ', h('strong', null, s.machine)), h('span', null, s.backend),
       h('span', null, 'program ', s.program_id ? h('code', null, s.program_id) : 'none'),
       s.started_at && h('span', null, 'started ', when(s.started_at)),
+      s.system_id && h('span', { id: 'session-system' }, 'node of system ', h('a', { href: `#/systems/${s.system_id}` }, h('code', null, s.system_id))),
       s.snapshot_id && h('span', null, 'from snapshot ', h('code', null, s.snapshot_id)),
       s.replay_of && h('span', { id: 'session-replay-of' }, 'replays recording ', h('code', null, s.replay_of)),
       s.record && h('span', null, 'records every power on'),
