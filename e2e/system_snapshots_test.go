@@ -85,8 +85,9 @@ func systemSnapshots(t *testing.T, pl *platform, progs map[string]string) {
 		systemNode("gw", progs["uartping.elf"]),
 		map[string]any{"name": "nd", "board_config": map[string]string{"board": "netduino2"}, "program_id": nd},
 	}}, &mixed)
-	pl.must(t, 200, "POST", "/api/v1/systems/"+mixed.ID+"/poweron", nil, nil)
+	// Created before the runner of 6 is full: placement wants room now.
 	pl.must(t, 201, "POST", "/api/v1/systems", map[string]any{"name": "lone", "nodes": []any{systemNode("gw", progs["uartping.elf"])}}, &lone)
+	pl.must(t, 200, "POST", "/api/v1/systems/"+mixed.ID+"/poweron", nil, nil)
 	for _, c := range []struct {
 		name, method, path string
 		body               any

@@ -566,6 +566,9 @@ func TestSnapshotRestore(t *testing.T) {
 	if err != nil || !st.Running {
 		t.Fatalf("restore: %+v %v", st, err)
 	}
+	if n := g.r.running(); n != 1 {
+		t.Fatalf("%d emulators counted running after a restore, want 1", n)
+	}
 	// A deterministic session stays one across a restore.
 	if !g.last(t).Spec().Deterministic {
 		t.Fatal("the restored machine does not run on the instruction counter")
