@@ -476,6 +476,11 @@ func uiLive(t *testing.T, pl *platform, b *browser) {
 	b.click("power on from the page", "#power-on")
 	b.until("the page shows it running", state+` === 'running'`)
 	b.waitTerminal("MS-TEST-FW mps2-an385 ready")
+	// Long after the call, the power buttons follow the state (read once:
+	// they must not be enabled again when the call ends).
+	if !eval[bool](b, "power buttons", `document.querySelector('#power-on').disabled && !document.querySelector('#power-off').disabled`) {
+		t.Fatal("power on is enabled on a running session after powering it on from the page")
+	}
 
 	b.click("sessions page", `#nav a[data-nav="sessions"]`)
 	b.until("the session is listed", `document.querySelector('#sessions-table tr[data-id="`+id+`"]')`)

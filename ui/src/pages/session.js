@@ -39,7 +39,9 @@ export function sessionPage(root, id) {
     loadRow.append(sel, loadBtn);
   });
 
-  const act = (b, op) => action(b, async () => show(await post(sp(`/${op}`))));
+  // action() enables its button again when done; the power buttons follow
+  // the state, so show() decides once more after it.
+  const act = (b, op) => action(b, async () => show(await post(sp(`/${op}`)))).finally(() => { if (s) show(s); });
 
   // Console.
   const termEl = h('div', { id: 'terminal', class: 'terminal' });
