@@ -14,6 +14,7 @@ import (
 
 	"github.com/machineserver/machineserver/cmd/msctl/internal/client"
 	"github.com/machineserver/machineserver/shared/model"
+	"github.com/machineserver/machineserver/shared/runnerapi"
 )
 
 const systemsUsage = `usage: msctl systems create [FILE|-] [--poweron]
@@ -229,35 +230,13 @@ func runSystemAction(ctx context.Context, e *env, args []string, action string) 
 
 // linkStatus is GET /api/v1/systems/{id}/links/{link}: the link as the
 // system defines it and, once its runner carries it, the counters (a
-// UART link's per direction, an Ethernet link's per node). Only what msctl
-// prints is decoded; --output json prints the answer as it came.
+// UART link's per direction, an Ethernet link's per node), in the
+// runner's own types.
 type linkStatus struct {
-	SystemID string           `json:"system_id"`
-	Link     model.SystemLink `json:"link"`
-	UART     *struct {
-		Attached   bool `json:"attached"`
-		Directions []struct {
-			From      string `json:"from"`
-			To        string `json:"to"`
-			Bytes     uint64 `json:"bytes"`
-			Delivered uint64 `json:"delivered"`
-			Dropped   uint64 `json:"dropped"`
-			Lost      uint64 `json:"lost"`
-			Corrupted uint64 `json:"corrupted"`
-		} `json:"directions"`
-	} `json:"uart,omitempty"`
-	Ethernet *struct {
-		Ports []struct {
-			Session   string `json:"session"`
-			Attached  bool   `json:"attached"`
-			In        uint64 `json:"in"`
-			Out       uint64 `json:"out"`
-			Dropped   uint64 `json:"dropped"`
-			Lost      uint64 `json:"lost"`
-			Corrupted uint64 `json:"corrupted"`
-			Overflow  uint64 `json:"overflow"`
-		} `json:"ports"`
-	} `json:"ethernet,omitempty"`
+	SystemID string             `json:"system_id"`
+	Link     model.SystemLink   `json:"link"`
+	UART     *runnerapi.Link    `json:"uart,omitempty"`
+	Ethernet *runnerapi.Segment `json:"ethernet,omitempty"`
 }
 
 func runSystemLink(ctx context.Context, e *env, args []string) error {
