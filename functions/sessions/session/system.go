@@ -73,7 +73,7 @@ func (svc *Service) CreateSystem(ctx context.Context, in model.SystemSpec) (mode
 		s, err := svc.makeNode(ctx, sys, in.Nodes[i], p.boards[i], p.progs[i])
 		if err != nil {
 			undo()
-			return model.System{}, about("node "+n.Name, err)
+			return model.System{}, About("node "+n.Name, err)
 		}
 		made = append(made, s)
 		sys.Nodes[i].SessionID = s.ID
@@ -137,14 +137,14 @@ func (svc *Service) planSystem(ctx context.Context, in model.SystemSpec) (plan, 
 			return plan{}, fail.Invalid("node %s: program_id is required (upload one with POST /api/v1/programs)", n.Name)
 		}
 		if err := runnerapi.CheckLimits(n.Limits); err != nil {
-			return plan{}, about("node "+n.Name, err)
+			return plan{}, About("node "+n.Name, err)
 		}
 		if err := checkLimits(n.Limits, caps); err != nil {
-			return plan{}, about("node "+n.Name, err)
+			return plan{}, About("node "+n.Name, err)
 		}
 		be, b, err := Resolve(caps, n.Backend, n.BoardConfig)
 		if err != nil {
-			return plan{}, about("node "+n.Name, err)
+			return plan{}, About("node "+n.Name, err)
 		}
 		// Virtual time is the instruction counter's, which the probe found
 		// working or not per board (the deterministic feature).
@@ -154,7 +154,7 @@ func (svc *Service) planSystem(ctx context.Context, in model.SystemSpec) (plan, 
 		// The program is checked against the board as a load would.
 		rp, _, err := svc.place(ctx, model.Session{ID: n.Name, Backend: be.Name, Machine: b.Name}, n.ProgramID)
 		if err != nil {
-			return plan{}, about("node "+n.Name, err)
+			return plan{}, About("node "+n.Name, err)
 		}
 		in.Nodes[i].Backend = be.Name
 		p.boards, p.progs = append(p.boards, b), append(p.progs, rp)
@@ -406,7 +406,7 @@ func (svc *Service) nodes(ctx context.Context, sys model.System) ([]model.Sessio
 	for i, n := range sys.Nodes {
 		s, err := svc.Get(ctx, n.SessionID)
 		if err != nil {
-			return nil, about("node "+n.Name+" (session "+n.SessionID+")", err)
+			return nil, About("node "+n.Name+" (session "+n.SessionID+")", err)
 		}
 		out[i] = s
 	}
@@ -502,7 +502,7 @@ func (svc *Service) StartSystem(ctx context.Context, sys model.System, replace b
 	// The nodes start in parallel: each is a start of its own emulator.
 	started := make([]bool, len(ss))
 	errs := each(ss, func(i int, s model.Session) error {
-		err := about("node "+sys.Nodes[i].Name, start(ctx, rc, i, s))
+		err := About("node "+sys.Nodes[i].Name, start(ctx, rc, i, s))
 		started[i] = err == nil
 		return err
 	})
@@ -535,7 +535,7 @@ func (svc *Service) StartSystem(ctx context.Context, sys model.System, replace b
 	// emulator, so in parallel they land within a millisecond or so.
 	errs = each(ss, func(_ int, s model.Session) error { return rc.Resume(ctx, s.ID) })
 	if err := errors.Join(errs...); err != nil {
-		return undo(about("resume the nodes", err))
+		return undo(About("resume the nodes", err))
 	}
 	if err := svc.keepTime(ctx, rc, sys); err != nil {
 		return undo(err)
@@ -554,7 +554,7 @@ func (svc *Service) quiesce(ctx context.Context, rc *runnerapi.Client, sys model
 		if s.State != model.StateRunning {
 			return nil
 		}
-		return about("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
+		return About("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
 	})
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -592,7 +592,7 @@ func (svc *Service) PauseSystem(ctx context.Context, id string) (sys model.Syste
 		return sys, nil, nil, err
 	}
 	errs := each(ss, func(i int, s model.Session) error {
-		return about("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
+		return About("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
 	})
 	if err := errors.Join(errs...); err != nil {
 		if rerr := resume(); rerr != nil {
@@ -625,7 +625,7 @@ func (svc *Service) putLinks(ctx context.Context, rc *runnerapi.Client, sys mode
 			_, err = rc.PutSegment(ctx, l.RunnerLink, req)
 		}
 		if err != nil {
-			return about("link "+l.Name, err)
+			return About("link "+l.Name, err)
 		}
 	}
 	return nil
@@ -721,7 +721,7 @@ func (svc *Service) DeleteSystem(ctx context.Context, id string) (model.System, 
 			err = svc.remove(ctx, s)
 		}
 		if err != nil {
-			return sys, about("node "+n.Name, err)
+			return sys, About("node "+n.Name, err)
 		}
 	}
 	if err := svc.d.State.DeleteSystem(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
@@ -743,7 +743,7 @@ func (svc *Service) keepTime(ctx context.Context, rc *runnerapi.Client, sys mode
 		req.Sessions = append(req.Sessions, n.SessionID)
 	}
 	_, err := rc.PutClock(ctx, sys.ID, req)
-	return about("keep the nodes' virtual clocks together", err)
+	return About("keep the nodes' virtual clocks together", err)
 }
 
 // releaseTime stops the system's barrier, which resumes any node it held.
@@ -752,7 +752,7 @@ func (svc *Service) releaseTime(ctx context.Context, rc *runnerapi.Client, sys m
 		return nil
 	}
 	if c, err := rc.DeleteClock(ctx, sys.ID); err != nil && !runnerapi.IsNotFound(err) {
-		return about("stop the virtual clock barrier", err)
+		return About("stop the virtual clock barrier", err)
 	} else if err == nil {
 		svc.d.Log.Info("virtual clock stopped", "system", sys.ID, "polls", c.Polls, "max_spread_ms", c.MaxSpreadMS, "holds", c.Holds, "held_ms", c.HeldMS)
 	}
@@ -798,7 +798,7 @@ func (svc *Service) deleteLinks(ctx context.Context, rc *runnerapi.Client, sys m
 			del = rc.DeleteSegment
 		}
 		if err := del(ctx, l.RunnerLink); err != nil && !runnerapi.IsNotFound(err) {
-			return about("link "+l.Name, err)
+			return About("link "+l.Name, err)
 		}
 	}
 	return nil
@@ -810,9 +810,9 @@ func (svc *Service) publishSystem(typ string, sys model.System) {
 	}
 }
 
-// about puts the node or link an error is about before its message,
+// About puts the node or link an error is about before its message,
 // keeping its status; nil stays nil.
-func about(what string, err error) error {
+func About(what string, err error) error {
 	if err == nil {
 		return nil
 	}

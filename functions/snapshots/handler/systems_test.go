@@ -160,7 +160,7 @@ func TestSystemSnapshotAllOrNothing(t *testing.T) {
 
 	f.failOn = "/sessions/" + sensor + "/snapshot"
 	from = f.count()
-	if _, err := h.CreateSystem(ctx, sys.ID, CreateRequest{Name: "two"}); status(err) != 422 || !strings.Contains(err.Error(), "node sensor") {
+	if _, err := h.CreateSystem(ctx, sys.ID, CreateRequest{Name: "two"}); status(err) != 422 || !strings.Contains(httpapi.AsError(err).Message, "node sensor") {
 		t.Fatalf("a failing node: %v", err)
 	}
 	if len(f.took(from, "/resume")) != 2 {
@@ -180,7 +180,7 @@ func TestSystemSnapshotAllOrNothing(t *testing.T) {
 	// both nodes stopped, not half restored.
 	f.failOn = "/sessions/" + gw + "/restore"
 	from = f.count()
-	if _, err := h.RestoreSystem(ctx, sys.ID, RestoreRequest{SnapshotID: v.ID}); status(err) != 422 || !strings.Contains(err.Error(), "node gw") {
+	if _, err := h.RestoreSystem(ctx, sys.ID, RestoreRequest{SnapshotID: v.ID}); status(err) != 422 || !strings.Contains(httpapi.AsError(err).Message, "node gw") {
 		t.Fatalf("a failing restore: %v", err)
 	}
 	if len(f.took(from, "/stop")) != 2 || len(f.took(from, "/resume")) != 0 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/machineserver/machineserver/events"
+	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/auth"
 	"github.com/machineserver/machineserver/shared/blob"
 	"github.com/machineserver/machineserver/shared/fail"
@@ -79,9 +80,7 @@ func (svc *Service) CreateSystem(ctx context.Context, systemID string, in Create
 	for i, s := range ss {
 		wg.Go(func() {
 			parts[i], errs[i] = svc.create(ctx, s.ID, CreateRequest{Name: in.Name + "/" + sys.Nodes[i].Name, Description: in.Description}, v.ID)
-			if errs[i] != nil {
-				errs[i] = fmt.Errorf("node %s: %w", sys.Nodes[i].Name, errs[i])
-			}
+			errs[i] = session.About("node "+sys.Nodes[i].Name, errs[i])
 		})
 	}
 	wg.Wait()
@@ -116,19 +115,17 @@ func (svc *Service) CreateSystem(ctx context.Context, systemID string, in Create
 // systemBoards refuses a system with a node whose board cannot be
 // snapshotted, naming the node.
 func (svc *Service) systemBoards(ctx context.Context, sys model.System) error {
+	caps, err := svc.d.Sessions.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
 	for _, n := range sys.Nodes {
 		s, err := svc.d.Sessions.Get(ctx, n.SessionID)
 		if err == nil {
-			err = svc.snapshotBoard(ctx, s)
+			err = boardSnapshots(caps, s)
 		}
 		if err != nil {
-			var e *fail.Error
-			if errors.As(err, &e) {
-				c := *e
-				c.Message = "node " + n.Name + ": " + c.Message
-				return &c
-			}
-			return fmt.Errorf("node %s: %w", n.Name, err)
+			return session.About("node "+n.Name, err)
 		}
 	}
 	return nil
@@ -232,7 +229,7 @@ func (svc *Service) DeleteSystem(ctx context.Context, id string) (model.SystemSn
 			err = svc.remove(ctx, snap)
 		}
 		if err != nil {
-			return v, fmt.Errorf("node %s: %w", n.Name, err)
+			return v, session.About("node "+n.Name, err)
 		}
 	}
 	if err := svc.d.State.DeleteSystemSnapshot(ctx, id); err != nil && !errors.Is(err, state.ErrNotFound) {
@@ -286,7 +283,7 @@ func (svc *Service) RestoreSystem(ctx context.Context, systemID string, in Resto
 			progs[i], err = svc.restorable(ctx, s, snap)
 		}
 		if err != nil {
-			return sys, fmt.Errorf("node %s: %w", n.Name, err)
+			return sys, session.About("node "+n.Name, err)
 		}
 		release, err := svc.d.State.UseSnapshot(ctx, snap.ID, restoreLease)
 		if err != nil {
