@@ -80,7 +80,7 @@ func newRig(t *testing.T, set func(*Settings)) *rig {
 
 // newRigOn is a runner on backend with embedded state and a blob store in
 // a temporary directory.
-func newRigOn(t *testing.T, backend emulator.Backend, set func(*Settings)) *rig {
+func newRigOn(t testing.TB, backend emulator.Backend, set func(*Settings)) *rig {
 	t.Helper()
 	ctx := t.Context()
 	st, err := state.OpenEmbedded(ctx)

@@ -14,7 +14,7 @@ import (
 )
 
 // qemuProgram stores a test firmware image of mps2-an385 as a program.
-func (g *rig) qemuProgram(t *testing.T, name string) runnerapi.Program {
+func (g *rig) qemuProgram(t testing.TB, name string) runnerapi.Program {
 	t.Helper()
 	dir := os.Getenv("MS_TEST_FIRMWARE_DIR")
 	if dir == "" {

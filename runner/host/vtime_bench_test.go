@@ -1,60 +1,14 @@
 package host
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
-	"log/slog"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/machineserver/machineserver/runner/qemu"
-	"github.com/machineserver/machineserver/shared/blob"
-	"github.com/machineserver/machineserver/shared/model"
-	"github.com/machineserver/machineserver/shared/runnerapi"
-	"github.com/machineserver/machineserver/shared/state"
 )
-
-// newQEMURig is newRigOn's runner on real QEMU, for benchmarks too.
-func newQEMURig(tb testing.TB) *rig {
-	tb.Helper()
-	ctx := tb.Context()
-	st, err := state.OpenEmbedded(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	blobs, err := blob.NewFS(tb.TempDir())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	// Unix socket paths are short: the sockets live under /tmp.
-	sockets, err := os.MkdirTemp("", "mshost")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(sockets) })
-	s := Settings{SocketDir: sockets, Capacity: 8, ConsoleBytes: 1 << 20, StopGrace: time.Second, GDBListen: "127.0.0.1", Heartbeat: time.Minute}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	backend := qemu.New(qemu.Options{Binaries: []string{"qemu-system-arm"}})
-	r, err := New(ctx, Config{Settings: s, ID: "r1", URL: "http://runner", Dir: tb.TempDir(), Backend: backend}, st, blobs, &published{n: map[string]int{}}, log)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { r.Shutdown(context.Background()) })
-	image := []byte("unused")
-	sum := sha256.Sum256(image)
-	prog := runnerapi.Program{ID: "p1", BlobKey: "programs/p1", SHA256: hex.EncodeToString(sum[:]), Format: model.FormatBIN}
-	if err := blobs.Put(ctx, prog.BlobKey, bytes.NewReader(image), int64(len(image)), "application/octet-stream"); err != nil {
-		tb.Fatal(err)
-	}
-	return &rig{r: r, st: st, pub: &published{n: map[string]int{}}, prog: prog, blobs: blobs}
-}
 
 // vtimeRun is what one clock mode measured.
 type vtimeRun struct {
@@ -73,7 +27,8 @@ const driftWindow = 3 * time.Second
 // given a loop of load million iterations (enough to last driftWindow),
 // then busyIterations timed on their own.
 func measureVirtualTime(b *testing.B, virtual, barrier bool, load int) vtimeRun {
-	g := newQEMURig(b)
+	// The console ring the benchmark has always run with (1 MiB).
+	g := newRigOn(b, qemu.New(qemu.Options{Binaries: []string{"qemu-system-arm"}}), func(s *Settings) { s.ConsoleBytes = 1 << 20 })
 	busy, idle, resumed := vclockPair(b, g, virtual)
 	var res vtimeRun
 	ctx, cancel := context.WithCancel(b.Context())

@@ -3,10 +3,6 @@ package host
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,7 +149,7 @@ func abs(f float64) float64 {
 // answers the host instant just before the resume.
 func vclockPair(tb testing.TB, g *rig, virtual bool) (busy, idle *clockWatch, resumed time.Time) {
 	tb.Helper()
-	prog := vclockProgram(tb, g)
+	prog := g.qemuProgram(tb, "vclock.elf")
 	var w []*clockWatch
 	for _, id := range []string{"busy", "idle"} {
 		if err := g.st.CreateSession(tb.Context(), model.Session{ID: id, State: model.StateStopped, CreatedAt: time.Now()}); err != nil {
@@ -172,26 +168,6 @@ func vclockPair(tb testing.TB, g *rig, virtual bool) (busy, idle *clockWatch, re
 		}
 	}
 	return w[0], w[1], resumed
-}
-
-// vclockProgram stores vclock.elf for g's runner (qemuProgram, for
-// benchmarks too).
-func vclockProgram(tb testing.TB, g *rig) runnerapi.Program {
-	tb.Helper()
-	dir := os.Getenv("MS_TEST_FIRMWARE_DIR")
-	if dir == "" {
-		dir = "../../build/firmware"
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "mps2-an385", "vclock.elf"))
-	if err != nil {
-		tb.Fatalf("test firmware missing (run make firmware, or set MS_TEST_FIRMWARE_DIR): %v", err)
-	}
-	sum := sha256.Sum256(b)
-	p := runnerapi.Program{ID: "vclock", BlobKey: "programs/vclock", SHA256: hex.EncodeToString(sum[:]), Format: model.FormatELF}
-	if err := g.blobs.Put(tb.Context(), p.BlobKey, bytes.NewReader(b), int64(len(b)), "application/octet-stream"); err != nil {
-		tb.Fatal(err)
-	}
-	return p
 }
 
 // guestMs parses the number at the end of a console line.
