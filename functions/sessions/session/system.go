@@ -550,16 +550,21 @@ func (svc *Service) quiesce(ctx context.Context, rc *runnerapi.Client, sys model
 	if err := svc.releaseTime(ctx, rc, sys); err != nil {
 		return err
 	}
-	errs := each(ss, func(i int, s model.Session) error {
+	if err := pauseNodes(ctx, rc, sys, ss); err != nil {
+		return err
+	}
+	return svc.deleteLinks(ctx, rc, sys)
+}
+
+// pauseNodes pauses the system's running nodes (ss, in node order) at
+// once.
+func pauseNodes(ctx context.Context, rc *runnerapi.Client, sys model.System, ss []model.Session) error {
+	return errors.Join(each(ss, func(i int, s model.Session) error {
 		if s.State != model.StateRunning {
 			return nil
 		}
 		return About("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
-	})
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	return svc.deleteLinks(ctx, rc, sys)
+	})...)
 }
 
 // PauseSystem pauses every running node of the system at once (for a
@@ -591,10 +596,7 @@ func (svc *Service) PauseSystem(ctx context.Context, id string) (sys model.Syste
 	if err := svc.releaseTime(ctx, rc, sys); err != nil {
 		return sys, nil, nil, err
 	}
-	errs := each(ss, func(i int, s model.Session) error {
-		return About("pause node "+sys.Nodes[i].Name, rc.Pause(ctx, s.ID))
-	})
-	if err := errors.Join(errs...); err != nil {
+	if err := pauseNodes(ctx, rc, sys, ss); err != nil {
 		if rerr := resume(); rerr != nil {
 			svc.d.Log.Warn("resume after a failed pause", "system", id, "err", rerr)
 		}
