@@ -1,13 +1,16 @@
 package handler
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/machineserver/machineserver/events"
 	"github.com/machineserver/machineserver/functions/sessions/session"
 	"github.com/machineserver/machineserver/shared/board"
 	"github.com/machineserver/machineserver/shared/model"
@@ -209,5 +212,40 @@ func TestSystemVirtualTime(t *testing.T) {
 	}
 	if starts != 2 {
 		t.Fatalf("%d starts", starts)
+	}
+}
+
+// publishedSystems records the systems published with their types.
+type publishedSystems struct {
+	mu  sync.Mutex
+	got map[string]model.System
+}
+
+func (p *publishedSystems) Publish(_ context.Context, typ, _ string, data any) error {
+	if sys, ok := data.(model.System); ok {
+		p.mu.Lock()
+		p.got[typ] = sys
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+// A system's power events carry its nodes' states, as the answer does:
+// a client following the events sees the nodes run and stop.
+func TestSystemEventsCarryNodeStates(t *testing.T) {
+	h, st, _ := setup(t)
+	pub := &publishedSystems{got: map[string]model.System{}}
+	h.d.Publisher = pub
+	*h = *New(h.d)
+	a := serve(t, h)
+	sys := createSystem(t, a, "a", systemBody(putProgram(t, st, "a").ID))
+	if code, body := a.call("a", "POST", "/api/v1/systems/"+sys.ID+"/poweron", ""); code != 200 {
+		t.Fatalf("poweron: %d %s", code, body)
+	}
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	started := pub.got[events.TypeSystemStarted]
+	if len(started.Nodes) != 2 || started.Nodes[0].State != model.StateRunning || started.Nodes[1].State != model.StateRunning {
+		t.Fatalf("system.started carries nodes %+v; want both running", started.Nodes)
 	}
 }

@@ -375,12 +375,17 @@ func (svc *Service) System(ctx context.Context, id string) (model.System, error)
 	if err != nil {
 		return sys, err
 	}
+	return svc.withNodeStates(ctx, sys), nil
+}
+
+// withNodeStates is sys with each node's session state now.
+func (svc *Service) withNodeStates(ctx context.Context, sys model.System) model.System {
 	for i, n := range sys.Nodes {
 		if s, err := svc.Get(ctx, n.SessionID); err == nil {
 			sys.Nodes[i].State = s.State
 		}
 	}
-	return sys, nil
+	return sys
 }
 
 func (svc *Service) ownSystem(ctx context.Context, id string) (model.System, error) {
@@ -641,8 +646,11 @@ func (svc *Service) setSystemState(ctx context.Context, sys model.System, st mod
 	if err != nil {
 		return sys, err
 	}
+	// The event carries what the answer does: a client following events
+	// sees the nodes' states too.
+	sys = svc.withNodeStates(ctx, sys)
 	svc.publishSystem(typ, sys)
-	return svc.System(ctx, sys.ID)
+	return sys, nil
 }
 
 // PowerOffSystem stops every running node.
